@@ -1,0 +1,98 @@
+//! vswitchd: the daemon. Starts the data plane's workers, restores the saved state and serves
+//! the API on a Unix socket until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use vswitch_ctl::controller::Controller;
+use vswitch_ctl::store::Store;
+use vswitch_ctl::{server, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use vswitch_router::Gateways;
+use vswitch_switch::{Dataplane, DataplaneConfig, Mode, SlowPathHandler};
+
+/// The vswitch daemon: a userspace virtual switch for containers.
+#[derive(Debug, Parser)]
+#[command(name = "vswitchd", version)]
+struct Args {
+    /// Unix socket of the API.
+    #[arg(long, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Directory of the state store.
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Worker threads (0 = one per CPU).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Do not pin workers to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Benchmark mode: forward every frame to the other ports of its network with no
+    /// switching logic (the ceiling of the port I/O).
+    #[arg(long)]
+    null_forwarder: bool,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,netlink_packet_route=error"))
+        .format_timestamp_millis()
+        .init();
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("vswitchd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let store = Store::open(&args.state_dir)?;
+    let gateways = Arc::new(Gateways::new());
+    let cfg =
+        DataplaneConfig { workers: args.workers, pin: !args.no_pin, mode: if args.null_forwarder { Mode::Null } else { Mode::Switch } };
+    let handler: Arc<dyn SlowPathHandler> = gateways.clone();
+    let dp = Arc::new(Dataplane::start(cfg, Some(handler))?);
+    let ctl = Controller::start(store, dp.clone(), gateways).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ctl = Arc::new(Mutex::new(ctl));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(8).enable_all().build()?;
+    let socket = args.socket.clone();
+    rt.block_on(async move {
+        let reaper = ctl.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let c = reaper.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Ok(mut c) = c.lock() {
+                        c.reap();
+                    }
+                })
+                .await;
+            }
+        });
+        log::info!(
+            "vswitchd {} serving {} with {} worker(s){}; state in {}",
+            env!("CARGO_PKG_VERSION"),
+            args.socket.display(),
+            dp.workers(),
+            if args.null_forwarder { " in null-forwarder mode" } else { "" },
+            args.state_dir.display()
+        );
+        server::serve(&args.socket, ctl, shutdown_signal()).await
+    })?;
+    let _ = std::fs::remove_file(&socket);
+    log::info!("vswitchd stopped; endpoints stay in their sandboxes and are re-attached at the next start");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -1,0 +1,306 @@
+//! `vswitchctl network ...`: create, ls, inspect, rm, connect, disconnect, prune.
+
+use std::collections::BTreeMap;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::{print_json, seg, table, Ctx};
+use crate::client::ClientError;
+use crate::model::opt;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum NetworkCmd {
+    /// Create a network.
+    Create(Create),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(Ls),
+    /// Show one or more networks in detail (Docker's JSON).
+    Inspect(Inspect),
+    /// Remove one or more networks.
+    #[command(alias = "remove")]
+    Rm(Rm),
+    /// Connect a sandbox (network namespace) or a host veth to a network.
+    Connect(Connect),
+    /// Disconnect a sandbox from a network.
+    Disconnect(Disconnect),
+    /// Remove all networks that have no endpoints.
+    Prune(Prune),
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Create {
+    /// Network name.
+    name: String,
+    /// Driver: bridge (default), host, null.
+    #[arg(short, long, default_value = "bridge")]
+    driver: String,
+    /// Subnet in CIDR form (default: the next free Docker pool).
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Gateway address (default: the subnet's first host).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Allocate container addresses from this sub-range.
+    #[arg(long)]
+    ip_range: Option<String>,
+    /// Reserve an address: NAME=IP (repeatable).
+    #[arg(long = "aux-address", value_parser = key_value)]
+    aux: Vec<(String, String)>,
+    /// No route out of the network.
+    #[arg(long)]
+    internal: bool,
+    /// Accepted for Docker compatibility (every network is attachable here).
+    #[arg(long)]
+    attachable: bool,
+    /// Enable IPv6.
+    #[arg(long)]
+    ipv6: bool,
+    /// Driver option KEY=VALUE (repeatable), e.g. com.docker.network.driver.mtu=9000.
+    #[arg(short = 'o', long = "opt", value_parser = key_value)]
+    opts: Vec<(String, String)>,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(long, value_parser = key_value)]
+    label: Vec<(String, String)>,
+    /// MTU of the network's interfaces (same as -o com.docker.network.driver.mtu=N).
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// Seconds before a learned MAC is forgotten (0 = never; default 300).
+    #[arg(long)]
+    fdb_aging: Option<u32>,
+    /// Most MACs one port may have learned (0 = no limit; default 1024).
+    #[arg(long)]
+    mac_limit: Option<u32>,
+}
+
+impl Create {
+    fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let mut options: BTreeMap<String, String> = self.opts.into_iter().collect();
+        for (k, v) in [(opt::MTU, self.mtu), (opt::AGING, self.fdb_aging), (opt::MAC_LIMIT, self.mac_limit)] {
+            if let Some(v) = v {
+                options.insert(k.to_string(), v.to_string());
+            }
+        }
+        let labels: BTreeMap<String, String> = self.label.into_iter().collect();
+        let aux: BTreeMap<String, String> = self.aux.into_iter().collect();
+        let config = if self.subnet.is_some() || self.gateway.is_some() || self.ip_range.is_some() || !aux.is_empty() {
+            vec![json!({ "Subnet": self.subnet, "Gateway": self.gateway, "IPRange": self.ip_range, "AuxiliaryAddresses": aux })]
+        } else {
+            vec![]
+        };
+        let body = json!({
+            "Name": self.name,
+            "Driver": self.driver,
+            "Internal": self.internal,
+            "Attachable": self.attachable,
+            "EnableIPv6": self.ipv6,
+            "IPAM": { "Driver": "default", "Config": config },
+            "Options": options,
+            "Labels": labels,
+        });
+        let v = ctx.call("POST", "/networks/create", Some(&body))?;
+        if ctx.json() {
+            print_json(&v);
+        } else {
+            println!("{}", v["Id"].as_str().unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Ls {
+    /// Only print IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show full IDs.
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+impl Ls {
+    fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let v = ctx.call("GET", "/networks", None)?;
+        if ctx.json() {
+            print_json(&v);
+            return Ok(());
+        }
+        let nets = v.as_array().cloned().unwrap_or_default();
+        let id = |n: &Value| {
+            let id = n["Id"].as_str().unwrap_or_default().to_string();
+            if self.no_trunc {
+                id
+            } else {
+                id.chars().take(12).collect()
+            }
+        };
+        if self.quiet {
+            nets.iter().for_each(|n| println!("{}", id(n)));
+            return Ok(());
+        }
+        let s = |n: &Value, k: &str| n[k].as_str().unwrap_or_default().to_string();
+        let rows: Vec<Vec<String>> = nets
+            .iter()
+            .map(|n| {
+                let subnet = n["IPAM"]["Config"][0]["Subnet"].as_str().unwrap_or("").to_string();
+                let eps = n["Containers"].as_object().map_or(0, |m| m.len());
+                vec![id(n), s(n, "Name"), s(n, "Driver"), s(n, "Scope"), subnet, eps.to_string()]
+            })
+            .collect();
+        table::print(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "ENDPOINTS"], &rows);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Inspect {
+    /// Network names or IDs.
+    #[arg(required = true)]
+    networks: Vec<String>,
+}
+
+impl Inspect {
+    fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let mut out = Vec::new();
+        let mut failed = None;
+        for n in &self.networks {
+            match ctx.call("GET", &format!("/networks/{}", seg(n)), None) {
+                Ok(v) => out.push(v),
+                Err(e) => failed = Some(e),
+            }
+        }
+        print_json(&Value::Array(out));
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Rm {
+    /// Network names or IDs.
+    #[arg(required = true)]
+    networks: Vec<String>,
+}
+
+impl Rm {
+    fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let mut failed = None;
+        for n in &self.networks {
+            match ctx.call("DELETE", &format!("/networks/{}", seg(n)), None) {
+                Ok(_) => println!("{n}"),
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    failed = Some(ClientError::Daemon(format!("{} of {} networks not removed", 1, self.networks.len())));
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Connect {
+    /// Network name or ID.
+    network: String,
+    /// The sandbox: a namespace name (/var/run/netns), a path to a namespace, or a PID.
+    #[arg(required_unless_present = "veth")]
+    sandbox: Option<String>,
+    /// Static IPv4 address.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Static MAC address (default 02:42 + the IPv4 address).
+    #[arg(long)]
+    mac: Option<String>,
+    /// Network-scoped alias (repeatable).
+    #[arg(long)]
+    alias: Vec<String>,
+    /// Container name (default: the namespace's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Attach this existing host interface (the host end of a veth) instead of a sandbox.
+    #[arg(long, conflicts_with = "sandbox")]
+    veth: Option<String>,
+}
+
+impl Connect {
+    fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let body = json!({
+            "Container": self.sandbox,
+            "Name": self.name,
+            "Veth": self.veth,
+            "EndpointConfig": { "IPAMConfig": { "IPv4Address": self.ip }, "MacAddress": self.mac, "Aliases": self.alias },
+        });
+        let v = ctx.call("POST", &format!("/networks/{}/connect", seg(&self.network)), Some(&body))?;
+        if ctx.json() {
+            print_json(&v);
+        } else {
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            println!("{} {} {} {}", s("Name"), s("Interface"), s("IPv4Address"), s("MacAddress"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Disconnect {
+    /// Network name or ID.
+    network: String,
+    /// The sandbox as given to connect, its container name, or the veth's name.
+    sandbox: String,
+    /// Succeed even if it is not connected.
+    #[arg(short, long)]
+    force: bool,
+}
+
+impl Disconnect {
+    fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let body = json!({ "Container": self.sandbox, "Force": self.force });
+        ctx.call("POST", &format!("/networks/{}/disconnect", seg(&self.network)), Some(&body))?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Prune {
+    /// Accepted for Docker compatibility; vswitchctl never prompts.
+    #[arg(short, long)]
+    force: bool,
+}
+
+impl Prune {
+    fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let _ = self.force;
+        let v = ctx.call("POST", "/networks/prune", None)?;
+        if ctx.json() {
+            print_json(&v);
+            return Ok(());
+        }
+        let names = v["NetworksDeleted"].as_array().cloned().unwrap_or_default();
+        if !names.is_empty() {
+            println!("Deleted Networks:");
+            names.iter().for_each(|n| println!("{}", n.as_str().unwrap_or_default()));
+        }
+        Ok(())
+    }
+}
+
+impl NetworkCmd {
+    pub(super) fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
+        match self {
+            NetworkCmd::Create(c) => c.exec(ctx),
+            NetworkCmd::Ls(c) => c.exec(ctx),
+            NetworkCmd::Inspect(c) => c.exec(ctx),
+            NetworkCmd::Rm(c) => c.exec(ctx),
+            NetworkCmd::Connect(c) => c.exec(ctx),
+            NetworkCmd::Disconnect(c) => c.exec(ctx),
+            NetworkCmd::Prune(c) => c.exec(ctx),
+        }
+    }
+}

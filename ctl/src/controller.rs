@@ -1,0 +1,772 @@
+//! The network controller: applies requests to the model, the store and the data plane, in
+//! that order of checks and the reverse order of effects, so a refused request changes nothing
+//! and an acknowledged one is on disk.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use serde_json::{json, Value};
+use vswitch_router::{Gateway, Gateways};
+use vswitch_switch::port::{Port, Tap};
+use vswitch_switch::{Dataplane, Mac, NetId, NetworkConfig, PortId};
+
+use crate::api_types::{ConnectReq, CreateNetworkReq, DisconnectReq};
+use crate::error::ApiError;
+use crate::ipam;
+use crate::model::{new_id, opt, Driver, Endpoint, IpamConfig, Network, Sandbox, State, STATE_VERSION};
+use crate::provision::{self, TapSpec};
+use crate::store::Store;
+
+/// What the data plane holds for an attached endpoint.
+#[derive(Debug)]
+struct Attached {
+    port: PortId,
+    /// Kept so disconnect can clear the TAP's persistent flag.
+    tap: Option<Arc<Tap>>,
+}
+
+#[derive(Debug)]
+pub struct Controller {
+    state: State,
+    store: Store,
+    dp: Arc<Dataplane>,
+    gateways: Arc<Gateways>,
+    nets: HashMap<String, NetId>,
+    attached: HashMap<String, Attached>,
+}
+
+const DEFAULT_MTU: u32 = 1500;
+const DEFAULT_AGING: u32 = 300;
+const DEFAULT_MAC_LIMIT: u32 = 1024;
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn parse_u32_opt(
+    options: &BTreeMap<String, String>,
+    key: &str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, ApiError> {
+    match options.get(key) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u32>() {
+            Ok(0) if key == opt::MTU => Ok(default),
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "option {key}={v:?} is invalid: expected an integer from {} to {}",
+                range.start(),
+                range.end()
+            ))),
+        },
+    }
+}
+
+impl Controller {
+    /// Loads the state (creating the predefined networks on a first start), programs the data
+    /// plane and re-attaches every endpoint whose sandbox still exists.
+    pub fn start(store: Store, dp: Arc<Dataplane>, gateways: Arc<Gateways>) -> Result<Self, ApiError> {
+        let loaded = store.load()?;
+        let first = loaded.is_none();
+        let mut c = Controller { state: loaded.unwrap_or_default(), store, dp, gateways, nets: HashMap::new(), attached: HashMap::new() };
+        c.state.version = STATE_VERSION;
+        if first {
+            c.state.networks = predefined();
+        }
+        for n in c.state.networks.clone() {
+            c.program_network(&n)?;
+        }
+        let mut changed = first;
+        for ep in c.state.endpoints.clone() {
+            match c.reattach(&ep) {
+                Ok(true) => {}
+                Ok(false) => {
+                    log::warn!("endpoint {} ({}) on {}: its sandbox is gone; removing it", ep.name, ep.ifname, c.net_name(&ep.network_id));
+                    c.forget_endpoint(&ep.id);
+                    changed = true;
+                }
+                Err(e) => log::warn!("endpoint {} ({}): cannot re-attach: {e}; it stays detached", ep.name, ep.ifname),
+            }
+        }
+        if changed {
+            c.store.save(&c.state)?;
+        }
+        Ok(c)
+    }
+
+    fn net_name(&self, id: &str) -> String {
+        self.state.networks.iter().find(|n| n.id == id).map_or_else(|| id.to_string(), |n| n.name.clone())
+    }
+
+    fn program_network(&mut self, n: &Network) -> Result<(), ApiError> {
+        if n.driver != Driver::Bridge {
+            return Ok(());
+        }
+        let cfg = NetworkConfig { aging_secs: n.aging_secs, mac_limit: n.mac_limit, mtu: n.mtu, gateway_mac: Some(n.gateway_mac()) };
+        let id = self.dp.add_network(cfg).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.gateways.set(id, Gateway { ipv4: n.ipam.first().map(|c| c.gateway), ipv6: None, mac: n.gateway_mac() });
+        self.nets.insert(n.id.clone(), id);
+        Ok(())
+    }
+
+    /// Re-attaches an endpoint after a restart. Ok(false): its sandbox no longer exists.
+    fn reattach(&mut self, ep: &Endpoint) -> Result<bool, ApiError> {
+        let net = self.network_by_id(&ep.network_id)?.clone();
+        if ep.veth {
+            let port = provision::open_veth(&ep.ifname, self.dp.workers())?;
+            self.attach_port(ep, &net, Arc::new(port), None)?;
+            return Ok(true);
+        }
+        let sb = self.sandbox(ep)?.clone();
+        if !provision::same_namespace(&sb.netns, sb.dev, sb.ino) {
+            return Ok(false);
+        }
+        let spec = self.tap_spec(ep, &net, false);
+        let (tap, created) = provision::ensure_tap(&sb.netns, spec, false)?;
+        if created {
+            log::info!("endpoint {} ({}): the TAP was gone from its sandbox; re-created it", ep.name, ep.ifname);
+        }
+        let tap = Arc::new(tap);
+        self.attach_port(ep, &net, tap.clone(), Some(tap))?;
+        Ok(true)
+    }
+
+    fn attach_port(&mut self, ep: &Endpoint, net: &Network, port: Arc<dyn Port>, tap: Option<Arc<Tap>>) -> Result<(), ApiError> {
+        let nid = *self.nets.get(&net.id).ok_or_else(|| ApiError::internal("network not in the data plane"))?;
+        let statics: &[Mac] = if ep.veth { &[] } else { std::slice::from_ref(&ep.mac) };
+        let pid = self.dp.add_port(nid, port, statics).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.attached.insert(ep.id.clone(), Attached { port: pid, tap });
+        Ok(())
+    }
+
+    fn tap_spec(&self, ep: &Endpoint, net: &Network, default_route: bool) -> TapSpec {
+        TapSpec {
+            ifname: ep.ifname.clone(),
+            queues: self.dp.workers(),
+            mtu: net.mtu,
+            mac: ep.mac,
+            addr: ep.ipv4.map(|a| (a, ep.prefix)),
+            default_via: if default_route && !net.internal { net.ipam.first().map(|c| c.gateway) } else { None },
+        }
+    }
+
+    fn sandbox(&self, ep: &Endpoint) -> Result<&Sandbox, ApiError> {
+        let sid = ep.sandbox_id.as_deref().unwrap_or_default();
+        self.state
+            .sandboxes
+            .iter()
+            .find(|s| s.id == sid)
+            .ok_or_else(|| ApiError::internal(format!("endpoint {} has no sandbox record", ep.id)))
+    }
+
+    fn network_by_id(&self, id: &str) -> Result<&Network, ApiError> {
+        self.state.networks.iter().find(|n| n.id == id).ok_or_else(|| ApiError::internal(format!("no network {id}")))
+    }
+
+    /// Finds a network by full ID, then exact name, then unique ID prefix (Docker's order).
+    pub fn find_network(&self, spec: &str) -> Result<&Network, ApiError> {
+        let nets = &self.state.networks;
+        if let Some(n) = nets.iter().find(|n| n.id == spec).or_else(|| nets.iter().find(|n| n.name == spec)) {
+            return Ok(n);
+        }
+        let matches: Vec<_> = if spec.is_empty() { vec![] } else { nets.iter().filter(|n| n.id.starts_with(spec)).collect() };
+        match matches.as_slice() {
+            [n] => Ok(n),
+            [] => Err(ApiError::not_found(format!("network {spec} not found"))),
+            _ => Err(ApiError::bad_request(format!(
+                "network {spec} is ambiguous ({} matches): give more of the ID or the name",
+                matches.len()
+            ))),
+        }
+    }
+
+    pub fn networks(&self) -> &[Network] {
+        &self.state.networks
+    }
+
+    pub fn create_network(&mut self, req: CreateNetworkReq) -> Result<Network, ApiError> {
+        let name = req.name.trim().to_string();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) || name.starts_with(['.', '-']) {
+            return Err(ApiError::bad_request(format!(
+                "invalid network name {:?}: use letters, digits, '_', '.', '-', starting with a letter or digit",
+                req.name
+            )));
+        }
+        if self.state.networks.iter().any(|n| n.name == name) {
+            return Err(ApiError::conflict(format!("network with name {name} already exists")));
+        }
+        let driver = Driver::parse(req.driver.as_deref().unwrap_or("bridge")).map_err(ApiError::bad_request)?;
+        if driver != Driver::Bridge {
+            return Err(ApiError::forbidden(format!("only one instance of \"{}\" network is allowed", driver.as_str())));
+        }
+        if req.enable_ipv6 {
+            return Err(ApiError::bad_request("IPv6 networks are not available yet in this build: create the network without --ipv6"));
+        }
+        let ipam_req = req.ipam.unwrap_or_default();
+        if let Some(d) = ipam_req.driver.as_deref() {
+            if d != "default" && !d.is_empty() {
+                return Err(ApiError::bad_request(format!("IPAM driver {d:?} is not available: only \"default\"")));
+            }
+        }
+        if ipam_req.config.len() > 1 {
+            return Err(ApiError::bad_request("only one IPv4 subnet per network is supported"));
+        }
+        let used: Vec<Ipv4Net> = self.state.networks.iter().flat_map(|n| n.ipam.iter().map(|c| c.subnet)).collect();
+        let cfg = match ipam_req.config.first() {
+            Some(c) => {
+                let parse_net = |what: &str, s: &str| {
+                    s.parse::<Ipv4Net>()
+                        .map_err(|_| ApiError::bad_request(format!("invalid {what} {s:?}: expected an IPv4 CIDR like 10.10.0.0/24")))
+                };
+                let parse_ip = |what: &str, s: &str| {
+                    s.parse::<Ipv4Addr>().map_err(|_| ApiError::bad_request(format!("invalid {what} {s:?}: expected an IPv4 address")))
+                };
+                let subnet = match c.subnet.as_deref() {
+                    Some(s) => parse_net("subnet", s)?,
+                    None if c.ip_range.is_some() || c.gateway.is_some() => {
+                        return Err(ApiError::bad_request("--ip-range and --gateway need --subnet"))
+                    }
+                    None => ipam::pick_subnet(&used)
+                        .ok_or_else(|| ApiError::forbidden("all default address pools are in use: give --subnet"))?,
+                };
+                let range = c.ip_range.as_deref().map(|s| parse_net("ip-range", s)).transpose()?;
+                let gw = c.gateway.as_deref().map(|s| parse_ip("gateway", s)).transpose()?;
+                let mut aux = Vec::new();
+                for (k, v) in &c.auxiliary_addresses {
+                    aux.push((k.clone(), parse_ip("auxiliary address", v)?));
+                }
+                ipam::configure(subnet, range, gw, aux)?
+            }
+            None => {
+                let subnet =
+                    ipam::pick_subnet(&used).ok_or_else(|| ApiError::forbidden("all default address pools are in use: give --subnet"))?;
+                ipam::configure(subnet, None, None, vec![])?
+            }
+        };
+        if let Some(o) = used.iter().find(|u| ipam::overlaps(u, &cfg.subnet)) {
+            return Err(ApiError::forbidden(format!("Pool overlaps with other one on this address space: {} overlaps {o}", cfg.subnet)));
+        }
+        let mtu = parse_u32_opt(&req.options, opt::MTU, DEFAULT_MTU, 68..=65521)?;
+        let aging_secs = parse_u32_opt(&req.options, opt::AGING, DEFAULT_AGING, 0..=1_000_000)?;
+        let mac_limit = parse_u32_opt(&req.options, opt::MAC_LIMIT, DEFAULT_MAC_LIMIT, 0..=1_000_000)?;
+        if let Some(p) = req.options.get(opt::IFACE_PREFIX) {
+            if p.is_empty() || p.len() > 12 || !p.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(ApiError::bad_request(format!("option {}={p:?} is invalid: 1-12 letters or digits", opt::IFACE_PREFIX)));
+            }
+        }
+        let n = Network {
+            id: new_id(),
+            name,
+            driver,
+            created: now_rfc3339(),
+            internal: req.internal,
+            attachable: req.attachable,
+            enable_ipv6: false,
+            ipam: vec![cfg],
+            options: req.options,
+            labels: req.labels,
+            mtu,
+            aging_secs,
+            mac_limit,
+        };
+        self.program_network(&n)?;
+        self.state.networks.push(n.clone());
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.networks.pop();
+            self.unprogram_network(&n.id);
+            return Err(e.into());
+        }
+        Ok(n)
+    }
+
+    fn unprogram_network(&mut self, id: &str) {
+        if let Some(nid) = self.nets.remove(id) {
+            let _ = self.dp.remove_network(nid);
+            self.gateways.remove(nid);
+        }
+    }
+
+    pub fn remove_network(&mut self, spec: &str) -> Result<(), ApiError> {
+        let n = self.find_network(spec)?.clone();
+        if n.is_predefined() {
+            return Err(ApiError::forbidden(format!("{} is a pre-defined network and cannot be removed", n.name)));
+        }
+        if self.state.endpoints.iter().any(|e| e.network_id == n.id) {
+            return Err(ApiError::forbidden(format!("error while removing network: network {} id {} has active endpoints", n.name, n.id)));
+        }
+        let pos = self.state.networks.iter().position(|x| x.id == n.id).expect("found above");
+        self.state.networks.remove(pos);
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.networks.insert(pos, n);
+            return Err(e.into());
+        }
+        self.unprogram_network(&n.id);
+        Ok(())
+    }
+
+    /// Removes every user-defined network without endpoints; returns their names.
+    pub fn prune(&mut self) -> Result<Vec<String>, ApiError> {
+        let unused: Vec<String> = self
+            .state
+            .networks
+            .iter()
+            .filter(|n| !n.is_predefined() && !self.state.endpoints.iter().any(|e| e.network_id == n.id))
+            .map(|n| n.id.clone())
+            .collect();
+        let before = self.state.networks.clone();
+        self.state.networks.retain(|n| !unused.contains(&n.id));
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.networks = before;
+            return Err(e.into());
+        }
+        let names = before.iter().filter(|n| unused.contains(&n.id)).map(|n| n.name.clone()).collect();
+        for id in &unused {
+            self.unprogram_network(id);
+        }
+        Ok(names)
+    }
+
+    pub fn connect(&mut self, spec: &str, req: ConnectReq) -> Result<Endpoint, ApiError> {
+        let net = self.find_network(spec)?.clone();
+        match net.driver {
+            Driver::Bridge => {}
+            Driver::Host => {
+                return Err(ApiError::forbidden("container cannot be disconnected from host network or connected to host network"))
+            }
+            Driver::Null => {
+                return Err(ApiError::forbidden("container cannot be connected to the none network: it has no interfaces to give"))
+            }
+        }
+        let epc = req.endpoint_config.clone().unwrap_or_default();
+        let want_ip = epc
+            .ipam_config
+            .and_then(|c| c.ipv4_address)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<Ipv4Addr>().map_err(|_| ApiError::bad_request(format!("invalid IPv4 address {s:?}"))))
+            .transpose()?;
+        let want_mac = epc
+            .mac_address
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<Mac>().map_err(|e| ApiError::bad_request(e.to_string())))
+            .transpose()?;
+        if let Some(m) = want_mac {
+            if m.is_multicast() || m.is_zero() {
+                return Err(ApiError::bad_request(format!("invalid MAC address {m}: it must be a unicast address")));
+            }
+            if self.state.endpoints.iter().any(|e| e.network_id == net.id && e.mac == m) {
+                return Err(ApiError::conflict(format!("MAC address {m} is already in use on network {}", net.name)));
+            }
+        }
+        for a in &epc.aliases {
+            if a.is_empty() || a.len() > 253 || !a.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(ApiError::bad_request(format!("invalid alias {a:?}: use letters, digits, '-', '_' and '.'")));
+            }
+        }
+        let cfg = net.ipam.first().cloned().ok_or_else(|| ApiError::internal("network has no IPAM configuration"))?;
+        let used: HashSet<Ipv4Addr> = self.state.endpoints.iter().filter(|e| e.network_id == net.id).filter_map(|e| e.ipv4).collect();
+        match (&req.veth, &req.container) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request("give either a sandbox or --veth, not both")),
+            (None, None) => Err(ApiError::bad_request("missing sandbox: give a namespace name, a path or a PID (or --veth IFNAME)")),
+            (Some(ifname), None) => self.connect_veth(&net, &cfg, &used, ifname, req.name, want_ip, want_mac, epc.aliases),
+            (None, Some(sb)) => self.connect_sandbox(&net, &cfg, &used, sb, req.name, want_ip, want_mac, epc.aliases),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn connect_veth(
+        &mut self,
+        net: &Network,
+        cfg: &IpamConfig,
+        used: &HashSet<Ipv4Addr>,
+        ifname: &str,
+        name: Option<String>,
+        want_ip: Option<Ipv4Addr>,
+        want_mac: Option<Mac>,
+        aliases: Vec<String>,
+    ) -> Result<Endpoint, ApiError> {
+        if let Some(e) = self.state.endpoints.iter().find(|e| e.veth && e.ifname == ifname) {
+            return Err(ApiError::conflict(format!("interface {ifname} is already attached to network {}", self.net_name(&e.network_id))));
+        }
+        let ip = ipam::allocate(cfg, used, want_ip)?;
+        let ep = Endpoint {
+            id: new_id(),
+            network_id: net.id.clone(),
+            sandbox_id: None,
+            name: name.unwrap_or_else(|| ifname.to_string()),
+            ifname: ifname.to_string(),
+            veth: true,
+            mac: want_mac.unwrap_or_else(|| Mac::from_ipv4(ip)),
+            ipv4: Some(ip),
+            prefix: cfg.subnet.prefix_len(),
+            aliases,
+        };
+        let port = provision::open_veth(ifname, self.dp.workers()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        self.attach_port(&ep, net, Arc::new(port), None)?;
+        self.commit_endpoint(ep, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn connect_sandbox(
+        &mut self,
+        net: &Network,
+        cfg: &IpamConfig,
+        used: &HashSet<Ipv4Addr>,
+        sb_spec: &str,
+        name: Option<String>,
+        want_ip: Option<Ipv4Addr>,
+        want_mac: Option<Mac>,
+        aliases: Vec<String>,
+    ) -> Result<Endpoint, ApiError> {
+        let ns = provision::resolve_sandbox(sb_spec)?;
+        let existing = self.state.sandboxes.iter().find(|s| s.dev == ns.dev && s.ino == ns.ino).cloned();
+        let cname = name.clone().unwrap_or_else(|| existing.as_ref().map_or(ns.default_name.clone(), |s| s.name.clone()));
+        if let Some(s) = &existing {
+            if name.as_ref().is_some_and(|n| *n != s.name) {
+                return Err(ApiError::conflict(format!(
+                    "sandbox {sb_spec} is already known as container {:?}: use that name or none",
+                    s.name
+                )));
+            }
+            if self.state.endpoints.iter().any(|e| e.network_id == net.id && e.sandbox_id.as_deref() == Some(&s.id)) {
+                return Err(ApiError::forbidden(format!("endpoint with name {} already exists in network {}", s.name, net.name)));
+            }
+        } else if self.state.sandboxes.iter().any(|s| s.name == cname) {
+            return Err(ApiError::conflict(format!(
+                "the container name {cname:?} is already in use by another sandbox: give a different --name"
+            )));
+        }
+        let sandbox =
+            existing.unwrap_or_else(|| Sandbox { id: new_id(), name: cname.clone(), netns: ns.path.clone(), dev: ns.dev, ino: ns.ino });
+        let mine: Vec<&Endpoint> = self.state.endpoints.iter().filter(|e| e.sandbox_id.as_deref() == Some(&sandbox.id)).collect();
+        let prefix = net.iface_prefix();
+        let ifname =
+            (0..).map(|i| format!("{prefix}{i}")).find(|n| !mine.iter().any(|e| &e.ifname == n)).expect("an unused interface name exists");
+        let ip = ipam::allocate(cfg, used, want_ip)?;
+        let ep = Endpoint {
+            id: new_id(),
+            network_id: net.id.clone(),
+            sandbox_id: Some(sandbox.id.clone()),
+            name: cname,
+            ifname,
+            veth: false,
+            mac: want_mac.unwrap_or_else(|| Mac::from_ipv4(ip)),
+            ipv4: Some(ip),
+            prefix: cfg.subnet.prefix_len(),
+            aliases,
+        };
+        let first = mine.is_empty();
+        let spec = self.tap_spec(&ep, net, first);
+        let (tap, _) = provision::ensure_tap(&sandbox.netns, spec, true)?;
+        let tap = Arc::new(tap);
+        if let Err(e) = self.attach_port(&ep, net, tap.clone(), Some(tap)) {
+            let _ = provision::delete_link(&sandbox.netns, &ep.ifname);
+            return Err(e);
+        }
+        self.commit_endpoint(ep, Some(sandbox))
+    }
+
+    /// Persists a provisioned endpoint; on failure undoes the provisioning.
+    fn commit_endpoint(&mut self, ep: Endpoint, sandbox: Option<Sandbox>) -> Result<Endpoint, ApiError> {
+        let new_sandbox = sandbox.as_ref().is_some_and(|s| !self.state.sandboxes.iter().any(|x| x.id == s.id));
+        if new_sandbox {
+            self.state.sandboxes.push(sandbox.clone().expect("checked"));
+        }
+        self.state.endpoints.push(ep.clone());
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.endpoints.pop();
+            if new_sandbox {
+                self.state.sandboxes.pop();
+            }
+            self.detach(&ep);
+            return Err(e.into());
+        }
+        Ok(ep)
+    }
+
+    /// Takes an endpoint out of the data plane and deletes its interface.
+    fn detach(&mut self, ep: &Endpoint) {
+        if let Some(a) = self.attached.remove(&ep.id) {
+            let _ = self.dp.remove_port(a.port);
+            if let Some(t) = a.tap {
+                let _ = t.unpersist();
+            }
+        }
+        if !ep.veth {
+            if let Ok(sb) = self.sandbox(ep) {
+                if provision::same_namespace(&sb.netns, sb.dev, sb.ino) {
+                    if let Err(e) = provision::delete_link(&sb.netns, &ep.ifname) {
+                        log::warn!("endpoint {}: cannot delete {}: {e}", ep.name, ep.ifname);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops an endpoint from the model (and its sandbox when it was the last one).
+    fn forget_endpoint(&mut self, id: &str) {
+        let Some(pos) = self.state.endpoints.iter().position(|e| e.id == id) else { return };
+        let ep = self.state.endpoints.remove(pos);
+        if let Some(sid) = ep.sandbox_id {
+            if !self.state.endpoints.iter().any(|e| e.sandbox_id.as_deref() == Some(&sid)) {
+                self.state.sandboxes.retain(|s| s.id != sid);
+            }
+        }
+    }
+
+    fn find_endpoint(&self, net: &Network, who: &str) -> Result<Endpoint, ApiError> {
+        let on_net = || self.state.endpoints.iter().filter(|e| e.network_id == net.id);
+        if let Some(e) = on_net().find(|e| e.name == who || e.id == who || (e.veth && e.ifname == who)) {
+            return Ok(e.clone());
+        }
+        if let Ok(ns) = provision::resolve_sandbox(who) {
+            if let Some(s) = self.state.sandboxes.iter().find(|s| s.dev == ns.dev && s.ino == ns.ino) {
+                if let Some(e) = on_net().find(|e| e.sandbox_id.as_deref() == Some(&s.id)) {
+                    return Ok(e.clone());
+                }
+            }
+        }
+        Err(ApiError::not_found(format!("container {who} is not connected to network {}", net.name)))
+    }
+
+    pub fn disconnect(&mut self, spec: &str, req: DisconnectReq) -> Result<(), ApiError> {
+        let net = self.find_network(spec)?.clone();
+        let ep = match self.find_endpoint(&net, &req.container) {
+            Ok(ep) => ep,
+            // Docker's --force: disconnecting something already gone is not an error.
+            Err(_) if req.force => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let saved = self.state.clone();
+        self.forget_endpoint(&ep.id);
+        if let Err(e) = self.store.save(&self.state) {
+            self.state = saved;
+            return Err(e.into());
+        }
+        // Detach after the sandbox record may be gone: look it up in the saved copy.
+        let sandbox = saved.sandboxes.iter().find(|s| Some(&s.id) == ep.sandbox_id.as_ref()).cloned();
+        if let Some(a) = self.attached.remove(&ep.id) {
+            let _ = self.dp.remove_port(a.port);
+            if let Some(t) = a.tap {
+                let _ = t.unpersist();
+            }
+        }
+        if let Some(sb) = sandbox {
+            if provision::same_namespace(&sb.netns, sb.dev, sb.ino) {
+                provision::delete_link(&sb.netns, &ep.ifname)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes endpoints whose device vanished with their sandbox (the namespace was deleted).
+    pub fn reap(&mut self) {
+        let down: Vec<Endpoint> = self
+            .state
+            .endpoints
+            .iter()
+            .filter(|e| self.attached.get(&e.id).is_some_and(|a| self.dp.port_is_down(a.port)))
+            .cloned()
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        for ep in &down {
+            if let Some(a) = self.attached.remove(&ep.id) {
+                let _ = self.dp.remove_port(a.port);
+            }
+            let gone = ep.veth || self.sandbox(ep).map_or(true, |sb| !provision::same_namespace(&sb.netns, sb.dev, sb.ino));
+            if gone {
+                log::info!("endpoint {} ({}) on {}: its device went away; removing it", ep.name, ep.ifname, self.net_name(&ep.network_id));
+                self.forget_endpoint(&ep.id);
+            } else {
+                log::warn!(
+                    "endpoint {} ({}): its TAP was deleted inside the sandbox; it stays detached until reconnected",
+                    ep.name,
+                    ep.ifname
+                );
+            }
+        }
+        if let Err(e) = self.store.save(&self.state) {
+            log::error!("cannot save state after removing vanished endpoints: {e}");
+        }
+    }
+
+    /// Docker-shaped `network inspect` JSON.
+    pub fn inspect(&self, n: &Network) -> Value {
+        let mut containers = serde_json::Map::new();
+        let mut endpoints = Vec::new();
+        for e in self.state.endpoints.iter().filter(|e| e.network_id == n.id) {
+            let key = e.sandbox_id.clone().unwrap_or_else(|| e.id.clone());
+            containers.insert(
+                key,
+                json!({
+                    "Name": e.name,
+                    "EndpointID": e.id,
+                    "MacAddress": e.mac.to_string(),
+                    "IPv4Address": e.ipv4.map(|a| format!("{a}/{}", e.prefix)).unwrap_or_default(),
+                    "IPv6Address": "",
+                }),
+            );
+            let port = self.attached.get(&e.id).map(|a| a.port);
+            endpoints.push(json!({
+                "EndpointID": e.id,
+                "Name": e.name,
+                "Interface": e.ifname,
+                "Kind": if e.veth { "veth" } else { "tap" },
+                "Aliases": e.aliases,
+                "Port": port,
+                "State": match port { Some(p) if self.dp.port_is_down(p) => "down", Some(_) => "attached", None => "detached" },
+            }));
+        }
+        let config: Vec<Value> = n
+            .ipam
+            .iter()
+            .map(|c| {
+                let mut o = json!({ "Subnet": c.subnet.to_string(), "Gateway": c.gateway.to_string() });
+                if let Some(r) = c.ip_range {
+                    o["IPRange"] = json!(r.to_string());
+                }
+                if !c.aux.is_empty() {
+                    o["AuxiliaryAddresses"] = json!(c.aux.iter().map(|(k, v)| (k.clone(), v.to_string())).collect::<BTreeMap<_, _>>());
+                }
+                o
+            })
+            .collect();
+        json!({
+            "Name": n.name,
+            "Id": n.id,
+            "Created": n.created,
+            "Scope": "local",
+            "Driver": n.driver.as_str(),
+            "EnableIPv4": n.driver == Driver::Bridge,
+            "EnableIPv6": n.enable_ipv6,
+            "IPAM": { "Driver": "default", "Options": {}, "Config": config },
+            "Internal": n.internal,
+            "Attachable": n.attachable,
+            "Ingress": false,
+            "ConfigFrom": { "Network": "" },
+            "ConfigOnly": false,
+            "Containers": containers,
+            "Options": n.options,
+            "Labels": n.labels,
+            "VSwitch": {
+                "MTU": n.mtu,
+                "FdbAgeingTime": n.aging_secs,
+                "MacLimit": n.mac_limit,
+                "GatewayMAC": if n.driver == Driver::Bridge { n.gateway_mac().to_string() } else { String::new() },
+                "Endpoints": endpoints,
+            },
+        })
+    }
+
+    /// Learned and static FDB entries, named by network and endpoint.
+    pub fn fdb(&self, spec: Option<&str>) -> Result<Value, ApiError> {
+        let only = spec.map(|s| self.find_network(s).map(|n| n.id.clone())).transpose()?;
+        let by_port: HashMap<PortId, &Endpoint> =
+            self.state.endpoints.iter().filter_map(|e| self.attached.get(&e.id).map(|a| (a.port, e))).collect();
+        let mut rows = Vec::new();
+        for n in &self.state.networks {
+            if only.as_ref().is_some_and(|o| *o != n.id) {
+                continue;
+            }
+            let Some(&nid) = self.nets.get(&n.id) else { continue };
+            for r in self.dp.fdb_rows(Some(nid)) {
+                let ep = by_port.get(&r.port);
+                rows.push(json!({
+                    "Network": n.name,
+                    "MAC": r.mac.to_string(),
+                    "Port": r.port,
+                    "Endpoint": ep.map(|e| e.name.clone()),
+                    "Interface": ep.map(|e| e.ifname.clone()),
+                    "Static": r.is_static,
+                    "Age": r.age,
+                }));
+            }
+        }
+        Ok(Value::Array(rows))
+    }
+
+    pub fn stats(&self) -> Value {
+        let by_port: HashMap<PortId, &Endpoint> =
+            self.state.endpoints.iter().filter_map(|e| self.attached.get(&e.id).map(|a| (a.port, e))).collect();
+        let ports: Vec<Value> = self
+            .dp
+            .port_stats()
+            .into_iter()
+            .map(|p| {
+                let ep = by_port.get(&p.id);
+                let t = &p.totals;
+                json!({
+                    "Port": p.id,
+                    "Network": ep.map(|e| self.net_name(&e.network_id)),
+                    "Endpoint": ep.map(|e| e.name.clone()),
+                    "Interface": p.name,
+                    "Kind": p.kind,
+                    "Queues": p.queues,
+                    "Down": p.down,
+                    "Learned": p.learned,
+                    "RxPackets": t.rx_packets, "RxBytes": t.rx_bytes,
+                    "TxPackets": t.tx_packets, "TxBytes": t.tx_bytes,
+                    "Flooded": t.flooded, "Punted": t.punted, "LearnLimited": t.learn_limited,
+                    "Dropped": t.dropped(),
+                    "Drops": t.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+                })
+            })
+            .collect();
+        let workers: Vec<Value> = self
+            .dp
+            .worker_stats()
+            .iter()
+            .enumerate()
+            .map(|(i, w)| json!({ "Worker": i, "Wakeups": w.wakeups, "Batches": w.batches, "Frames": w.frames }))
+            .collect();
+        let r = self.gateways.counters();
+        json!({
+            "Ports": ports,
+            "Workers": workers,
+            "Gateway": {
+                "ArpReplies": r.arp_replies, "IcmpEchoReplies": r.icmp_echo_replies,
+                "NdAdverts": r.nd_adverts, "Icmp6EchoReplies": r.icmp6_echo_replies,
+                "Malformed": r.malformed, "Ignored": r.ignored,
+            },
+            "Fdb": { "Entries": self.dp.fdb().len(), "TableBytes": self.dp.fdb().table_bytes() },
+        })
+    }
+}
+
+/// The networks that exist after a first start, like Docker's.
+fn predefined() -> Vec<Network> {
+    let bridge_cfg = ipam::configure("172.17.0.0/16".parse().expect("valid"), None, None, vec![]).expect("valid default pool");
+    let base = |name: &str, driver: Driver, ipam: Vec<IpamConfig>, options: BTreeMap<String, String>| Network {
+        id: new_id(),
+        name: name.to_string(),
+        driver,
+        created: now_rfc3339(),
+        internal: false,
+        attachable: false,
+        enable_ipv6: false,
+        ipam,
+        options,
+        labels: BTreeMap::new(),
+        mtu: DEFAULT_MTU,
+        aging_secs: DEFAULT_AGING,
+        mac_limit: DEFAULT_MAC_LIMIT,
+    };
+    let bridge_opts = [
+        ("com.docker.network.bridge.default_bridge", "true"),
+        ("com.docker.network.bridge.enable_icc", "true"),
+        ("com.docker.network.bridge.enable_ip_masquerade", "true"),
+        ("com.docker.network.driver.mtu", "1500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    vec![
+        base("bridge", Driver::Bridge, vec![bridge_cfg], bridge_opts),
+        base("host", Driver::Host, vec![], BTreeMap::new()),
+        base("none", Driver::Null, vec![], BTreeMap::new()),
+    ]
+}

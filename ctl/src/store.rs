@@ -1,0 +1,86 @@
+//! The embedded state store: one JSON document under the state directory, replaced atomically
+//! (write a temporary file, fsync it, rename over the old one, fsync the directory) before any
+//! change is acknowledged, so a crash at any instant leaves either the old or the new state.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::model::{State, STATE_VERSION};
+
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state directory {0}: {1}")]
+    Dir(PathBuf, io::Error),
+    #[error("cannot write state {0}: {1}")]
+    Write(PathBuf, io::Error),
+    #[error("cannot read state {0}: {1}")]
+    Read(PathBuf, io::Error),
+    #[error("state file {0} is corrupt ({1}); it was left in place: move it aside to start empty")]
+    Corrupt(PathBuf, serde_json::Error),
+    #[error("state file {0} has version {1}, newer than this vswitchd understands ({2})")]
+    Version(PathBuf, u32, u32),
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| StoreError::Dir(dir.to_path_buf(), e))?;
+        Ok(Self { dir: dir.to_path_buf() })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// The stored state, or None on a first start.
+    pub fn load(&self) -> Result<Option<State>, StoreError> {
+        let p = self.path();
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::Read(p, e)),
+        };
+        let st: State = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(p.clone(), e))?;
+        if st.version > STATE_VERSION {
+            return Err(StoreError::Version(p, st.version, STATE_VERSION));
+        }
+        Ok(Some(st))
+    }
+
+    /// Makes `state` durable; returns only once it would survive a crash or power loss.
+    pub fn save(&self, state: &State) -> Result<(), StoreError> {
+        let p = self.path();
+        let tmp = self.dir.join("state.json.tmp");
+        let err = |e| StoreError::Write(p.clone(), e);
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| err(io::Error::other(e)))?;
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(err)?;
+        f.write_all(&bytes).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        drop(f);
+        fs::rename(&tmp, &p).map_err(err)?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_reports_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.load().unwrap(), None);
+        let st = State { version: STATE_VERSION, ..Default::default() };
+        s.save(&st).unwrap();
+        assert_eq!(s.load().unwrap(), Some(st));
+        fs::write(d.path().join("state.json"), b"{not json").unwrap();
+        assert!(matches!(s.load(), Err(StoreError::Corrupt(..))));
+    }
+}

@@ -1,0 +1,29 @@
+//! vswitch's data plane: ports, packet buffers, the FDB, the per-frame pipeline and the workers.
+//!
+//! See `../shared/DESIGN.md` ("How a packet travels"). The control plane (`vswitch-ctl`) drives
+//! it through [`Dataplane`]; the gateway's services plug in through [`SlowPathHandler`].
+
+pub mod counters;
+pub mod dataplane;
+pub mod fdb;
+mod mac;
+pub mod packet;
+pub mod pipeline;
+pub mod port;
+pub mod slowpath;
+pub mod sys;
+pub mod topology;
+mod worker;
+
+pub use counters::Drop;
+pub use dataplane::{Dataplane, DataplaneConfig, DpError, PortStats, WorkerStats};
+pub use fdb::{Fdb, FdbRow, Learn};
+pub use mac::{Mac, MacParseError};
+pub use slowpath::SlowPathHandler;
+pub use topology::{Mode, NetworkConfig, Topology};
+pub use worker::BATCH;
+
+/// A network inside the data plane (dense, assigned by [`Dataplane::add_network`]).
+pub type NetId = u32;
+/// A port inside the data plane (assigned by [`Dataplane::add_port`]).
+pub type PortId = u32;
