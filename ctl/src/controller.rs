@@ -730,7 +730,7 @@ impl Controller {
             "Gateway": {
                 "ArpReplies": r.arp_replies, "IcmpEchoReplies": r.icmp_echo_replies,
                 "NdAdverts": r.nd_adverts, "Icmp6EchoReplies": r.icmp6_echo_replies,
-                "Malformed": r.malformed, "Ignored": r.ignored,
+                "Malformed": r.malformed, "Ignored": r.ignored, "TooBig": r.too_big,
             },
             "Fdb": { "Entries": self.dp.fdb().len(), "TableBytes": self.dp.fdb().table_bytes() },
         })

@@ -1,0 +1,312 @@
+//! The gateways of all networks, swapped whole on change, and the slow-path handler that answers for them.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use vswitch_switch::{Mac, NetId, PortId, SlowPathHandler};
+
+use crate::answer::{answer, Answer, Reply, REPLY_BUF};
+
+/// A network's gateway: the addresses the switch answers ARP, NDP and pings for, and its MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gateway {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub mac: Mac,
+}
+
+/// A snapshot of what the gateway services did, each frame counted exactly once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterCounters {
+    /// ARP replies sent for a gateway's IPv4 address.
+    pub arp_replies: u64,
+    /// ICMPv4 echo replies sent.
+    pub icmp_echo_replies: u64,
+    /// Neighbor Advertisements sent for a gateway's IPv6 address.
+    pub nd_adverts: u64,
+    /// ICMPv6 echo replies sent.
+    pub icmp6_echo_replies: u64,
+    /// Frames dropped as truncated, inconsistent or with a bad checksum.
+    pub malformed: u64,
+    /// Well-formed frames these services do not answer, or in a network without a gateway.
+    pub ignored: u64,
+    /// Echo requests whose reply would not fit the reply buffer ([`REPLY_BUF`] bytes).
+    pub too_big: u64,
+}
+
+/// The gateway of every network, read lock-free by the slow path and replaced whole by the
+/// control plane, so a reader never waits for a writer (aardvark-dns reloads the same way).
+#[derive(Debug, Default)]
+pub struct Gateways {
+    table: ArcSwap<HashMap<NetId, Gateway>>,
+    /// Serializes writers, so that two concurrent changes cannot each copy the old table and
+    /// lose the other's edit. Readers never take it.
+    writer: Mutex<()>,
+    counters: Counters,
+}
+
+impl Gateways {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets (or replaces) the gateway of `net`.
+    pub fn set(&self, net: NetId, gw: Gateway) {
+        self.update(|t| {
+            t.insert(net, gw);
+        });
+        log::debug!("gateway of network {net}: {gw:?}");
+    }
+
+    /// Removes the gateway of `net`; its frames are ignored from then on. Returns the old one.
+    pub fn remove(&self, net: NetId) -> Option<Gateway> {
+        let mut old = None;
+        self.update(|t| old = t.remove(&net));
+        if old.is_some() {
+            log::debug!("gateway of network {net} removed");
+        }
+        old
+    }
+
+    /// The gateway of `net`, if it has one.
+    pub fn get(&self, net: NetId) -> Option<Gateway> {
+        self.table.load().get(&net).copied()
+    }
+
+    /// The counters so far (each read on its own; they need not agree to the frame).
+    pub fn counters(&self) -> RouterCounters {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RouterCounters {
+            arp_replies: get(&c.arp_replies),
+            icmp_echo_replies: get(&c.icmp_echo_replies),
+            nd_adverts: get(&c.nd_adverts),
+            icmp6_echo_replies: get(&c.icmp6_echo_replies),
+            malformed: get(&c.malformed),
+            ignored: get(&c.ignored),
+            too_big: get(&c.too_big),
+        }
+    }
+
+    /// Copies the table, edits the copy and publishes it: the control plane pays the copy (a
+    /// few networks), the packet path never waits.
+    fn update(&self, edit: impl FnOnce(&mut HashMap<NetId, Gateway>)) {
+        let _w = self.writer.lock();
+        let mut next = HashMap::clone(&self.table.load());
+        edit(&mut next);
+        self.table.store(Arc::new(next));
+    }
+}
+
+impl SlowPathHandler for Gateways {
+    fn handle(&self, net: NetId, ingress: PortId, eth: &[u8], tx: &mut dyn FnMut(PortId, &[u8])) {
+        // Copy the gateway out so the table's guard is not held while the reply is sent.
+        let Some(gw) = self.get(net) else {
+            bump(&self.counters.ignored);
+            return;
+        };
+        let mut out = [0u8; REPLY_BUF];
+        let c = &self.counters;
+        match answer(&gw, eth, &mut out) {
+            Answer::Reply { kind, len } => {
+                bump(match kind {
+                    Reply::Arp => &c.arp_replies,
+                    Reply::IcmpEcho => &c.icmp_echo_replies,
+                    Reply::NeighborAdvert => &c.nd_adverts,
+                    Reply::Icmp6Echo => &c.icmp6_echo_replies,
+                });
+                tx(ingress, &out[..len]);
+            }
+            // Counted, not logged: a storm of bad frames must not become a storm of log lines.
+            Answer::Malformed => bump(&c.malformed),
+            Answer::Ignored => bump(&c.ignored),
+            Answer::TooBig => bump(&c.too_big),
+        }
+    }
+}
+
+/// The live counters behind [`RouterCounters`]; only the slow-path thread writes them.
+#[derive(Debug, Default)]
+struct Counters {
+    arp_replies: AtomicU64,
+    icmp_echo_replies: AtomicU64,
+    nd_adverts: AtomicU64,
+    icmp6_echo_replies: AtomicU64,
+    malformed: AtomicU64,
+    ignored: AtomicU64,
+    too_big: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::ETH_HDR_LEN;
+    use crate::fixtures::*;
+
+    /// Feeds one frame to `g` as if it arrived on port 7 of network 1; returns what was sent.
+    fn feed(g: &Gateways, net: NetId, eth: &[u8]) -> Vec<(PortId, Vec<u8>)> {
+        let mut sent = Vec::new();
+        g.handle(net, 7, eth, &mut |port, frame| sent.push((port, frame.to_vec())));
+        sent
+    }
+
+    fn total(c: RouterCounters) -> u64 {
+        c.arp_replies + c.icmp_echo_replies + c.nd_adverts + c.icmp6_echo_replies + c.malformed + c.ignored + c.too_big
+    }
+
+    #[test]
+    fn set_get_remove() {
+        let g = Gateways::new();
+        assert_eq!(g.get(1), None);
+        g.set(1, gw());
+        assert_eq!(g.get(1), Some(gw()));
+        let mut other = gw();
+        other.ipv6 = None;
+        g.set(1, other);
+        g.set(2, gw());
+        assert_eq!((g.get(1), g.get(2)), (Some(other), Some(gw())));
+        assert_eq!(g.remove(1), Some(other));
+        assert_eq!(g.remove(1), None);
+        assert_eq!((g.get(1), g.get(2)), (None, Some(gw())));
+    }
+
+    #[test]
+    fn concurrent_writers_lose_no_update() {
+        let g = Arc::new(Gateways::new());
+        let writers: Vec<_> = (0..4u32)
+            .map(|t| {
+                let g = Arc::clone(&g);
+                std::thread::spawn(move || (0..50).for_each(|i| g.set(t * 100 + i, gw())))
+            })
+            .collect();
+        writers.into_iter().for_each(|w| w.join().unwrap());
+        assert_eq!(g.table.load().len(), 200);
+    }
+
+    #[test]
+    fn replies_leave_by_the_ingress_port_and_are_counted_by_kind() {
+        let g = Gateways::new();
+        g.set(1, gw());
+        assert_eq!(feed(&g, 1, &ARP_REQUEST), vec![(7, ARP_REPLY.to_vec())]);
+        assert_eq!(feed(&g, 1, &ECHO_REQUEST), vec![(7, ECHO_REPLY.to_vec())]);
+        assert_eq!(feed(&g, 1, &NS), vec![(7, NA.to_vec())]);
+        assert_eq!(feed(&g, 1, &ECHO6_REQUEST), vec![(7, ECHO6_REPLY.to_vec())]);
+        assert_eq!(feed(&g, 1, &ARP_REQUEST[..20]), vec![]);
+        assert_eq!(feed(&g, 1, &echo_request_with(REPLY_BUF)), vec![]);
+        assert_eq!(feed(&g, 2, &ARP_REQUEST), vec![], "network 2 has no gateway");
+        assert_eq!(
+            g.counters(),
+            RouterCounters {
+                arp_replies: 1,
+                icmp_echo_replies: 1,
+                nd_adverts: 1,
+                icmp6_echo_replies: 1,
+                malformed: 1,
+                ignored: 1,
+                too_big: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn works_as_the_switchs_handler() {
+        let g = Arc::new(Gateways::new());
+        g.set(3, gw());
+        let h: Arc<dyn SlowPathHandler> = g.clone();
+        let mut sent = 0;
+        h.handle(3, 1, &ARP_REQUEST, &mut |_, _| sent += 1);
+        assert_eq!((sent, g.counters().arp_replies), (1, 1));
+    }
+
+    /// xorshift64*: enough randomness to shake the parsers, no dependency, reproducible.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_frames_never_panic_and_are_each_counted_once() {
+        let g = Gateways::new();
+        g.set(1, gw());
+        let seeds: [&[u8]; 4] = [&ARP_REQUEST, &ECHO_REQUEST, &NS, &ECHO6_REQUEST];
+        let ethertypes = [[0x08, 0x06], [0x08, 0x00], [0x86, 0xdd]];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut replies = 0u64;
+        const FRAMES: u64 = 20_000;
+        for i in 0..FRAMES {
+            let f: Vec<u8> = if i % 2 == 0 {
+                // Pure garbage behind a plausible Ethernet header, so the L3 parsers are reached.
+                let len = rng.below(200);
+                let mut f: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                if len >= ETH_HDR_LEN {
+                    f[6] &= 0xfe;
+                    f[12..14].copy_from_slice(&ethertypes[rng.below(3)]);
+                }
+                f
+            } else {
+                // A valid request with a few bytes changed and perhaps cut short: deeper paths.
+                let mut f = seeds[rng.below(seeds.len())].to_vec();
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(f.len());
+                    f[at] = rng.next() as u8;
+                }
+                if rng.below(4) == 0 {
+                    f.truncate(rng.below(f.len() + 1));
+                }
+                if rng.below(2) == 0 && f.len() > 20 && f[12..14] != [0x08, 0x06] {
+                    // Repair the checksums half the time, or nearly every mutation stops there.
+                    repair(&mut f);
+                }
+                f
+            };
+            for (port, reply) in feed(&g, 1, &f) {
+                replies += 1;
+                assert_eq!(port, 7);
+                assert!(reply.len() >= 42 && reply.len() <= REPLY_BUF);
+                assert_eq!(reply[6..12], GW_MAC.0, "replies come from the gateway's MAC");
+                assert!(checksums_valid(&reply), "reply to {f:02x?}");
+            }
+        }
+        let c = g.counters();
+        assert_eq!(total(c), FRAMES);
+        assert_eq!(c.arp_replies + c.icmp_echo_replies + c.nd_adverts + c.icmp6_echo_replies, replies);
+        assert!(replies > 100 && c.malformed > 1000 && c.ignored > 1000, "{c:?}");
+    }
+
+    /// Makes the checksums of a mutated IP frame right again where its lengths allow it.
+    fn repair(f: &mut [u8]) {
+        let ip_ok = match f[12..14] {
+            [0x08, 0x00] => {
+                let ihl = usize::from(f[14] & 0x0f) * 4;
+                let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+                ihl >= 20 && total >= ihl + 4 && 14 + total <= f.len()
+            }
+            [0x86, 0xdd] => {
+                let len = usize::from(u16::from_be_bytes([f[18], f[19]]));
+                len >= 4 && 54 + len <= f.len()
+            }
+            _ => false,
+        };
+        if ip_ok {
+            fix_checksums(f);
+        }
+    }
+}
