@@ -561,36 +561,44 @@ impl Controller {
         Ok(())
     }
 
-    /// Removes endpoints whose device vanished with their sandbox (the namespace was deleted).
+    /// Removes endpoints whose sandbox is gone, and detaches ports whose device vanished.
+    ///
+    /// A sandbox's end is seen on its path, not on the TAP: our TAP fds hold a reference to
+    /// the namespace, so deleting the namespace's name (or the container's PID exiting) does
+    /// not by itself tear the device down. Dropping the port here lets the namespace go.
     pub fn reap(&mut self) {
-        let down: Vec<Endpoint> = self
-            .state
-            .endpoints
-            .iter()
-            .filter(|e| self.attached.get(&e.id).is_some_and(|a| self.dp.port_is_down(a.port)))
-            .cloned()
-            .collect();
-        if down.is_empty() {
-            return;
+        let mut gone = Vec::new();
+        let mut broken = Vec::new();
+        for ep in &self.state.endpoints {
+            let down = self.attached.get(&ep.id).is_some_and(|a| self.dp.port_is_down(a.port));
+            let sandbox_gone = !ep.veth && self.sandbox(ep).map_or(true, |sb| !provision::same_namespace(&sb.netns, sb.dev, sb.ino));
+            if sandbox_gone || (ep.veth && down) {
+                gone.push(ep.clone());
+            } else if down {
+                broken.push(ep.clone());
+            }
         }
-        for ep in &down {
+        for ep in &broken {
+            log::warn!("endpoint {} ({}): its TAP was deleted inside the sandbox; it stays detached until reconnected", ep.name, ep.ifname);
             if let Some(a) = self.attached.remove(&ep.id) {
                 let _ = self.dp.remove_port(a.port);
             }
-            let gone = ep.veth || self.sandbox(ep).map_or(true, |sb| !provision::same_namespace(&sb.netns, sb.dev, sb.ino));
-            if gone {
-                log::info!("endpoint {} ({}) on {}: its device went away; removing it", ep.name, ep.ifname, self.net_name(&ep.network_id));
-                self.forget_endpoint(&ep.id);
-            } else {
-                log::warn!(
-                    "endpoint {} ({}): its TAP was deleted inside the sandbox; it stays detached until reconnected",
-                    ep.name,
-                    ep.ifname
-                );
+        }
+        if gone.is_empty() {
+            return;
+        }
+        for ep in &gone {
+            log::info!("endpoint {} ({}) on {}: its sandbox is gone; removing it", ep.name, ep.ifname, self.net_name(&ep.network_id));
+            if let Some(a) = self.attached.remove(&ep.id) {
+                let _ = self.dp.remove_port(a.port);
+                if let Some(t) = a.tap {
+                    let _ = t.unpersist();
+                }
             }
+            self.forget_endpoint(&ep.id);
         }
         if let Err(e) = self.store.save(&self.state) {
-            log::error!("cannot save state after removing vanished endpoints: {e}");
+            log::error!("cannot save state after removing endpoints of vanished sandboxes: {e}");
         }
     }
 

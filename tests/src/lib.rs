@@ -1,0 +1,388 @@
+//! Fixtures for end-to-end tests: throwaway namespaces, veths and daemons that clean up on drop.
+//!
+//! Every name carries the test process's PID and a counter, so tests run in parallel and
+//! never collide with each other or with a previous run. Each test starts its own vswitchd
+//! with its own socket and state directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test run: `{prefix}{pid}x{n}`, at most 15 characters.
+pub fn unique(prefix: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let s = format!("{prefix}{}x{n}", std::process::id() % 100_000);
+    assert!(s.len() <= 15, "name {s} too long for an interface");
+    s
+}
+
+/// True when the test may proceed; otherwise prints a loud SKIPPED line.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIPPED {test}: needs root (network namespaces, TAP devices)");
+    }
+    root && tools_or_skip(test)
+}
+
+fn tools_or_skip(test: &str) -> bool {
+    for t in ["ip", "ping"] {
+        if Command::new(t).arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+            eprintln!("SKIPPED {test}: `{t}` is not installed (scripts/test installs iproute2 and iputils-ping)");
+            return false;
+        }
+    }
+    true
+}
+
+/// Runs a command, returning its output; panics if it could not start.
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+/// Runs a command that must succeed; returns stdout.
+pub fn ok(cmd: &str, args: &[&str]) -> String {
+    let o = run(cmd, args);
+    assert!(o.status.success(), "{cmd} {args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        let name = unique("vst");
+        ok("ip", &["netns", "add", &name]);
+        Netns { name }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new("/var/run/netns").join(&self.name)
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    pub fn exec_ok(&self, args: &[&str]) -> String {
+        let o = self.exec(args);
+        assert!(
+            o.status.success(),
+            "in {}: {args:?} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Starts a long-running command inside the namespace (killed on drop of the guard).
+    pub fn spawn(&self, args: &[&str]) -> Proc {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn in namespace");
+        Proc(Some(child))
+    }
+
+    /// True when `count` pings to `ip` all get answers (1 s deadline each).
+    pub fn ping(&self, ip: &str, count: u32) -> bool {
+        self.exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]).status.success()
+    }
+
+    /// Pings until one answer comes or `secs` pass (for paths that need ARP to settle).
+    pub fn ping_eventually(&self, ip: &str, secs: u64) -> bool {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            if self.exec(&["ping", "-c", "1", "-W", "1", ip]).status.success() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// A child process killed (by its PID) and reaped on drop.
+#[derive(Debug)]
+pub struct Proc(pub Option<Child>);
+
+impl Proc {
+    /// Waits for the process to end and returns its output.
+    pub fn wait(mut self) -> Output {
+        self.0.take().expect("running").wait_with_output().expect("wait")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A veth pair whose first end stays in the root namespace; deleted on drop.
+#[derive(Debug)]
+pub struct Veth {
+    pub host: String,
+    pub peer: String,
+}
+
+impl Veth {
+    /// Creates the pair and moves the peer into `ns` as `ifname`.
+    pub fn new(ns: &Netns, ifname: &str) -> Self {
+        let host = unique("vsh");
+        let peer = unique("vsp");
+        ok("ip", &["link", "add", &host, "type", "veth", "peer", "name", &peer]);
+        let v = Veth { host, peer };
+        ok("ip", &["link", "set", &v.peer, "netns", &ns.name, "name", ifname]);
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = run("ip", &["link", "del", &self.host]);
+    }
+}
+
+/// Where cargo put the binaries: next to the test executable's `deps/` directory.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("VSWITCH_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    assert!(
+        dir.join("vswitchd").exists(),
+        "no vswitchd in {}: build the binaries first (cargo build --bins) or set VSWITCH_BIN_DIR",
+        dir.display()
+    );
+    dir
+}
+
+/// A vswitchd of the test's own, with its own socket and state directory.
+#[derive(Debug)]
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(unique("vsd"));
+        std::fs::create_dir_all(&dir).expect("daemon dir");
+        let socket = dir.join("vswitchd.sock");
+        let mut d = Daemon { dir, socket, extra: extra.iter().map(|s| s.to_string()).collect(), child: None };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("vswitchd.log")).expect("log");
+        let child = Command::new(bin_dir().join("vswitchd"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(["--workers", "2"])
+            .args(&self.extra)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start vswitchd");
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if self.ctl(&["network", "ls", "-q"]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("vswitchd did not come up; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vswitchd.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Runs vswitchctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("vswitchctl")).arg("--socket").arg(&self.socket).args(args).output().expect("run vswitchctl")
+    }
+
+    /// Runs vswitchctl, which must succeed; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(
+            o.status.success(),
+            "vswitchctl {args:?} failed: {}{}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["--format", "json"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&self.ctl_ok(&full)).expect("JSON from vswitchctl")
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// A port's counters from `stats`, by endpoint name.
+    pub fn port_stats(&self, endpoint: &str) -> Value {
+        let s = self.ctl_json(&["stats"]);
+        s["Ports"].as_array().into_iter().flatten().find(|p| p["Endpoint"] == endpoint).cloned().unwrap_or(Value::Null)
+    }
+
+    /// The IPv4 address (without prefix) of a sandbox on a network.
+    pub fn ip_of(&self, network: &str, name: &str) -> String {
+        let v = self.ctl_json(&["network", "inspect", network]);
+        let c = v[0]["Containers"].as_object().expect("Containers");
+        let e = c.values().find(|e| e["Name"] == name).unwrap_or_else(|| panic!("{name} not on {network}: {v}"));
+        e["IPv4Address"].as_str().expect("address").split('/').next().expect("ip").to_string()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < end && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- vswitchd log ({}) ---\n{}", self.dir.display(), self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until `f` is true or `secs` pass.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// Sends raw Ethernet frames out of `ifname` inside `ns` through an AF_PACKET socket, the way
+/// a misbehaving container would. Returns how many the kernel accepted.
+pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) -> usize {
+    let path = ns.path();
+    let ifname = std::ffi::CString::new(ifname).expect("ifname");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("open netns");
+        use std::os::fd::AsRawFd;
+        // SAFETY: f is an open namespace fd; this thread is ours and ends right after.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        // SAFETY: ifname is NUL-terminated.
+        let idx = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        assert!(idx != 0, "no such interface in the namespace");
+        // SAFETY: plain socket creation; the fd is closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(fd >= 0, "AF_PACKET socket");
+        // SAFETY: sockaddr_ll is plain data; zeroed is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = idx as i32;
+        sll.sll_halen = 6;
+        let mut sent = 0;
+        for fr in &frames {
+            // SAFETY: fr and sll are valid for the sizes passed.
+            let r = unsafe {
+                libc::sendto(
+                    fd,
+                    fr.as_ptr().cast(),
+                    fr.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if r >= 0 {
+                sent += 1;
+            }
+        }
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+        sent
+    })
+    .join()
+    .expect("raw sender thread")
+}
+
+/// Sends one HTTP request to a Unix socket and returns (status, body).
+pub fn http_raw(socket: &Path, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect API socket");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.write_all(request.as_bytes()).expect("write request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
