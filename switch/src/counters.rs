@@ -32,6 +32,7 @@ drop_reasons! {
     SamePort => "same_port": "the destination was learned on the port the frame came from",
     NoNetwork => "no_network": "the port is not attached to a network",
     SlowPathFull => "slowpath_full": "the ring to the slow path was full",
+    PuntTooBig => "punt_too_big": "a frame for the gateway larger than the slow path takes (9 KB)",
     TxFull => "tx_full": "the egress device could not take the frame now",
     TxError => "tx_error": "the egress device refused the frame",
     PortDown => "port_down": "the device went away",

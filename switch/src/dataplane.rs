@@ -349,7 +349,7 @@ fn slow_thread(shared: Arc<Shared>, handler: Option<Arc<dyn SlowPathHandler>>) {
     }
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
     let mut ready = [Ready { token: 0, readable: false, error: false }; 4];
-    let mut out = PacketBuf::new();
+    let mut out = PacketBuf::with_frame_capacity(crate::slowpath::SLOW_FRAME);
     let mut last_age = shared.now();
     while !shared.stop.load(Relaxed) {
         let _ = epoll.wait(&mut events, &mut ready, 500);

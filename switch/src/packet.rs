@@ -45,7 +45,17 @@ impl Default for PacketBuf {
 
 impl PacketBuf {
     pub fn new() -> Self {
-        Self { buf: vec![0u8; BUF_SIZE].into_boxed_slice(), len: 0 }
+        Self::with_frame_capacity(MAX_FRAME)
+    }
+
+    /// A buffer for frames of at most `frame` bytes (the slow path needs no 64 KB buffers).
+    pub fn with_frame_capacity(frame: usize) -> Self {
+        Self { buf: vec![0u8; HEADROOM + VNET_HDR_LEN + frame.min(MAX_FRAME)].into_boxed_slice(), len: 0 }
+    }
+
+    /// Largest Ethernet frame this buffer holds.
+    pub fn frame_capacity(&self) -> usize {
+        self.buf.len() - HEADROOM - VNET_HDR_LEN
     }
 
     /// The region a port reads `[vnet hdr][frame]` into.
@@ -54,7 +64,7 @@ impl PacketBuf {
     }
 
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(BUF_SIZE - HEADROOM);
+        self.len = len.min(self.buf.len() - HEADROOM);
     }
 
     pub fn len(&self) -> usize {
@@ -70,9 +80,10 @@ impl PacketBuf {
         &self.buf[HEADROOM..HEADROOM + self.len]
     }
 
-    /// Copies a bare Ethernet frame in behind a zeroed virtio-net header (no offloads).
+    /// Copies a bare Ethernet frame in behind a zeroed virtio-net header (no offloads);
+    /// a frame longer than the buffer is cut at its capacity (callers check first).
     pub fn fill_plain(&mut self, frame: &[u8]) {
-        let n = frame.len().min(MAX_FRAME);
+        let n = frame.len().min(self.frame_capacity());
         self.buf[HEADROOM..HEADROOM + VNET_HDR_LEN].fill(0);
         self.buf[HEADROOM + VNET_HDR_LEN..HEADROOM + VNET_HDR_LEN + n].copy_from_slice(&frame[..n]);
         self.len = VNET_HDR_LEN + n;

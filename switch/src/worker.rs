@@ -159,8 +159,12 @@ fn flood(topo: &Topology, ports: &[u32], ingress: u32, w: usize, wire: &[u8], c:
 }
 
 fn punt(shared: &Shared, net: u32, port: u32, wire: &[u8], c: &crate::counters::PortWorkerCounters) {
-    match &shared.slow {
-        Some(ring) if ring.push(net, port, wire) => bump(&c.punted, 1),
-        _ => bump(&c.drops[Drop::SlowPathFull as usize], 1),
+    let r = match &shared.slow {
+        Some(ring) => ring.push(net, port, wire),
+        None => Err(Drop::SlowPathFull),
+    };
+    match r {
+        Ok(()) => bump(&c.punted, 1),
+        Err(reason) => bump(&c.drops[reason as usize], 1),
     }
 }

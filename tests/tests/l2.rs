@@ -271,3 +271,51 @@ fn malformed_frames_are_counted_and_forwarding_continues() {
     assert!(b.ping("10.39.0.2", 1));
     assert!(d.ctl_json(&["stats"])["Gateway"]["Malformed"].as_u64().unwrap() > 0, "the gateway counted the bad ARPs");
 }
+
+#[test]
+fn a_sandbox_named_by_pid_and_by_path() {
+    if !root_or_skip("a_sandbox_named_by_pid_and_by_path") {
+        return;
+    }
+    let d = Daemon::start();
+    let a = Netns::new();
+    d.ctl_ok(&["network", "create", "--subnet", "10.42.0.0/24", "pid"]);
+    // A process with a network namespace of its own and no name for it: a container's shape.
+    let holder = Proc(Some(std::process::Command::new("unshare").args(["-n", "sleep", "60"]).spawn().expect("unshare -n sleep")));
+    let pid = holder.0.as_ref().unwrap().id().to_string();
+    assert!(eventually(5, || {
+        let own = std::fs::read_link("/proc/self/ns/net").ok();
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        theirs.is_some() && theirs != own
+    }));
+    let out = d.ctl_json(&["network", "connect", "pid", &pid]);
+    assert_eq!(out["Name"], format!("pid{pid}"));
+    d.ctl_ok(&["network", "connect", "pid", a.path().to_str().unwrap()]);
+    assert!(a.ping_eventually("10.42.0.2", 5), "path-named sandbox reaches the PID-named one");
+    // The process exits: its namespace, and so its endpoint, goes.
+    drop(holder);
+    assert!(
+        eventually(10, || d.ctl_json(&["network", "inspect", "pid"])[0]["Containers"].as_object().unwrap().len() == 1),
+        "endpoint of an exited PID stays"
+    );
+}
+
+#[test]
+fn per_port_mac_limit_stops_learning_not_forwarding() {
+    if !root_or_skip("per_port_mac_limit_stops_learning_not_forwarding") {
+        return;
+    }
+    let d = Daemon::start();
+    let (a, b) = (Netns::new(), Netns::new());
+    d.ctl_ok(&["network", "create", "--subnet", "10.43.0.0/24", "--mac-limit", "10", "lim"]);
+    d.ctl_ok(&["network", "connect", "lim", &a.name]);
+    d.ctl_ok(&["network", "connect", "lim", &b.name]);
+    // A MAC flood from a: 100 distinct unicast sources.
+    let frames: Vec<Vec<u8>> = (0..100u8).map(|i| frame([0xff; 6], [2, 0xee, 0, 0, 0, i], 0x88b5, 60, 0)).collect();
+    assert_eq!(send_raw(&a, "eth0", frames), 100);
+    assert!(eventually(5, || d.port_stats(&a.name)["LearnLimited"].as_u64() == Some(90)), "{}", d.port_stats(&a.name));
+    assert_eq!(d.port_stats(&a.name)["Learned"], 10);
+    let learned = d.ctl_json(&["fdb", "show", "lim"]).as_array().unwrap().iter().filter(|r| r["Static"] == false).count();
+    assert_eq!(learned, 10);
+    assert!(a.ping("10.43.0.3", 1), "the port still forwards");
+}

@@ -78,12 +78,10 @@ impl Tap {
         let queues = opts.queues.max(1);
         let mut fds = Vec::with_capacity(queues);
         for q in 0..queues {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open("/dev/net/tun")
-                .map_err(|e| if e.kind() == io::ErrorKind::PermissionDenied { TapError::TunPermission } else { TapError::TunOpen(e) })?;
+            let file =
+                OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/net/tun").map_err(
+                    |e| if e.kind() == io::ErrorKind::PermissionDenied { TapError::TunPermission } else { TapError::TunOpen(e) },
+                )?;
             let fd: OwnedFd = file.into();
             let mut req = IfReqFlags { name: ifname, flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE, _pad: [0; 22] };
             // SAFETY: req is a valid ifreq-sized struct that outlives the call; TUNSETIFF reads and writes it.
