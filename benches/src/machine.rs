@@ -1,0 +1,77 @@
+//! The machine a comparison runs on, and the tools it needs (with what to install when missing).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cmd;
+use crate::{err, Result};
+
+/// What the report says about the machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu: String,
+    pub mem_gib: f64,
+    pub kernel: String,
+    pub iperf3: String,
+    pub vswitchd: Option<String>,
+    pub date_utc: String,
+}
+
+impl Machine {
+    /// Reads the machine's description; `vswitchd` is the daemon binary if it will be used.
+    pub fn probe(vswitchd: Option<&Path>) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".to_string(), |(_, v)| v.trim().to_string());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 =
+            meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0.0);
+        let first_line = |prog: &str, arg: &str| {
+            cmd::run_within(prog, &[arg], Duration::from_secs(5)).ok().and_then(|s| s.lines().next().map(str::to_string))
+        };
+        Self {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu,
+            mem_gib: mem_kib / (1024.0 * 1024.0),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+            iperf3: first_line("iperf3", "--version").unwrap_or_else(|| "missing".into()),
+            vswitchd: vswitchd.and_then(|p| first_line(p.to_str()?, "--version")),
+            date_utc: first_line("date", "-u").unwrap_or_default(),
+        }
+    }
+}
+
+/// Tools the comparison runs, and the Debian package of each.
+const TOOLS: [(&str, &str); 4] = [("ip", "iproute2"), ("ss", "iproute2"), ("iperf3", "iperf3"), ("kill", "procps")];
+
+/// Fails, naming what to install, unless every tool is there and we run as root.
+pub fn check_prerequisites() -> Result<()> {
+    let mut missing: Vec<&str> = TOOLS.iter().filter(|(t, _)| cmd::which(t).is_none()).map(|(_, p)| *p).collect();
+    missing.dedup();
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("missing tools; install them with: apt-get install {}", missing.join(" ")));
+    }
+    if !is_root() {
+        problems.push("must run as root (it creates network namespaces, veths and bridges)".to_string());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(err(problems.join("\n")))
+    }
+}
+
+/// Whether the effective user is root (from /proc, no libc call needed).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0")))
+        .unwrap_or(false)
+}

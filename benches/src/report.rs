@@ -1,0 +1,249 @@
+//! Samples, their summaries (median, min–max), the printed tables and ratios, and the JSON file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::machine::Machine;
+use crate::systems::Kind;
+
+/// What was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// iperf3, one TCP stream.
+    Tcp,
+    /// UDP packet rate with sendmmsg/recvmmsg.
+    Udp,
+    /// UDP ping-pong round trips.
+    Rtt,
+}
+
+/// One measurement of one workload on one system.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub system: Kind,
+    pub mtu: u32,
+    pub round: usize,
+    pub workload: Workload,
+    /// Named figures (`gbps`, `rx_kpps`, `p99_us`…).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Median and range of one metric over the rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Summary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Summary {
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Some(Self { median, min: v[0], max: v[n - 1], n })
+    }
+
+    /// `median (min–max)` with `dp` decimals; just the median for a single run.
+    pub fn cell(&self, dp: usize) -> String {
+        if self.n == 1 || self.min == self.max {
+            format!("{:.dp$}", self.median)
+        } else {
+            format!("{:.dp$} ({:.dp$}–{:.dp$})", self.median, self.min, self.max)
+        }
+    }
+}
+
+/// Everything one invocation measured, plus what went wrong.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub config: Value,
+    pub systems: Vec<Kind>,
+    pub mtus: Vec<u32>,
+    pub samples: Vec<Sample>,
+    /// Per system: setup times, daemon stop times, drops and other observations.
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    pub fn summary(&self, system: Kind, mtu: u32, workload: Workload, metric: &str) -> Option<Summary> {
+        let v: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| s.system == system && s.mtu == mtu && s.workload == workload)
+            .filter_map(|s| s.metrics.get(metric).copied())
+            .collect();
+        Summary::of(&v)
+    }
+
+    /// The MTU that UDP and round trips run at (the first one asked for).
+    pub fn base_mtu(&self) -> u32 {
+        self.mtus.first().copied().unwrap_or(1500)
+    }
+
+    fn cell(&self, system: Kind, mtu: u32, w: Workload, metric: &str, dp: usize) -> String {
+        self.summary(system, mtu, w, metric).map_or_else(|| "–".to_string(), |s| s.cell(dp))
+    }
+
+    /// The tables, as Markdown.
+    pub fn tables(&self) -> String {
+        let base = self.base_mtu();
+        let mut out = String::new();
+        let _ = writeln!(out, "Median of the rounds, (min–max) across them.\n");
+        // Throughput.
+        let mut head = String::from("| system |");
+        let mut rule = String::from("|---|");
+        for m in &self.mtus {
+            let _ = write!(head, " TCP {m} Gbit/s |");
+            rule.push_str("---|");
+        }
+        let _ = write!(head, " UDP 64 B rx kpps | UDP tx kpps | UDP loss % |");
+        rule.push_str("---|---|---|");
+        let _ = writeln!(out, "{head}\n{rule}");
+        for &s in &self.systems {
+            let mut row = format!("| {} |", s.as_str());
+            for &m in &self.mtus {
+                let _ = write!(row, " {} |", self.cell(s, m, Workload::Tcp, "gbps", 2));
+            }
+            let _ = write!(
+                row,
+                " {} | {} | {} |",
+                self.cell(s, base, Workload::Udp, "rx_kpps", 0),
+                self.cell(s, base, Workload::Udp, "tx_kpps", 0),
+                self.cell(s, base, Workload::Udp, "loss_pct", 1)
+            );
+            let _ = writeln!(out, "{row}");
+        }
+        // Latency and CPU.
+        let _ = writeln!(out);
+        let mut head = String::from("| system | RTT p50 µs | RTT p99 µs | RTT avg µs |");
+        let mut rule = String::from("|---|---|---|---|");
+        for m in &self.mtus {
+            let _ = write!(head, " TCP {m} retr |");
+            rule.push_str("---|");
+        }
+        let cpu_cols: Vec<(u32, Workload, String)> = self
+            .mtus
+            .iter()
+            .map(|&m| (m, Workload::Tcp, format!("TCP {m}")))
+            .chain(std::iter::once((base, Workload::Udp, "UDP".to_string())))
+            .collect();
+        let names: Vec<&str> = cpu_cols.iter().map(|c| c.2.as_str()).collect();
+        let _ = write!(head, " fwd CPU % {} | machine CPU % {} |", names.join(" / "), names.join(" / "));
+        rule.push_str("---|---|");
+        let _ = writeln!(out, "{head}\n{rule}");
+        for &s in &self.systems {
+            let mut row = format!(
+                "| {} | {} | {} | {} |",
+                s.as_str(),
+                self.cell(s, base, Workload::Rtt, "p50_us", 1),
+                self.cell(s, base, Workload::Rtt, "p99_us", 1),
+                self.cell(s, base, Workload::Rtt, "avg_us", 1)
+            );
+            for &m in &self.mtus {
+                let _ = write!(row, " {} |", self.cell(s, m, Workload::Tcp, "retransmits", 0));
+            }
+            let median = |m: u32, w: Workload, metric: &str| {
+                self.summary(s, m, w, metric).map_or_else(|| "–".to_string(), |x| format!("{:.0}", x.median))
+            };
+            let fwd: Vec<String> = cpu_cols
+                .iter()
+                .map(|(m, w, _)| if s == Kind::Bridge { "kernel".to_string() } else { median(*m, *w, "fwd_cpu_pct") })
+                .collect();
+            let vm: Vec<String> = cpu_cols.iter().map(|(m, w, _)| median(*m, *w, "vm_cpu_pct")).collect();
+            let _ = write!(row, " {} | {} |", fwd.join(" / "), vm.join(" / "));
+            let _ = writeln!(out, "{row}");
+        }
+        out
+    }
+
+    /// (label, mtu, workload, metric, lower is better) of every figure compared in the ratios.
+    fn compared(&self) -> Vec<(String, u32, Workload, &'static str, bool)> {
+        let base = self.base_mtu();
+        let mut v: Vec<_> = self.mtus.iter().map(|&m| (format!("TCP {m} Gbit/s"), m, Workload::Tcp, "gbps", false)).collect();
+        v.push(("UDP 64 B rx pps".into(), base, Workload::Udp, "rx_kpps", false));
+        v.push(("RTT p50".into(), base, Workload::Rtt, "p50_us", true));
+        v.push(("RTT p99".into(), base, Workload::Rtt, "p99_us", true));
+        v.push(("RTT avg".into(), base, Workload::Rtt, "avg_us", true));
+        v
+    }
+
+    fn ratio(&self, num: Kind, den: Kind, mtu: u32, w: Workload, metric: &str) -> Option<f64> {
+        let n = self.summary(num, mtu, w, metric)?.median;
+        let d = self.summary(den, mtu, w, metric)?.median;
+        (d != 0.0).then_some(n / d)
+    }
+
+    /// vswitch/bridge and vswitch/null for each figure, as Markdown.
+    pub fn ratios(&self) -> String {
+        let mut out = String::from("| figure (ratio of medians) | vswitch / bridge | vswitch / null |\n|---|---|---|\n");
+        let f = |r: Option<f64>| r.map_or_else(|| "–".to_string(), |r| format!("{r:.2}"));
+        for (label, m, w, metric, lower) in self.compared() {
+            let note = if lower { " (lower is better)" } else { "" };
+            let _ = writeln!(
+                out,
+                "| {label}{note} | {} | {} |",
+                f(self.ratio(Kind::Vswitch, Kind::Bridge, m, w, metric)),
+                f(self.ratio(Kind::Vswitch, Kind::Null, m, w, metric))
+            );
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut summary = Vec::new();
+        let mut keys: Vec<(Kind, u32, Workload, String)> =
+            self.samples.iter().flat_map(|s| s.metrics.keys().map(move |k| (s.system, s.mtu, s.workload, k.clone()))).collect();
+        keys.sort();
+        keys.dedup();
+        for (system, mtu, workload, metric) in keys {
+            if let Some(s) = self.summary(system, mtu, workload, &metric) {
+                summary.push(json!({ "system": system, "mtu": mtu, "workload": workload, "metric": metric,
+                    "median": s.median, "min": s.min, "max": s.max, "n": s.n }));
+            }
+        }
+        let ratios: Vec<Value> = self
+            .compared()
+            .into_iter()
+            .map(|(label, m, w, metric, lower)| {
+                json!({ "figure": label, "mtu": m, "workload": w, "metric": metric, "lower_is_better": lower,
+                    "vswitch_over_bridge": self.ratio(Kind::Vswitch, Kind::Bridge, m, w, metric),
+                    "vswitch_over_null": self.ratio(Kind::Vswitch, Kind::Null, m, w, metric) })
+            })
+            .collect();
+        json!({
+            "machine": self.machine,
+            "config": self.config,
+            "samples": self.samples,
+            "summary": summary,
+            "ratios": ratios,
+            "notes": self.notes,
+            "errors": self.errors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_range() {
+        assert_eq!(Summary::of(&[3.0, 1.0, 2.0]), Some(Summary { median: 2.0, min: 1.0, max: 3.0, n: 3 }));
+        assert_eq!(Summary::of(&[4.0, 1.0]).map(|s| s.median), Some(2.5));
+        assert_eq!(Summary::of(&[f64::NAN]), None);
+        assert_eq!(Summary::of(&[1.234, 1.5]).map(|s| s.cell(2)), Some("1.37 (1.23–1.50)".to_string()));
+        assert_eq!(Summary::of(&[7.0]).map(|s| s.cell(1)), Some("7.0".to_string()));
+    }
+}
