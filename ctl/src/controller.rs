@@ -707,6 +707,11 @@ impl Controller {
             .map(|p| {
                 let ep = by_port.get(&p.id);
                 let t = &p.totals;
+                // The kernel's side of the TAP: what the sandbox lost before we could read it.
+                let kernel = ep.filter(|e| !e.veth).and_then(|e| {
+                    let sb = self.sandbox(e).ok()?;
+                    provision::link_drops(&sb.netns, &e.ifname)
+                });
                 json!({
                     "Port": p.id,
                     "Network": ep.map(|e| self.net_name(&e.network_id)),
@@ -721,6 +726,8 @@ impl Controller {
                     "Flooded": t.flooded, "Punted": t.punted, "LearnLimited": t.learn_limited,
                     "Dropped": t.dropped(),
                     "Drops": t.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+                    "SandboxTxDropped": kernel.map(|k| k.tx_dropped),
+                    "SandboxRxDropped": kernel.map(|k| k.rx_dropped),
                 })
             })
             .collect();

@@ -193,3 +193,32 @@ pub fn open_veth(ifname: &str, queues: usize) -> Result<AfPacket, ProvisionError
     })?;
     AfPacket::open(ifname, queues).map_err(|e| ProvisionError::Veth(ifname.to_string(), e))
 }
+
+/// Drops the kernel counted on an interface inside a sandbox, seen from the sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkDrops {
+    /// Frames the sandbox sent that were dropped before vswitchd read them (its queue was full).
+    pub tx_dropped: u64,
+    /// Frames vswitchd wrote that the sandbox's stack dropped.
+    pub rx_dropped: u64,
+}
+
+/// Reads an interface's drop counters inside a sandbox; None when it cannot be read.
+pub fn link_drops(netns: &Path, ifname: &str) -> Option<LinkDrops> {
+    use netlink_packet_route::link::LinkAttribute;
+    let ifname = ifname.to_string();
+    sys::in_netns(netns, move || {
+        let rt = runtime()?;
+        Ok(rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().ok()?;
+            tokio::spawn(conn);
+            let link = handle.link().get().match_name(ifname).execute().try_next().await.ok()??;
+            link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Stats64(s) => Some(LinkDrops { tx_dropped: s.tx_dropped, rx_dropped: s.rx_dropped }),
+                _ => None,
+            })
+        }))
+    })
+    .ok()
+    .flatten()
+}

@@ -37,6 +37,7 @@ impl StatsCmd {
                     n(p, "TxPackets"),
                     n(p, "TxBytes"),
                     n(p, "Dropped"),
+                    p["SandboxTxDropped"].as_u64().map_or_else(|| "-".to_string(), |v| v.to_string()),
                     if reasons.is_empty() { "-".into() } else { reasons.join(",") },
                 ]
             })
