@@ -123,11 +123,13 @@ fn bench_size(c: &mut Criterion, n: usize) {
 
     // Sanity: the measured frame is forwarded, not flooded.
     let a_to_b = wire(MAC_B, MAC_A);
-    assert_eq!(classify(&fdb, &net, &pa, &a_to_b, NOW, counters), Verdict::Forward(PORT_B));
+    assert_eq!(classify(&fdb, &net, &pa, &a_to_b, NOW, counters, false), Verdict::Forward(PORT_B));
 
     let mut g = c.benchmark_group("classify");
     g.throughput(Throughput::Elements(1));
-    g.bench_with_input(BenchmarkId::new("hot", n), &a_to_b, |b, w| b.iter(|| classify(&fdb, &net, &pa, black_box(w), NOW, counters)));
+    g.bench_with_input(BenchmarkId::new("hot", n), &a_to_b, |b, w| {
+        b.iter(|| classify(&fdb, &net, &pa, black_box(w), NOW, counters, false))
+    });
     // Frames from random filler hosts to B, each arriving on the port its source was learned
     // on: learning and the destination lookup both run, and the source's entry is a random one
     // of n (cold in cache at 1M). One frame buffer is rewritten in place, as a port's would be.
@@ -139,7 +141,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
             i = (i + 1) & (PICKS - 1);
             let (src, p) = hits[i];
             frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12].copy_from_slice(&src.0);
-            classify(&fdb, &net, &ingress[(p - 3) as usize], black_box(&frame), NOW, counters)
+            classify(&fdb, &net, &ingress[(p - 3) as usize], black_box(&frame), NOW, counters, false)
         })
     });
     g.finish();

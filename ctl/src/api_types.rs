@@ -53,6 +53,8 @@ pub struct CreateNetworkReq {
 pub struct EndpointIpamReq {
     #[serde(default, rename = "IPv4Address")]
     pub ipv4_address: Option<String>,
+    #[serde(default, rename = "IPv6Address")]
+    pub ipv6_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

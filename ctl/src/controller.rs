@@ -3,10 +3,10 @@
 //! and an acknowledged one is on disk.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde_json::{json, Value};
 use vswitch_router::{Gateway, Gateways};
 use vswitch_switch::port::{Port, Tap};
@@ -18,6 +18,49 @@ use crate::ipam;
 use crate::model::{new_id, opt, Driver, Endpoint, IpamConfig, Network, Sandbox, State, STATE_VERSION};
 use crate::provision::{self, TapSpec};
 use crate::store::Store;
+
+/// The addresses IPAM gave a new endpoint.
+#[derive(Debug, Clone, Copy, Default)]
+struct Addrs {
+    v4: Option<(Ipv4Addr, u8)>,
+    v6: Option<(Ipv6Addr, u8)>,
+}
+
+impl Addrs {
+    #[allow(clippy::too_many_arguments)]
+    fn endpoint(
+        self,
+        net: &Network,
+        sandbox_id: Option<String>,
+        name: String,
+        ifname: String,
+        veth: bool,
+        mac: Option<Mac>,
+        aliases: Vec<String>,
+    ) -> Endpoint {
+        let mac = mac.unwrap_or_else(|| match self.v4 {
+            Some((a, _)) => Mac::from_ipv4(a),
+            None => {
+                let r: [u8; 4] = rand::random();
+                Mac([0x02, 0x42, r[0], r[1], r[2], r[3]])
+            }
+        });
+        Endpoint {
+            id: new_id(),
+            network_id: net.id.clone(),
+            sandbox_id,
+            name,
+            ifname,
+            veth,
+            mac,
+            ipv4: self.v4.map(|a| a.0),
+            prefix: self.v4.map_or(0, |a| a.1),
+            ipv6: self.v6.map(|a| a.0),
+            prefix6: self.v6.map_or(0, |a| a.1),
+            aliases,
+        }
+    }
+}
 
 /// What the data plane holds for an attached endpoint.
 #[derive(Debug)]
@@ -107,7 +150,7 @@ impl Controller {
         }
         let cfg = NetworkConfig { aging_secs: n.aging_secs, mac_limit: n.mac_limit, mtu: n.mtu, gateway_mac: Some(n.gateway_mac()) };
         let id = self.dp.add_network(cfg).map_err(|e| ApiError::internal(e.to_string()))?;
-        self.gateways.set(id, Gateway { ipv4: n.ipam.first().map(|c| c.gateway), ipv6: None, mac: n.gateway_mac() });
+        self.gateways.set(id, Gateway { ipv4: n.gateway4(), ipv6: n.gateway6(), mac: n.gateway_mac() });
         self.nets.insert(n.id.clone(), id);
         Ok(())
     }
@@ -149,7 +192,9 @@ impl Controller {
             mtu: net.mtu,
             mac: ep.mac,
             addr: ep.ipv4.map(|a| (a, ep.prefix)),
-            default_via: if default_route && !net.internal { net.ipam.first().map(|c| c.gateway) } else { None },
+            addr6: ep.ipv6.map(|a| (a, ep.prefix6)),
+            default_via: if default_route && !net.internal { net.gateway4() } else { None },
+            default_via6: if default_route && !net.internal { net.gateway6() } else { None },
         }
     }
 
@@ -202,52 +247,79 @@ impl Controller {
         if driver != Driver::Bridge {
             return Err(ApiError::forbidden(format!("only one instance of \"{}\" network is allowed", driver.as_str())));
         }
-        if req.enable_ipv6 {
-            return Err(ApiError::bad_request("IPv6 networks are not available yet in this build: create the network without --ipv6"));
-        }
         let ipam_req = req.ipam.unwrap_or_default();
         if let Some(d) = ipam_req.driver.as_deref() {
             if d != "default" && !d.is_empty() {
                 return Err(ApiError::bad_request(format!("IPAM driver {d:?} is not available: only \"default\"")));
             }
         }
-        if ipam_req.config.len() > 1 {
-            return Err(ApiError::bad_request("only one IPv4 subnet per network is supported"));
-        }
-        let used: Vec<Ipv4Net> = self.state.networks.iter().flat_map(|n| n.ipam.iter().map(|c| c.subnet)).collect();
-        let cfg = match ipam_req.config.first() {
-            Some(c) => {
-                let parse_net = |what: &str, s: &str| {
-                    s.parse::<Ipv4Net>()
-                        .map_err(|_| ApiError::bad_request(format!("invalid {what} {s:?}: expected an IPv4 CIDR like 10.10.0.0/24")))
-                };
-                let parse_ip = |what: &str, s: &str| {
-                    s.parse::<Ipv4Addr>().map_err(|_| ApiError::bad_request(format!("invalid {what} {s:?}: expected an IPv4 address")))
-                };
-                let subnet = match c.subnet.as_deref() {
-                    Some(s) => parse_net("subnet", s)?,
-                    None if c.ip_range.is_some() || c.gateway.is_some() => {
-                        return Err(ApiError::bad_request("--ip-range and --gateway need --subnet"))
-                    }
-                    None => ipam::pick_subnet(&used)
-                        .ok_or_else(|| ApiError::forbidden("all default address pools are in use: give --subnet"))?,
-                };
-                let range = c.ip_range.as_deref().map(|s| parse_net("ip-range", s)).transpose()?;
-                let gw = c.gateway.as_deref().map(|s| parse_ip("gateway", s)).transpose()?;
-                let mut aux = Vec::new();
-                for (k, v) in &c.auxiliary_addresses {
-                    aux.push((k.clone(), parse_ip("auxiliary address", v)?));
-                }
-                ipam::configure(subnet, range, gw, aux)?
-            }
-            None => {
-                let subnet =
-                    ipam::pick_subnet(&used).ok_or_else(|| ApiError::forbidden("all default address pools are in use: give --subnet"))?;
-                ipam::configure(subnet, None, None, vec![])?
-            }
+        let mut used: Vec<IpNet> = self.state.networks.iter().flat_map(|n| n.ipam.iter().map(|c| c.subnet)).collect();
+        let parse_net = |what: &str, s: &str| {
+            s.parse::<IpNet>()
+                .map_err(|_| ApiError::bad_request(format!("invalid {what} {s:?}: expected a CIDR like 10.10.0.0/24 or fd20::/64")))
         };
-        if let Some(o) = used.iter().find(|u| ipam::overlaps(u, &cfg.subnet)) {
-            return Err(ApiError::forbidden(format!("Pool overlaps with other one on this address space: {} overlaps {o}", cfg.subnet)));
+        let parse_ip = |what: &str, s: &str| {
+            s.parse::<IpAddr>().map_err(|_| ApiError::bad_request(format!("invalid {what} {s:?}: expected an IP address")))
+        };
+        let mut configs: Vec<IpamConfig> = Vec::new();
+        for c in &ipam_req.config {
+            let subnet = match c.subnet.as_deref().filter(|s| !s.is_empty()) {
+                Some(s) => parse_net("subnet", s)?,
+                None if c.ip_range.is_some() || c.gateway.is_some() => {
+                    return Err(ApiError::bad_request("--ip-range and --gateway need --subnet"))
+                }
+                None => {
+                    ipam::pick_subnet(&used).ok_or_else(|| ApiError::forbidden("all default address pools are in use: give --subnet"))?
+                }
+            };
+            let range = c.ip_range.as_deref().filter(|s| !s.is_empty()).map(|s| parse_net("ip-range", s)).transpose()?;
+            let gw = c.gateway.as_deref().filter(|s| !s.is_empty()).map(|s| parse_ip("gateway", s)).transpose()?;
+            let mut aux = Vec::new();
+            for (k, v) in &c.auxiliary_addresses {
+                aux.push((k.clone(), parse_ip("auxiliary address", v)?));
+            }
+            let cfg = ipam::configure(subnet, range, gw, aux)?;
+            if let Some(o) = used.iter().find(|u| ipam::overlaps(u, &cfg.subnet)) {
+                return Err(ApiError::forbidden(format!(
+                    "Pool overlaps with other one on this address space: {} overlaps {o}",
+                    cfg.subnet
+                )));
+            }
+            used.push(cfg.subnet);
+            configs.push(cfg);
+        }
+        let (n4, n6) = (configs.iter().filter(|c| c.is_v4()).count(), configs.iter().filter(|c| !c.is_v4()).count());
+        if n4 > 1 || n6 > 1 {
+            return Err(ApiError::bad_request("one IPv4 and one IPv6 subnet per network at most"));
+        }
+        if n6 > 0 && !req.enable_ipv6 {
+            return Err(ApiError::bad_request("an IPv6 subnet needs --ipv6"));
+        }
+        if n4 == 0 {
+            let subnet =
+                ipam::pick_subnet(&used).ok_or_else(|| ApiError::forbidden("all default address pools are in use: give --subnet"))?;
+            used.push(subnet);
+            configs.insert(0, ipam::configure(subnet, None, None, vec![])?);
+        }
+        let mut new_ula = None;
+        if req.enable_ipv6 && n6 == 0 {
+            let ula = self.state.ula48.unwrap_or_else(|| *new_ula.insert(ipam::random_ula48()));
+            let subnet = ipam::pick_subnet6(ula, &used)
+                .ok_or_else(|| ApiError::forbidden("this host's IPv6 pool is used up: give an IPv6 --subnet"))?;
+            configs.push(ipam::configure(subnet, None, None, vec![])?);
+        }
+        let mut route_to = Vec::new();
+        if let Some(list) = req.options.get(opt::ROUTE_TO) {
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let other = self.find_network(name).map_err(|e| ApiError::bad_request(format!("option {}: {e}", opt::ROUTE_TO)))?;
+                if other.driver != Driver::Bridge || other.internal || req.internal {
+                    return Err(ApiError::bad_request(format!(
+                        "option {}: {name} cannot be routed to (only between bridge networks that are not --internal)",
+                        opt::ROUTE_TO
+                    )));
+                }
+                route_to.push(other.id.clone());
+            }
         }
         let mtu = parse_u32_opt(&req.options, opt::MTU, DEFAULT_MTU, 68..=65521)?;
         let aging_secs = parse_u32_opt(&req.options, opt::AGING, DEFAULT_AGING, 0..=1_000_000)?;
@@ -264,17 +336,23 @@ impl Controller {
             created: now_rfc3339(),
             internal: req.internal,
             attachable: req.attachable,
-            enable_ipv6: false,
-            ipam: vec![cfg],
+            enable_ipv6: req.enable_ipv6,
+            ipam: configs,
             options: req.options,
             labels: req.labels,
             mtu,
             aging_secs,
             mac_limit,
+            route_to,
         };
         self.program_network(&n)?;
         self.state.networks.push(n.clone());
+        let old_ula = self.state.ula48;
+        if new_ula.is_some() {
+            self.state.ula48 = new_ula;
+        }
         if let Err(e) = self.store.save(&self.state) {
+            self.state.ula48 = old_ula;
             self.state.networks.pop();
             self.unprogram_network(&n.id);
             return Err(e.into());
@@ -297,10 +375,14 @@ impl Controller {
         if self.state.endpoints.iter().any(|e| e.network_id == n.id) {
             return Err(ApiError::forbidden(format!("error while removing network: network {} id {} has active endpoints", n.name, n.id)));
         }
-        let pos = self.state.networks.iter().position(|x| x.id == n.id).expect("found above");
-        self.state.networks.remove(pos);
+        let before = self.state.clone();
+        self.state.networks.retain(|x| x.id != n.id);
+        self.state.routes.retain(|r| r.network_id != n.id);
+        for other in &mut self.state.networks {
+            other.route_to.retain(|id| *id != n.id);
+        }
         if let Err(e) = self.store.save(&self.state) {
-            self.state.networks.insert(pos, n);
+            self.state = before;
             return Err(e.into());
         }
         self.unprogram_network(&n.id);
@@ -316,13 +398,17 @@ impl Controller {
             .filter(|n| !n.is_predefined() && !self.state.endpoints.iter().any(|e| e.network_id == n.id))
             .map(|n| n.id.clone())
             .collect();
-        let before = self.state.networks.clone();
+        let before = self.state.clone();
         self.state.networks.retain(|n| !unused.contains(&n.id));
+        self.state.routes.retain(|r| !unused.contains(&r.network_id));
+        for other in &mut self.state.networks {
+            other.route_to.retain(|id| !unused.contains(id));
+        }
         if let Err(e) = self.store.save(&self.state) {
-            self.state.networks = before;
+            self.state = before;
             return Err(e.into());
         }
-        let names = before.iter().filter(|n| unused.contains(&n.id)).map(|n| n.name.clone()).collect();
+        let names = before.networks.iter().filter(|n| unused.contains(&n.id)).map(|n| n.name.clone()).collect();
         for id in &unused {
             self.unprogram_network(id);
         }
@@ -341,11 +427,16 @@ impl Controller {
             }
         }
         let epc = req.endpoint_config.clone().unwrap_or_default();
-        let want_ip = epc
-            .ipam_config
-            .and_then(|c| c.ipv4_address)
+        let ipam_req = epc.ipam_config.clone().unwrap_or_default();
+        let want4 = ipam_req
+            .ipv4_address
             .filter(|s| !s.is_empty())
             .map(|s| s.parse::<Ipv4Addr>().map_err(|_| ApiError::bad_request(format!("invalid IPv4 address {s:?}"))))
+            .transpose()?;
+        let want6 = ipam_req
+            .ipv6_address
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<Ipv6Addr>().map_err(|_| ApiError::bad_request(format!("invalid IPv6 address {s:?}"))))
             .transpose()?;
         let want_mac = epc
             .mac_address
@@ -365,58 +456,55 @@ impl Controller {
                 return Err(ApiError::bad_request(format!("invalid alias {a:?}: use letters, digits, '-', '_' and '.'")));
             }
         }
-        let cfg = net.ipam.first().cloned().ok_or_else(|| ApiError::internal("network has no IPAM configuration"))?;
-        let used: HashSet<Ipv4Addr> = self.state.endpoints.iter().filter(|e| e.network_id == net.id).filter_map(|e| e.ipv4).collect();
+        if want6.is_some() && net.v6().is_none() {
+            return Err(ApiError::bad_request(format!("network {} has no IPv6 subnet: create it with --ipv6", net.name)));
+        }
+        let on_net = || self.state.endpoints.iter().filter(|e| e.network_id == net.id);
+        let used4: HashSet<IpAddr> = on_net().filter_map(|e| e.ipv4).map(IpAddr::V4).collect();
+        let used6: HashSet<IpAddr> = on_net().filter_map(|e| e.ipv6).map(IpAddr::V6).collect();
+        let mut addrs = Addrs::default();
+        if let Some(c) = net.v4() {
+            if let IpAddr::V4(a) = ipam::allocate(c, &used4, want4.map(IpAddr::V4))? {
+                addrs.v4 = Some((a, c.subnet.prefix_len()));
+            }
+        }
+        if let Some(c) = net.v6() {
+            if let IpAddr::V6(a) = ipam::allocate(c, &used6, want6.map(IpAddr::V6))? {
+                addrs.v6 = Some((a, c.subnet.prefix_len()));
+            }
+        }
         match (&req.veth, &req.container) {
             (Some(_), Some(_)) => Err(ApiError::bad_request("give either a sandbox or --veth, not both")),
             (None, None) => Err(ApiError::bad_request("missing sandbox: give a namespace name, a path or a PID (or --veth IFNAME)")),
-            (Some(ifname), None) => self.connect_veth(&net, &cfg, &used, ifname, req.name, want_ip, want_mac, epc.aliases),
-            (None, Some(sb)) => self.connect_sandbox(&net, &cfg, &used, sb, req.name, want_ip, want_mac, epc.aliases),
+            (Some(ifname), None) => self.connect_veth(&net, addrs, ifname, req.name, want_mac, epc.aliases),
+            (None, Some(sb)) => self.connect_sandbox(&net, addrs, sb, req.name, want_mac, epc.aliases),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn connect_veth(
         &mut self,
         net: &Network,
-        cfg: &IpamConfig,
-        used: &HashSet<Ipv4Addr>,
+        addrs: Addrs,
         ifname: &str,
         name: Option<String>,
-        want_ip: Option<Ipv4Addr>,
         want_mac: Option<Mac>,
         aliases: Vec<String>,
     ) -> Result<Endpoint, ApiError> {
         if let Some(e) = self.state.endpoints.iter().find(|e| e.veth && e.ifname == ifname) {
             return Err(ApiError::conflict(format!("interface {ifname} is already attached to network {}", self.net_name(&e.network_id))));
         }
-        let ip = ipam::allocate(cfg, used, want_ip)?;
-        let ep = Endpoint {
-            id: new_id(),
-            network_id: net.id.clone(),
-            sandbox_id: None,
-            name: name.unwrap_or_else(|| ifname.to_string()),
-            ifname: ifname.to_string(),
-            veth: true,
-            mac: want_mac.unwrap_or_else(|| Mac::from_ipv4(ip)),
-            ipv4: Some(ip),
-            prefix: cfg.subnet.prefix_len(),
-            aliases,
-        };
+        let ep = addrs.endpoint(net, None, name.unwrap_or_else(|| ifname.to_string()), ifname.to_string(), true, want_mac, aliases);
         let port = provision::open_veth(ifname, self.dp.workers()).map_err(|e| ApiError::bad_request(e.to_string()))?;
         self.attach_port(&ep, net, Arc::new(port), None)?;
         self.commit_endpoint(ep, None)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn connect_sandbox(
         &mut self,
         net: &Network,
-        cfg: &IpamConfig,
-        used: &HashSet<Ipv4Addr>,
+        addrs: Addrs,
         sb_spec: &str,
         name: Option<String>,
-        want_ip: Option<Ipv4Addr>,
         want_mac: Option<Mac>,
         aliases: Vec<String>,
     ) -> Result<Endpoint, ApiError> {
@@ -444,20 +532,8 @@ impl Controller {
         let prefix = net.iface_prefix();
         let ifname =
             (0..).map(|i| format!("{prefix}{i}")).find(|n| !mine.iter().any(|e| &e.ifname == n)).expect("an unused interface name exists");
-        let ip = ipam::allocate(cfg, used, want_ip)?;
-        let ep = Endpoint {
-            id: new_id(),
-            network_id: net.id.clone(),
-            sandbox_id: Some(sandbox.id.clone()),
-            name: cname,
-            ifname,
-            veth: false,
-            mac: want_mac.unwrap_or_else(|| Mac::from_ipv4(ip)),
-            ipv4: Some(ip),
-            prefix: cfg.subnet.prefix_len(),
-            aliases,
-        };
         let first = mine.is_empty();
+        let ep = addrs.endpoint(net, Some(sandbox.id.clone()), cname, ifname, false, want_mac, aliases);
         let spec = self.tap_spec(&ep, net, first);
         let (tap, _) = provision::ensure_tap(&sandbox.netns, spec, true)?;
         let tap = Arc::new(tap);
@@ -615,7 +691,7 @@ impl Controller {
                     "EndpointID": e.id,
                     "MacAddress": e.mac.to_string(),
                     "IPv4Address": e.ipv4.map(|a| format!("{a}/{}", e.prefix)).unwrap_or_default(),
-                    "IPv6Address": "",
+                    "IPv6Address": e.ipv6.map(|a| format!("{a}/{}", e.prefix6)).unwrap_or_default(),
                 }),
             );
             let port = self.attached.get(&e.id).map(|a| a.port);
@@ -769,6 +845,7 @@ fn predefined() -> Vec<Network> {
         mtu: DEFAULT_MTU,
         aging_secs: DEFAULT_AGING,
         mac_limit: DEFAULT_MAC_LIMIT,
+        route_to: Vec::new(),
     };
     let bridge_opts = [
         ("com.docker.network.bridge.default_bridge", "true"),

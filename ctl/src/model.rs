@@ -4,10 +4,10 @@
 //! Docker's; a network is named by its name or any unique prefix of its ID.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// Networks that exist from the first start and cannot be removed.
@@ -19,6 +19,8 @@ pub mod opt {
     pub const AGING: &str = "vswitch.fdb.ageing_time";
     pub const MAC_LIMIT: &str = "vswitch.fdb.mac_limit";
     pub const IFACE_PREFIX: &str = "com.docker.network.container_iface_prefix";
+    /// Networks this one routes to and from (comma-separated names); isolated otherwise.
+    pub const ROUTE_TO: &str = "route-to";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,11 +53,17 @@ impl Driver {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpamConfig {
-    pub subnet: Ipv4Net,
-    pub ip_range: Option<Ipv4Net>,
-    pub gateway: Ipv4Addr,
+    pub subnet: IpNet,
+    pub ip_range: Option<IpNet>,
+    pub gateway: IpAddr,
     #[serde(default)]
-    pub aux: BTreeMap<String, Ipv4Addr>,
+    pub aux: BTreeMap<String, IpAddr>,
+}
+
+impl IpamConfig {
+    pub fn is_v4(&self) -> bool {
+        matches!(self.subnet, IpNet::V4(_))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,9 +84,34 @@ pub struct Network {
     pub mtu: u32,
     pub aging_secs: u32,
     pub mac_limit: u32,
+    /// IDs of the networks this one may route to and from (`-o route-to=`).
+    #[serde(default)]
+    pub route_to: Vec<String>,
 }
 
 impl Network {
+    pub fn v4(&self) -> Option<&IpamConfig> {
+        self.ipam.iter().find(|c| c.is_v4())
+    }
+
+    pub fn v6(&self) -> Option<&IpamConfig> {
+        self.ipam.iter().find(|c| !c.is_v4())
+    }
+
+    pub fn gateway4(&self) -> Option<Ipv4Addr> {
+        self.v4().and_then(|c| match c.gateway {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.v6().and_then(|c| match c.gateway {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        })
+    }
+
     pub fn is_predefined(&self) -> bool {
         PREDEFINED.contains(&self.name.as_str())
     }
@@ -137,7 +170,19 @@ pub struct Endpoint {
     pub ipv4: Option<Ipv4Addr>,
     pub prefix: u8,
     #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub prefix6: u8,
+    #[serde(default)]
     pub aliases: Vec<String>,
+}
+
+/// A route the user added: `dst` reached through `via`, a host on `network_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRoute {
+    pub dst: IpNet,
+    pub via: IpAddr,
+    pub network_id: String,
 }
 
 /// Everything the daemon persists.
@@ -147,6 +192,11 @@ pub struct State {
     pub networks: Vec<Network>,
     pub sandboxes: Vec<Sandbox>,
     pub endpoints: Vec<Endpoint>,
+    /// This host's ULA /48, from which IPv6 networks without a subnet get a /64.
+    #[serde(default)]
+    pub ula48: Option<Ipv6Net>,
+    #[serde(default)]
+    pub routes: Vec<UserRoute>,
 }
 
 pub const STATE_VERSION: u32 = 1;

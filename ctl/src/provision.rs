@@ -6,11 +6,12 @@
 //! namespace of the thread that opens them.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressFlag};
 use vswitch_switch::port::{AfPacket, Tap, TapOptions};
 use vswitch_switch::{sys, Mac};
 
@@ -92,8 +93,10 @@ pub struct TapSpec {
     pub mtu: u32,
     pub mac: Mac,
     pub addr: Option<(Ipv4Addr, u8)>,
+    pub addr6: Option<(Ipv6Addr, u8)>,
     /// Install a default route via this gateway (the sandbox's first network).
     pub default_via: Option<Ipv4Addr>,
+    pub default_via6: Option<Ipv6Addr>,
 }
 
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
@@ -150,8 +153,19 @@ async fn configure_link(spec: &TapSpec, full: bool) -> Result<(), ProvisionError
             ignore_exists(handle.address().add(index, IpAddr::V4(ip), prefix).execute().await)
                 .map_err(nl(format!("adding {ip}/{prefix} to {ifname}")))?;
         }
+        if let Some((ip, prefix)) = spec.addr6 {
+            // No duplicate address detection: IPAM already guarantees uniqueness, and DAD would
+            // leave the address unusable ("tentative") for a second or more after connect.
+            let mut req = handle.address().add(index, IpAddr::V6(ip), prefix);
+            req.message_mut().attributes.push(AddressAttribute::Flags(vec![AddressFlag::Nodad]));
+            ignore_exists(req.execute().await).map_err(nl(format!("adding {ip}/{prefix} to {ifname}")))?;
+        }
         if let Some(gw) = spec.default_via {
             ignore_exists(handle.route().add().v4().gateway(gw).output_interface(index).execute().await)
+                .map_err(nl(format!("adding default route via {gw}")))?;
+        }
+        if let Some(gw) = spec.default_via6 {
+            ignore_exists(handle.route().add().v6().gateway(gw).output_interface(index).execute().await)
                 .map_err(nl(format!("adding default route via {gw}")))?;
         }
     }

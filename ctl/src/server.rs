@@ -77,6 +77,7 @@ async fn connect(
             "Interface": ep.ifname,
             "MacAddress": ep.mac.to_string(),
             "IPv4Address": ep.ipv4.map(|a| format!("{a}/{}", ep.prefix)).unwrap_or_default(),
+            "IPv6Address": ep.ipv6.map(|a| format!("{a}/{}", ep.prefix6)).unwrap_or_default(),
         })))
     })
     .await

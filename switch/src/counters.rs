@@ -36,6 +36,8 @@ drop_reasons! {
     TxFull => "tx_full": "the egress device could not take the frame now",
     TxError => "tx_error": "the egress device refused the frame",
     PortDown => "port_down": "the device went away",
+    Unresolved => "unresolved": "routed, but the next hop's MAC is not known yet",
+    RoutedDrop => "routed_drop": "the router refused it (policy, TTL, malformed IP; see the gateway counters)",
 }
 
 /// Counters written by one worker for one port. Aligned so two workers never share a line.
@@ -49,6 +51,7 @@ pub struct PortWorkerCounters {
     pub flooded: AtomicU64,
     pub punted: AtomicU64,
     pub learn_limited: AtomicU64,
+    pub routed: AtomicU64,
     pub drops: [AtomicU64; Drop::COUNT],
 }
 
@@ -74,6 +77,7 @@ pub struct PortTotals {
     pub flooded: u64,
     pub punted: u64,
     pub learn_limited: u64,
+    pub routed: u64,
     pub drops: Vec<(&'static str, u64)>,
 }
 
@@ -106,6 +110,7 @@ impl PortCounters {
             flooded: sum(&|b| &b.flooded),
             punted: sum(&|b| &b.punted),
             learn_limited: sum(&|b| &b.learn_limited),
+            routed: sum(&|b| &b.routed),
             drops: Drop::ALL.iter().map(|&d| (d.name(), sum(&|b| &b.drops[d as usize]))).collect(),
         }
     }

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 
 use crate::counters::{PortCounters, PortTotals, WorkerCounters};
 use crate::fdb::{Fdb, FdbRow, MAX_PORTS};
+use crate::l3::L3Handler;
 use crate::packet::PacketBuf;
 use crate::port::Port;
 use crate::slowpath::{SlowPathHandler, SlowRing};
@@ -40,6 +41,14 @@ impl Default for DataplaneConfig {
     fn default() -> Self {
         Self { workers: 0, pin: true, mode: Mode::Switch }
     }
+}
+
+/// The logic plugged into the data plane: the gateway's services on the slow-path thread and
+/// routing on the workers.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub slow: Option<Arc<dyn SlowPathHandler>>,
+    pub l3: Option<Arc<dyn L3Handler>>,
 }
 
 /// A control request the data plane refused; nothing was changed.
@@ -70,6 +79,7 @@ pub(crate) struct Shared {
     pub start: Instant,
     pub stop: AtomicBool,
     pub slow: Option<SlowRing>,
+    pub l3: Option<Arc<dyn L3Handler>>,
     pub workers: Vec<WorkerShared>,
 }
 
@@ -115,7 +125,8 @@ impl std::fmt::Debug for Dataplane {
 
 impl Dataplane {
     /// Starts the workers and the slow-path thread (which also ages the FDB).
-    pub fn start(cfg: DataplaneConfig, handler: Option<Arc<dyn SlowPathHandler>>) -> io::Result<Self> {
+    pub fn start(cfg: DataplaneConfig, hooks: Hooks) -> io::Result<Self> {
+        let handler = hooks.slow;
         let cpus = sys::allowed_cpus();
         let n = if cfg.workers == 0 { cpus.len().max(1) } else { cfg.workers };
         let mut workers = Vec::with_capacity(n);
@@ -131,6 +142,7 @@ impl Dataplane {
             start: Instant::now(),
             stop: AtomicBool::new(false),
             slow: if handler.is_some() { Some(SlowRing::new()?) } else { None },
+            l3: hooks.l3,
             workers,
         });
         let mut threads = Vec::with_capacity(n + 1);

@@ -6,6 +6,7 @@
 pub mod counters;
 pub mod dataplane;
 pub mod fdb;
+pub mod l3;
 mod mac;
 pub mod packet;
 pub mod pipeline;
@@ -16,8 +17,9 @@ pub mod topology;
 mod worker;
 
 pub use counters::Drop;
-pub use dataplane::{Dataplane, DataplaneConfig, DpError, PortStats, WorkerStats};
+pub use dataplane::{Dataplane, DataplaneConfig, DpError, Hooks, PortStats, WorkerStats};
 pub use fdb::{Fdb, FdbRow, Learn};
+pub use l3::{L3Handler, L3Verdict};
 pub use mac::{Mac, MacParseError};
 pub use slowpath::SlowPathHandler;
 pub use topology::{Mode, NetworkConfig, Topology};

@@ -80,6 +80,11 @@ impl PacketBuf {
         &self.buf[HEADROOM..HEADROOM + self.len]
     }
 
+    /// The same, writable (the router rewrites MACs and TTL in place).
+    pub fn wire_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[HEADROOM..HEADROOM + self.len]
+    }
+
     /// Copies a bare Ethernet frame in behind a zeroed virtio-net header (no offloads);
     /// a frame longer than the buffer is cut at its capacity (callers check first).
     pub fn fill_plain(&mut self, frame: &[u8]) {

@@ -12,6 +12,8 @@ use crate::PortId;
 
 /// Bytes an Ethernet header (with one VLAN tag) adds on top of the MTU.
 const L2_OVERHEAD: usize = 18;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 /// What to do with one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +27,22 @@ pub enum Verdict {
     Punt,
     /// Broadcast or multicast on a network with a gateway: flood, and the gateway sees it too.
     FloodAndPunt,
+    /// IP addressed to the gateway's MAC: the router decides (on this worker).
+    Route,
 }
 
-/// Decides the fate of one `[vnet hdr][frame]` that arrived on `ingress` in network `net`.
+/// Decides the fate of one `[vnet hdr][frame]` that arrived on `ingress` in network `net`;
+/// `routing` says whether an L3 handler takes IP frames for the gateway.
 #[inline]
-pub fn classify(fdb: &Fdb, net: &NetworkEntry, ingress: &PortEntry, wire: &[u8], now: u32, counters: &PortWorkerCounters) -> Verdict {
+pub fn classify(
+    fdb: &Fdb,
+    net: &NetworkEntry,
+    ingress: &PortEntry,
+    wire: &[u8],
+    now: u32,
+    counters: &PortWorkerCounters,
+    routing: bool,
+) -> Verdict {
     let frame = match Frame::parse(wire) {
         Ok(f) => f,
         Err(ParseError::Runt) => return Verdict::Drop(Drop::Runt),
@@ -50,7 +63,10 @@ pub fn classify(fdb: &Fdb, net: &NetworkEntry, ingress: &PortEntry, wire: &[u8],
         return if net.config.gateway_mac.is_some() { Verdict::FloodAndPunt } else { Verdict::Flood };
     }
     if net.config.gateway_mac == Some(dst) {
-        return Verdict::Punt;
+        return match frame.ethertype() {
+            ETHERTYPE_IPV4 | ETHERTYPE_IPV6 if routing => Verdict::Route,
+            _ => Verdict::Punt,
+        };
     }
     match fdb.lookup(net.id, dst) {
         Some(p) if p == ingress.id => Verdict::Drop(Drop::SamePort),
@@ -101,10 +117,10 @@ mod tests {
         let fdb = Fdb::new();
         let (n, pa, pb) = (net(None), port(1), port(2));
         let c = pa.counters.worker(0);
-        assert_eq!(classify(&fdb, &n, &pa, &wire(B, A, 46), 0, c), Verdict::Flood);
-        assert_eq!(classify(&fdb, &n, &pb, &wire(A, B, 46), 0, c), Verdict::Forward(1));
-        assert_eq!(classify(&fdb, &n, &pa, &wire(B, A, 46), 0, c), Verdict::Forward(2));
-        assert_eq!(classify(&fdb, &n, &pa, &wire(A, B, 46), 0, c), Verdict::Drop(Drop::SamePort));
+        assert_eq!(classify(&fdb, &n, &pa, &wire(B, A, 46), 0, c, false), Verdict::Flood);
+        assert_eq!(classify(&fdb, &n, &pb, &wire(A, B, 46), 0, c, false), Verdict::Forward(1));
+        assert_eq!(classify(&fdb, &n, &pa, &wire(B, A, 46), 0, c, false), Verdict::Forward(2));
+        assert_eq!(classify(&fdb, &n, &pa, &wire(A, B, 46), 0, c, false), Verdict::Drop(Drop::SamePort));
     }
 
     #[test]
@@ -112,15 +128,15 @@ mod tests {
         let fdb = Fdb::new();
         let (n, pa) = (net(None), port(1));
         let c = pa.counters.worker(0);
-        assert_eq!(classify(&fdb, &n, &pa, &[0u8; 12], 0, c), Verdict::Drop(Drop::Runt));
+        assert_eq!(classify(&fdb, &n, &pa, &[0u8; 12], 0, c, false), Verdict::Drop(Drop::Runt));
         let mut bad = wire(B, A, 46);
         bad[1] = 9;
-        assert_eq!(classify(&fdb, &n, &pa, &bad, 0, c), Verdict::Drop(Drop::BadVnetHdr));
-        assert_eq!(classify(&fdb, &n, &pa, &wire(B, A, 1501 + 4), 0, c), Verdict::Drop(Drop::Oversize));
+        assert_eq!(classify(&fdb, &n, &pa, &bad, 0, c, false), Verdict::Drop(Drop::BadVnetHdr));
+        assert_eq!(classify(&fdb, &n, &pa, &wire(B, A, 1501 + 4), 0, c, false), Verdict::Drop(Drop::Oversize));
         let mut gso = wire(B, A, 9000);
         gso[1] = 1;
-        assert_eq!(classify(&fdb, &n, &pa, &gso, 0, c), Verdict::Flood, "GSO frames may exceed the MTU");
-        assert_eq!(classify(&fdb, &n, &pa, &wire(B, [1, 0, 0, 0, 0, 1], 46), 0, c), Verdict::Drop(Drop::MulticastSource));
+        assert_eq!(classify(&fdb, &n, &pa, &gso, 0, c, false), Verdict::Flood, "GSO frames may exceed the MTU");
+        assert_eq!(classify(&fdb, &n, &pa, &wire(B, [1, 0, 0, 0, 0, 1], 46), 0, c, false), Verdict::Drop(Drop::MulticastSource));
         assert_eq!(fdb.len(), 1, "only the GSO frame's source was learned");
         assert_eq!(fdb.lookup(1, Mac([1, 0, 0, 0, 0, 1])), None);
     }
@@ -131,8 +147,12 @@ mod tests {
         let gw = Mac([2, 0x42, 0, 0, 0, 1]);
         let (n, pa) = (net(Some(gw)), port(1));
         let c = pa.counters.worker(0);
-        assert_eq!(classify(&fdb, &n, &pa, &wire(gw.0, A, 46), 0, c), Verdict::Punt);
-        assert_eq!(classify(&fdb, &n, &pa, &wire([0xff; 6], A, 46), 0, c), Verdict::FloodAndPunt);
+        assert_eq!(classify(&fdb, &n, &pa, &wire(gw.0, A, 46), 0, c, false), Verdict::Punt);
+        assert_eq!(classify(&fdb, &n, &pa, &wire(gw.0, A, 46), 0, c, true), Verdict::Route, "IPv4 to the gateway is routed");
+        let mut arp = wire(gw.0, A, 46);
+        arp[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(classify(&fdb, &n, &pa, &arp, 0, c, true), Verdict::Punt, "ARP to the gateway is the slow path's");
+        assert_eq!(classify(&fdb, &n, &pa, &wire([0xff; 6], A, 46), 0, c, false), Verdict::FloodAndPunt);
     }
 
     #[test]
@@ -141,7 +161,7 @@ mod tests {
         let (n, pa) = (net(None), port(1));
         let c = pa.counters.worker(0);
         for i in 0..3u8 {
-            assert_eq!(classify(&fdb, &n, &pa, &wire(B, [2, 0, 0, 0, 1, i], 46), 0, c), Verdict::Flood);
+            assert_eq!(classify(&fdb, &n, &pa, &wire(B, [2, 0, 0, 0, 1, i], 46), 0, c, false), Verdict::Flood);
         }
         assert_eq!(pa.counters.totals().learn_limited, 1);
         assert_eq!(fdb.learned_on(1), 2);

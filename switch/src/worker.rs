@@ -9,9 +9,10 @@ use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::counters::{bump, Drop};
+use crate::counters::{bump, Drop, PortWorkerCounters};
 use crate::dataplane::Shared;
-use crate::packet::PacketBuf;
+use crate::l3::L3Verdict;
+use crate::packet::{PacketBuf, VNET_HDR_LEN};
 use crate::pipeline::{classify, Verdict};
 use crate::port::is_device_gone;
 use crate::sys::Ready;
@@ -20,6 +21,8 @@ use crate::topology::{Mode, PortEntry, Topology};
 /// Frames handled per batch (Open vSwitch and BESS use 32).
 pub const BATCH: usize = 32;
 const EVENTS: usize = 64;
+/// Bytes of the scratch buffer for router replies (ICMP errors quote at most 1280 bytes).
+const SCRATCH: usize = 2048;
 /// The token of the worker's own waker.
 pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
 
@@ -57,6 +60,8 @@ pub(crate) fn run(shared: Arc<Shared>, idx: usize) {
     let me = &shared.workers[idx];
     let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::new()).collect();
     let mut verdicts = [Verdict::Flood; BATCH];
+    // `[zeroed vnet hdr][frame]`: router replies are sent from here.
+    let mut scratch = vec![0u8; VNET_HDR_LEN + SCRATCH];
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     let mut ready = [Ready { token: 0, readable: false, error: false }; EVENTS];
     while !shared.stop.load(Relaxed) {
@@ -96,7 +101,7 @@ pub(crate) fn run(shared: Arc<Shared>, idx: usize) {
                 }
             }
             if count > 0 {
-                process(&shared, &topo, idx, pe, &bufs[..count], &mut verdicts[..count], now);
+                process(&shared, &topo, idx, pe, &mut bufs[..count], &mut verdicts[..count], &mut scratch, now);
             }
         }
     }
@@ -109,7 +114,17 @@ fn port_gone(shared: &Shared, idx: usize, pe: &PortEntry, q: usize) {
     bump(&pe.counters.worker(idx).drops[Drop::PortDown as usize], 1);
 }
 
-fn process(shared: &Shared, topo: &Topology, w: usize, pe: &PortEntry, bufs: &[PacketBuf], verdicts: &mut [Verdict], now: u32) {
+#[allow(clippy::too_many_arguments)]
+fn process(
+    shared: &Shared,
+    topo: &Topology,
+    w: usize,
+    pe: &PortEntry,
+    bufs: &mut [PacketBuf],
+    verdicts: &mut [Verdict],
+    scratch: &mut [u8],
+    now: u32,
+) {
     let me = &shared.workers[w];
     bump(&me.counters.batches, 1);
     bump(&me.counters.frames, bufs.len() as u64);
@@ -122,13 +137,17 @@ fn process(shared: &Shared, topo: &Topology, w: usize, pe: &PortEntry, bufs: &[P
     for (b, v) in bufs.iter().zip(verdicts.iter_mut()) {
         bytes += b.len() as u64;
         *v = match shared.mode {
-            Mode::Switch => classify(&shared.fdb, net, pe, b.wire(), now, c),
+            Mode::Switch => classify(&shared.fdb, net, pe, b.wire(), now, c, shared.l3.is_some()),
             Mode::Null => Verdict::Flood,
         };
     }
     bump(&c.rx_packets, bufs.len() as u64);
     bump(&c.rx_bytes, bytes);
-    for (b, v) in bufs.iter().zip(verdicts.iter()) {
+    for (b, v) in bufs.iter_mut().zip(verdicts.iter()) {
+        if *v == Verdict::Route {
+            route(shared, topo, w, pe, b.wire_mut(), scratch, now, c);
+            continue;
+        }
         let wire = b.wire();
         match *v {
             Verdict::Forward(p) => match topo.port(p) {
@@ -143,11 +162,52 @@ fn process(shared: &Shared, topo: &Topology, w: usize, pe: &PortEntry, bufs: &[P
                 punt(shared, net.id, pe.id, wire, c);
             }
             Verdict::Drop(reason) => bump(&c.drops[reason as usize], 1),
+            Verdict::Route => {}
         }
     }
 }
 
-fn flood(topo: &Topology, ports: &[u32], ingress: u32, w: usize, wire: &[u8], c: &crate::counters::PortWorkerCounters) {
+/// Carries out the router's decision for one frame addressed to the gateway.
+#[allow(clippy::too_many_arguments)]
+fn route(
+    shared: &Shared,
+    topo: &Topology,
+    w: usize,
+    pe: &PortEntry,
+    wire: &mut [u8],
+    scratch: &mut [u8],
+    now: u32,
+    c: &PortWorkerCounters,
+) {
+    let Some(l3) = &shared.l3 else { return };
+    let (hdr, body) = scratch.split_at_mut(VNET_HDR_LEN);
+    hdr.fill(0);
+    match l3.route(pe.net, wire, body, now) {
+        L3Verdict::Out { net, dst_mac } => {
+            bump(&c.routed, 1);
+            let Some(egress) = topo.network(net) else {
+                bump(&c.drops[Drop::RoutedDrop as usize], 1);
+                return;
+            };
+            match shared.fdb.lookup(net, dst_mac).and_then(|p| topo.port(p)) {
+                Some(dst) => transmit(dst, w, wire),
+                None => flood(topo, &egress.ports, u32::MAX, w, wire, c),
+            }
+        }
+        L3Verdict::Reply { len } => transmit(pe, w, &scratch[..VNET_HDR_LEN + len.min(SCRATCH)]),
+        L3Verdict::Resolve { net, len } => {
+            bump(&c.drops[Drop::Unresolved as usize], 1);
+            if let Some(n) = topo.network(net) {
+                flood(topo, &n.ports, u32::MAX, w, &scratch[..VNET_HDR_LEN + len.min(SCRATCH)], c);
+            }
+        }
+        L3Verdict::Unresolved => bump(&c.drops[Drop::Unresolved as usize], 1),
+        L3Verdict::Local => punt(shared, pe.net, pe.id, wire, c),
+        L3Verdict::Drop { .. } => bump(&c.drops[Drop::RoutedDrop as usize], 1),
+    }
+}
+
+fn flood(topo: &Topology, ports: &[u32], ingress: u32, w: usize, wire: &[u8], c: &PortWorkerCounters) {
     bump(&c.flooded, 1);
     for &p in ports {
         if p != ingress {
@@ -158,7 +218,7 @@ fn flood(topo: &Topology, ports: &[u32], ingress: u32, w: usize, wire: &[u8], c:
     }
 }
 
-fn punt(shared: &Shared, net: u32, port: u32, wire: &[u8], c: &crate::counters::PortWorkerCounters) {
+fn punt(shared: &Shared, net: u32, port: u32, wire: &[u8], c: &PortWorkerCounters) {
     let r = match &shared.slow {
         Some(ring) => ring.push(net, port, wire),
         None => Err(Drop::SlowPathFull),

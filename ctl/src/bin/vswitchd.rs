@@ -10,7 +10,7 @@ use vswitch_ctl::controller::Controller;
 use vswitch_ctl::store::Store;
 use vswitch_ctl::{server, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use vswitch_router::Gateways;
-use vswitch_switch::{Dataplane, DataplaneConfig, Mode, SlowPathHandler};
+use vswitch_switch::{Dataplane, DataplaneConfig, Hooks, Mode, SlowPathHandler};
 
 /// The vswitch daemon: a userspace virtual switch for containers.
 #[derive(Debug, Parser)]
@@ -51,7 +51,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let cfg =
         DataplaneConfig { workers: args.workers, pin: !args.no_pin, mode: if args.null_forwarder { Mode::Null } else { Mode::Switch } };
     let handler: Arc<dyn SlowPathHandler> = gateways.clone();
-    let dp = Arc::new(Dataplane::start(cfg, Some(handler))?);
+    let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: None })?);
     let ctl = Controller::start(store, dp.clone(), gateways).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctl = Arc::new(Mutex::new(ctl));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(8).enable_all().build()?;

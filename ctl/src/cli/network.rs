@@ -43,15 +43,15 @@ pub(super) struct Create {
     /// Driver: bridge (default), host, null.
     #[arg(short, long, default_value = "bridge")]
     driver: String,
-    /// Subnet in CIDR form (default: the next free Docker pool).
+    /// Subnet in CIDR form, IPv4 and/or IPv6 (default: the next free Docker pool).
     #[arg(long)]
-    subnet: Option<String>,
-    /// Gateway address (default: the subnet's first host).
+    subnet: Vec<String>,
+    /// Gateway address, one per subnet (default: the subnet's first host).
     #[arg(long)]
-    gateway: Option<String>,
-    /// Allocate container addresses from this sub-range.
+    gateway: Vec<String>,
+    /// Allocate container addresses from this sub-range of a subnet.
     #[arg(long)]
-    ip_range: Option<String>,
+    ip_range: Vec<String>,
     /// Reserve an address: NAME=IP (repeatable).
     #[arg(long = "aux-address", value_parser = key_value)]
     aux: Vec<(String, String)>,
@@ -61,7 +61,7 @@ pub(super) struct Create {
     /// Accepted for Docker compatibility (every network is attachable here).
     #[arg(long)]
     attachable: bool,
-    /// Enable IPv6.
+    /// Enable IPv6 (a /64 of this host's ULA /48 unless an IPv6 --subnet is given).
     #[arg(long)]
     ipv6: bool,
     /// Driver option KEY=VALUE (repeatable), e.g. com.docker.network.driver.mtu=9000.
@@ -81,6 +81,41 @@ pub(super) struct Create {
     mac_limit: Option<u32>,
 }
 
+/// Pairs each --gateway, --ip-range and --aux-address with the --subnet that contains it,
+/// as Docker does.
+fn ipam_configs(subnets: &[String], gateways: &[String], ranges: &[String], aux: &[(String, String)]) -> Result<Vec<Value>, ClientError> {
+    use ipnet::IpNet;
+    use std::net::IpAddr;
+    let bad = |m: String| ClientError::Daemon(m);
+    let nets: Vec<IpNet> = subnets
+        .iter()
+        .map(|s| s.parse().map_err(|_| bad(format!("invalid subnet {s:?}: expected a CIDR like 10.10.0.0/24 or fd20::/64"))))
+        .collect::<Result<_, _>>()?;
+    if nets.is_empty() {
+        if !gateways.is_empty() || !ranges.is_empty() || !aux.is_empty() {
+            return Err(bad("--gateway, --ip-range and --aux-address need --subnet".into()));
+        }
+        return Ok(vec![]);
+    }
+    let mut out: Vec<Value> = subnets.iter().map(|s| json!({ "Subnet": s, "AuxiliaryAddresses": {} })).collect();
+    let owner = |what: &str, ip: IpAddr| {
+        nets.iter().position(|n| n.contains(&ip)).ok_or_else(|| bad(format!("{what} {ip} is not inside any --subnet")))
+    };
+    for g in gateways {
+        let ip: IpAddr = g.parse().map_err(|_| bad(format!("invalid gateway {g:?}: expected an IP address")))?;
+        out[owner("gateway", ip)?]["Gateway"] = json!(g);
+    }
+    for r in ranges {
+        let n: IpNet = r.parse().map_err(|_| bad(format!("invalid ip-range {r:?}: expected a CIDR")))?;
+        out[owner("ip-range", n.network())?]["IPRange"] = json!(r);
+    }
+    for (k, v) in aux {
+        let ip: IpAddr = v.parse().map_err(|_| bad(format!("invalid auxiliary address {v:?}: expected an IP address")))?;
+        out[owner("auxiliary address", ip)?]["AuxiliaryAddresses"][k] = json!(v);
+    }
+    Ok(out)
+}
+
 impl Create {
     fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
         let mut options: BTreeMap<String, String> = self.opts.into_iter().collect();
@@ -90,12 +125,7 @@ impl Create {
             }
         }
         let labels: BTreeMap<String, String> = self.label.into_iter().collect();
-        let aux: BTreeMap<String, String> = self.aux.into_iter().collect();
-        let config = if self.subnet.is_some() || self.gateway.is_some() || self.ip_range.is_some() || !aux.is_empty() {
-            vec![json!({ "Subnet": self.subnet, "Gateway": self.gateway, "IPRange": self.ip_range, "AuxiliaryAddresses": aux })]
-        } else {
-            vec![]
-        };
+        let config = ipam_configs(&self.subnet, &self.gateway, &self.ip_range, &self.aux)?;
         let body = json!({
             "Name": self.name,
             "Driver": self.driver,
@@ -215,6 +245,9 @@ pub(super) struct Connect {
     /// Static IPv4 address.
     #[arg(long)]
     ip: Option<String>,
+    /// Static IPv6 address.
+    #[arg(long)]
+    ip6: Option<String>,
     /// Static MAC address (default 02:42 + the IPv4 address).
     #[arg(long)]
     mac: Option<String>,
@@ -235,14 +268,22 @@ impl Connect {
             "Container": self.sandbox,
             "Name": self.name,
             "Veth": self.veth,
-            "EndpointConfig": { "IPAMConfig": { "IPv4Address": self.ip }, "MacAddress": self.mac, "Aliases": self.alias },
+            "EndpointConfig": { "IPAMConfig": { "IPv4Address": self.ip, "IPv6Address": self.ip6 }, "MacAddress": self.mac, "Aliases": self.alias },
         });
         let v = ctx.call("POST", &format!("/networks/{}/connect", seg(&self.network)), Some(&body))?;
         if ctx.json() {
             print_json(&v);
         } else {
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-            println!("{} {} {} {}", s("Name"), s("Interface"), s("IPv4Address"), s("MacAddress"));
+            let v6 = s("IPv6Address");
+            println!(
+                "{} {} {} {}{}",
+                s("Name"),
+                s("Interface"),
+                s("IPv4Address"),
+                s("MacAddress"),
+                if v6.is_empty() { String::new() } else { format!(" {v6}") }
+            );
         }
         Ok(())
     }
