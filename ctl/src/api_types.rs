@@ -1,11 +1,14 @@
 //! Request bodies of the HTTP API, shaped like Docker's Engine API where Docker has the call.
+//!
+//! Unknown fields are ignored, as Docker's own clients send fields this daemon has no use for
+//! (CheckDuplicate, Scope, Links, DriverOpts...); wrong types are refused.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct IpamConfigReq {
     #[serde(default)]
     pub subnet: Option<String>,
@@ -18,7 +21,7 @@ pub struct IpamConfigReq {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct IpamReq {
     #[serde(default)]
     pub driver: Option<String>,
@@ -29,7 +32,7 @@ pub struct IpamReq {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct CreateNetworkReq {
     pub name: String,
     #[serde(default)]
@@ -49,7 +52,7 @@ pub struct CreateNetworkReq {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct EndpointIpamReq {
     #[serde(default, rename = "IPv4Address")]
     pub ipv4_address: Option<String>,
@@ -58,7 +61,7 @@ pub struct EndpointIpamReq {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct EndpointConfigReq {
     #[serde(default, rename = "IPAMConfig")]
     pub ipam_config: Option<EndpointIpamReq>,
@@ -69,7 +72,7 @@ pub struct EndpointConfigReq {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct ConnectReq {
     /// The sandbox: a namespace name, a path, or a PID. Absent with `veth`.
     #[serde(default)]
@@ -85,7 +88,7 @@ pub struct ConnectReq {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct DisconnectReq {
     /// The sandbox (as given to connect), its container name, or the veth's name.
     pub container: String,

@@ -167,7 +167,10 @@ impl Controller {
         if !provision::same_namespace(&sb.netns, sb.dev, sb.ino) {
             return Ok(false);
         }
-        let spec = self.tap_spec(ep, &net, false);
+        // Should the TAP have to be re-created, it gets the default route it had: the
+        // sandbox's first endpoint is the one that installed it.
+        let first = self.state.endpoints.iter().find(|e| e.sandbox_id == ep.sandbox_id).is_some_and(|e| e.id == ep.id);
+        let spec = self.tap_spec(ep, &net, first);
         let (tap, created) = provision::ensure_tap(&sb.netns, spec, false)?;
         if created {
             log::info!("endpoint {} ({}): the TAP was gone from its sandbox; re-created it", ep.name, ep.ifname);
@@ -473,6 +476,20 @@ impl Controller {
                 addrs.v6 = Some((a, c.subnet.prefix_len()));
             }
         }
+        if want_mac.is_none() {
+            if let Some((a, _)) = addrs.v4 {
+                let m = Mac::from_ipv4(a);
+                if self.state.endpoints.iter().any(|e| e.network_id == net.id && e.mac == m) {
+                    return Err(ApiError::conflict(format!(
+                        "the MAC address {m} derived from {a} is already an endpoint's on network {}: give --mac",
+                        net.name
+                    )));
+                }
+            }
+        }
+        if want_mac == Some(net.gateway_mac()) {
+            return Err(ApiError::conflict(format!("MAC address {} is the gateway's on network {}", net.gateway_mac(), net.name)));
+        }
         match (&req.veth, &req.container) {
             (Some(_), Some(_)) => Err(ApiError::bad_request("give either a sandbox or --veth, not both")),
             (None, None) => Err(ApiError::bad_request("missing sandbox: give a namespace name, a path or a PID (or --veth IFNAME)")),
@@ -530,15 +547,21 @@ impl Controller {
             existing.unwrap_or_else(|| Sandbox { id: new_id(), name: cname.clone(), netns: ns.path.clone(), dev: ns.dev, ino: ns.ino });
         let mine: Vec<&Endpoint> = self.state.endpoints.iter().filter(|e| e.sandbox_id.as_deref() == Some(&sandbox.id)).collect();
         let prefix = net.iface_prefix();
-        let ifname =
-            (0..).map(|i| format!("{prefix}{i}")).find(|n| !mine.iter().any(|e| &e.ifname == n)).expect("an unused interface name exists");
+        let present = provision::link_names(&sandbox.netns)?;
+        let ifname = (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|n| !mine.iter().any(|e| &e.ifname == n) && !present.contains(n))
+            .expect("an unused interface name exists");
         let first = mine.is_empty();
         let ep = addrs.endpoint(net, Some(sandbox.id.clone()), cname, ifname, false, want_mac, aliases);
         let spec = self.tap_spec(&ep, net, first);
-        let (tap, _) = provision::ensure_tap(&sandbox.netns, spec, true)?;
+        let (tap, created) = provision::ensure_tap(&sandbox.netns, spec, true)?;
         let tap = Arc::new(tap);
-        if let Err(e) = self.attach_port(&ep, net, tap.clone(), Some(tap)) {
-            let _ = provision::delete_link(&sandbox.netns, &ep.ifname);
+        if let Err(e) = self.attach_port(&ep, net, tap.clone(), Some(tap.clone())) {
+            if created {
+                let _ = tap.unpersist();
+                let _ = provision::delete_link(&sandbox.netns, &ep.ifname);
+            }
             return Err(e);
         }
         self.commit_endpoint(ep, Some(sandbox))
@@ -631,13 +654,19 @@ impl Controller {
         }
         if let Some(sb) = sandbox {
             if provision::same_namespace(&sb.netns, sb.dev, sb.ino) {
-                provision::delete_link(&sb.netns, &ep.ifname)?;
+                // The disconnect is done and saved; a leftover interface is worth a warning, not a failure.
+                if let Err(e) = provision::delete_link(&sb.netns, &ep.ifname) {
+                    log::warn!("endpoint {}: disconnected, but deleting {} failed: {e}", ep.name, ep.ifname);
+                }
             }
         }
         Ok(())
     }
 
-    /// Removes endpoints whose sandbox is gone, and detaches ports whose device vanished.
+    /// Keeps the model in step with the devices, once a second:
+    /// - endpoints whose sandbox is gone are removed (the container is gone);
+    /// - ports whose device was destroyed are detached, keeping the endpoint;
+    /// - detached veth endpoints whose interface exists again are re-attached.
     ///
     /// A sandbox's end is seen on its path, not on the TAP: our TAP fds hold a reference to
     /// the namespace, so deleting the namespace's name (or the container's PID exiting) does
@@ -645,19 +674,33 @@ impl Controller {
     pub fn reap(&mut self) {
         let mut gone = Vec::new();
         let mut broken = Vec::new();
+        let mut retry = Vec::new();
         for ep in &self.state.endpoints {
             let down = self.attached.get(&ep.id).is_some_and(|a| self.dp.port_is_down(a.port));
             let sandbox_gone = !ep.veth && self.sandbox(ep).map_or(true, |sb| !provision::same_namespace(&sb.netns, sb.dev, sb.ino));
-            if sandbox_gone || (ep.veth && down) {
+            if sandbox_gone {
                 gone.push(ep.clone());
             } else if down {
                 broken.push(ep.clone());
+            } else if ep.veth && !self.attached.contains_key(&ep.id) && vswitch_switch::sys::if_nametoindex(&ep.ifname).is_ok() {
+                retry.push(ep.clone());
             }
         }
         for ep in &broken {
-            log::warn!("endpoint {} ({}): its TAP was deleted inside the sandbox; it stays detached until reconnected", ep.name, ep.ifname);
+            log::warn!(
+                "endpoint {} ({}): its device was destroyed; it stays detached{}",
+                ep.name,
+                ep.ifname,
+                if ep.veth { " until the interface exists again" } else { " until disconnected and connected again" }
+            );
             if let Some(a) = self.attached.remove(&ep.id) {
                 let _ = self.dp.remove_port(a.port);
+            }
+        }
+        for ep in &retry {
+            match self.reattach(ep) {
+                Ok(_) => log::info!("endpoint {} ({}): the interface is back; re-attached", ep.name, ep.ifname),
+                Err(e) => log::warn!("endpoint {} ({}): cannot re-attach yet: {e}", ep.name, ep.ifname),
             }
         }
         if gone.is_empty() {
@@ -783,11 +826,6 @@ impl Controller {
             .map(|p| {
                 let ep = by_port.get(&p.id);
                 let t = &p.totals;
-                // The kernel's side of the TAP: what the sandbox lost before we could read it.
-                let kernel = ep.filter(|e| !e.veth).and_then(|e| {
-                    let sb = self.sandbox(e).ok()?;
-                    provision::link_drops(&sb.netns, &e.ifname)
-                });
                 json!({
                     "Port": p.id,
                     "Network": ep.map(|e| self.net_name(&e.network_id)),
@@ -802,8 +840,10 @@ impl Controller {
                     "Flooded": t.flooded, "Punted": t.punted, "LearnLimited": t.learn_limited,
                     "Dropped": t.dropped(),
                     "Drops": t.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
-                    "SandboxTxDropped": kernel.map(|k| k.tx_dropped),
-                    "SandboxRxDropped": kernel.map(|k| k.rx_dropped),
+                    // Filled in by `fill_kernel_drops`, outside the controller's lock.
+                    "SandboxTxDropped": null,
+                    "SandboxRxDropped": null,
+                    "_netns": ep.filter(|e| !e.veth).and_then(|e| self.sandbox(e).ok()).map(|sb| sb.netns.display().to_string()),
                 })
             })
             .collect();
@@ -825,6 +865,20 @@ impl Controller {
             },
             "Fdb": { "Entries": self.dp.fdb().len(), "TableBytes": self.dp.fdb().table_bytes() },
         })
+    }
+}
+
+/// Reads each TAP's kernel-side drop counters inside its sandbox (a netlink round trip per
+/// port, so this runs without the controller's lock) and fills them into `stats`' JSON.
+pub fn fill_kernel_drops(stats: &mut Value) {
+    let Some(ports) = stats["Ports"].as_array_mut() else { return };
+    for p in ports {
+        let netns = p.as_object_mut().and_then(|o| o.remove("_netns"));
+        let (Some(ns), Some(ifname)) = (netns.as_ref().and_then(Value::as_str), p["Interface"].as_str()) else { continue };
+        if let Some(k) = provision::link_drops(std::path::Path::new(ns), ifname) {
+            p["SandboxTxDropped"] = json!(k.tx_dropped);
+            p["SandboxRxDropped"] = json!(k.rx_dropped);
+        }
     }
 }
 

@@ -179,6 +179,29 @@ fn ignore_exists(r: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error
     }
 }
 
+/// The names of every interface inside a sandbox.
+pub fn link_names(netns: &Path) -> Result<Vec<String>, ProvisionError> {
+    use netlink_packet_route::link::LinkAttribute;
+    let r = sys::in_netns(netns, move || {
+        let rt = runtime()?;
+        Ok(rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(nl("netlink socket"))?;
+            tokio::spawn(conn);
+            let links: Vec<_> = handle.link().get().execute().try_collect().await.map_err(nl("listing interfaces"))?;
+            Ok(links
+                .iter()
+                .filter_map(|l| {
+                    l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n.clone()),
+                        _ => None,
+                    })
+                })
+                .collect())
+        }))
+    });
+    r.map_err(|e| ProvisionError::Netlink { what: "entering the sandbox's namespace".into(), source: e })?
+}
+
 /// Deletes an interface inside a sandbox; absent is not an error.
 pub fn delete_link(netns: &Path, ifname: &str) -> Result<(), ProvisionError> {
     let ifname = ifname.to_string();

@@ -2,7 +2,9 @@
 //! thread (provisioning makes syscalls and enters namespaces) and answers errors as JSON.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -23,7 +25,7 @@ async fn run<T: Send + 'static>(
     f: impl FnOnce(&mut Controller) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(move || {
-        let mut c = ctl.lock().map_err(|_| ApiError::internal("controller state is poisoned by an earlier panic; restart vswitchd"))?;
+        let mut c = ctl.lock();
         f(&mut c)
     })
     .await
@@ -106,11 +108,36 @@ async fn fdb(State(c): State<Shared>, Query(q): Query<FdbQuery>) -> Result<Json<
 }
 
 async fn stats(State(c): State<Shared>) -> Result<Json<Value>, ApiError> {
-    run(c, |c| Ok(Json(c.stats()))).await
+    let mut v = run(c, |c| Ok(c.stats())).await?;
+    tokio::task::spawn_blocking(move || {
+        crate::controller::fill_kernel_drops(&mut v);
+        Json(v)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("request failed: {e}")))
 }
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such API endpoint: see `vswitchctl --help` for what the daemon serves")
+}
+
+/// Docker's clients prefix a version (`/v1.47/networks/...`); the same calls answer there.
+fn strip_version<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+    let path = req.uri().path();
+    let rest = path
+        .strip_prefix("/v")
+        .and_then(|r| r.split_once('/'))
+        .filter(|(v, _)| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.') && v.contains('.'));
+    if let Some((_, rest)) = rest {
+        let pq = match req.uri().query() {
+            Some(q) => format!("/{rest}?{q}"),
+            None => format!("/{rest}"),
+        };
+        if let Ok(uri) = pq.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 pub fn router(ctl: Shared) -> Router {
@@ -128,19 +155,25 @@ pub fn router(ctl: Shared) -> Router {
         .with_state(ctl)
 }
 
+/// Fails when a live daemon answers on `path`.
+pub fn check_socket_free(path: &Path) -> anyhow::Result<()> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!("another vswitchd is already serving {}: stop it first, or give --socket another path", path.display());
+    }
+    Ok(())
+}
+
 /// Binds the socket (replacing a stale one), mode 0660, and serves until `shutdown` resolves.
 pub async fn serve(path: &Path, ctl: Shared, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    if let Ok(s) = std::os::unix::net::UnixStream::connect(path) {
-        drop(s);
-        anyhow::bail!("another vswitchd is already serving {}: stop it first, or give --socket another path", path.display());
-    }
+    check_socket_free(path)?;
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path).map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    axum::serve(listener, router(ctl)).with_graceful_shutdown(shutdown).await?;
+    let app = tower::ServiceBuilder::new().map_request(strip_version).service(router(ctl));
+    axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

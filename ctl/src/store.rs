@@ -11,6 +11,8 @@ use crate::model::{State, STATE_VERSION};
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// Held (flock) for the store's lifetime: one daemon per state directory.
+    _lock: File,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,10 @@ pub enum StoreError {
     Read(PathBuf, io::Error),
     #[error("state file {0} is corrupt ({1}); it was left in place: move it aside to start empty")]
     Corrupt(PathBuf, serde_json::Error),
+    #[error(
+        "state directory {0} is in use by another vswitchd (its lock file is held): stop that daemon, or give --state-dir another path"
+    )]
+    Locked(PathBuf),
     #[error("state file {0} has version {1}, newer than this vswitchd understands ({2})")]
     Version(PathBuf, u32, u32),
 }
@@ -30,7 +36,17 @@ pub enum StoreError {
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::Dir(dir.to_path_buf(), e))?;
-        Ok(Self { dir: dir.to_path_buf() })
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("lock"))
+            .map_err(|e| StoreError::Dir(dir.to_path_buf(), e))?;
+        lock.try_lock().map_err(|e| match e {
+            fs::TryLockError::WouldBlock => StoreError::Locked(dir.to_path_buf()),
+            fs::TryLockError::Error(e) => StoreError::Dir(dir.to_path_buf(), e),
+        })?;
+        Ok(Self { dir: dir.to_path_buf(), _lock: lock })
     }
 
     fn path(&self) -> PathBuf {
@@ -82,5 +98,8 @@ mod tests {
         assert_eq!(s.load().unwrap(), Some(st));
         fs::write(d.path().join("state.json"), b"{not json").unwrap();
         assert!(matches!(s.load(), Err(StoreError::Corrupt(..))));
+        assert!(matches!(Store::open(d.path()), Err(StoreError::Locked(_))), "one daemon per state directory");
+        drop(s);
+        assert!(Store::open(d.path()).is_ok(), "the lock goes with the store");
     }
 }

@@ -36,6 +36,8 @@ drop_reasons! {
     TxFull => "tx_full": "the egress device could not take the frame now",
     TxError => "tx_error": "the egress device refused the frame",
     PortDown => "port_down": "the device went away",
+    LinkDown => "link_down": "the egress device exists but its link is down",
+    RxError => "rx_error": "reading the device failed for another reason",
     Unresolved => "unresolved": "routed, but the next hop's MAC is not known yet",
     RoutedDrop => "routed_drop": "the router refused it (policy, TTL, malformed IP; see the gateway counters)",
 }

@@ -62,6 +62,8 @@ pub enum DpError {
     NetworkBusy(NetId, usize),
     #[error("the data plane holds its maximum of {0}")]
     Full(&'static str),
+    #[error("MAC address {0} is already an endpoint's address on this network")]
+    MacInUse(Mac),
     #[error("cannot register port with worker {worker}: {source}")]
     Register { worker: usize, source: io::Error },
 }
@@ -70,6 +72,8 @@ pub(crate) struct WorkerShared {
     pub epoll: Epoll,
     pub waker: EventFd,
     pub counters: WorkerCounters,
+    /// Advanced at every wake-up: once it moved, the worker holds no topology older than then.
+    pub epoch: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -131,7 +135,12 @@ impl Dataplane {
         let n = if cfg.workers == 0 { cpus.len().max(1) } else { cfg.workers };
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n {
-            let w = WorkerShared { epoll: Epoll::new()?, waker: EventFd::new()?, counters: WorkerCounters::default() };
+            let w = WorkerShared {
+                epoll: Epoll::new()?,
+                waker: EventFd::new()?,
+                counters: WorkerCounters::default(),
+                epoch: std::sync::atomic::AtomicU64::new(0),
+            };
             w.epoll.add(w.waker.raw(), WAKE_TOKEN)?;
             workers.push(w);
         }
@@ -173,6 +182,22 @@ impl Dataplane {
 
     pub fn fdb(&self) -> &Fdb {
         &self.shared.fdb
+    }
+
+    /// Waits until every worker has woken up once since now (RCU's grace period), so none still
+    /// works with a topology published before the call. Bounded: a stuck worker costs 200 ms.
+    fn grace_period(&self) {
+        let start: Vec<u64> = self.shared.workers.iter().map(|w| w.epoch.load(Relaxed)).collect();
+        for w in &self.shared.workers {
+            w.waker.notify();
+        }
+        let deadline = Instant::now() + std::time::Duration::from_millis(200);
+        while Instant::now() < deadline {
+            if self.shared.workers.iter().zip(&start).all(|(w, s)| w.epoch.load(Relaxed) != *s) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
     }
 
     fn update(&self, f: impl FnOnce(&mut Topology)) {
@@ -219,6 +244,7 @@ impl Dataplane {
             Some(_) => {}
         }
         self.update(|t| t.networks[id as usize] = None);
+        self.grace_period();
         self.shared.fdb.flush_net(id, true);
         Ok(())
     }
@@ -244,6 +270,10 @@ impl Dataplane {
             counters: Arc::new(PortCounters::new(self.workers() + 1)),
             down: Arc::new(AtomicBool::new(false)),
         });
+        // Refuse before changing anything: another port owns one of these addresses.
+        if let Some(m) = static_macs.iter().find(|m| self.shared.fdb.static_owner(net, **m).is_some()) {
+            return Err(DpError::MacInUse(*m));
+        }
         for mac in static_macs {
             self.shared.fdb.add_static(net, *mac, id);
         }
@@ -283,6 +313,8 @@ impl Dataplane {
                 net.ports.retain(|&p| p != id);
             }
         });
+        // Only after no worker can still learn an address onto the port may its entries go.
+        self.grace_period();
         self.shared.fdb.flush_port(id);
         Ok(entry.port.clone())
     }
@@ -368,7 +400,9 @@ fn slow_thread(shared: Arc<Shared>, handler: Option<Arc<dyn SlowPathHandler>>) {
         if let (Some(ring), Some(h)) = (&shared.slow, &handler) {
             ring.wake.drain();
             let topo = shared.topo.load();
-            while let Some(p) = ring.pop() {
+            // Bounded, so a broadcast storm cannot starve aging or shutdown.
+            for _ in 0..crate::slowpath::SLOW_RING {
+                let Some(p) = ring.pop() else { break };
                 let eth = &p.buf.wire()[crate::packet::VNET_HDR_LEN..];
                 h.handle(p.net, p.port, eth, &mut |port, frame| {
                     if let Some(dst) = topo.port(port) {
@@ -378,12 +412,17 @@ fn slow_thread(shared: Arc<Shared>, handler: Option<Arc<dyn SlowPathHandler>>) {
                 });
                 ring.recycle(p.buf);
             }
+            if !ring.is_empty() {
+                // More than one round's worth: come straight back instead of sleeping.
+                ring.wake.notify();
+            }
         }
         let now = shared.now();
         if now != last_age {
             last_age = now;
             let topo = shared.topo.load();
-            shared.fdb.age(now, |net| topo.network(net).map_or(0, |n| n.config.aging_secs));
+            // Entries of a network that no longer exists go at once.
+            shared.fdb.age(now, |net| topo.network(net).map_or(1, |n| n.config.aging_secs));
         }
     }
 }

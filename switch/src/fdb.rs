@@ -19,6 +19,11 @@ const SHARDS: usize = 64;
 const STATIC: u32 = u32::MAX;
 /// Ports the per-port counters can address.
 pub const MAX_PORTS: usize = 4096;
+/// Learned entries the whole table holds at most (about 36 MB); past it nothing new is learned.
+pub const MAX_LEARNED: u32 = 1 << 20;
+/// Entries each shard has room for before its first growth (4096 in all): small networks never
+/// make a worker rehash a shard on the packet path.
+const SHARD_CAPACITY: usize = 64;
 
 #[derive(Debug)]
 struct Entry {
@@ -59,6 +64,8 @@ pub struct Fdb {
     shards: Box<[Shard]>,
     /// Learned (non-static) entries per port.
     learned: Box<[AtomicU32]>,
+    /// Learned entries in all.
+    total: AtomicU32,
 }
 
 impl Default for Fdb {
@@ -79,8 +86,11 @@ fn shard_of(k: u64) -> usize {
 impl Fdb {
     pub fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::with_hasher(foldhash::fast::RandomState::default()))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_capacity_and_hasher(SHARD_CAPACITY, foldhash::fast::RandomState::default())))
+                .collect(),
             learned: (0..MAX_PORTS).map(|_| AtomicU32::new(0)).collect(),
+            total: AtomicU32::new(0),
         }
     }
 
@@ -113,7 +123,8 @@ impl Fdb {
                 }
             }
         }
-        if limit != 0 && self.learned_on(port) >= limit {
+        let full = |me: &Self| (limit != 0 && me.learned_on(port) >= limit) || me.total.load(Relaxed) >= MAX_LEARNED;
+        if full(self) {
             return Learn::LimitReached;
         }
         let mut map = shard.write();
@@ -130,6 +141,9 @@ impl Fdb {
                     Learn::Known
                 }
             }
+            // Checked again under the lock: two queues of one port may race to the last slot.
+            // (Different shards can still overshoot by a few; the cap is a guard, not an account.)
+            None if full(self) => Learn::LimitReached,
             None => {
                 map.insert(k, Entry { port: AtomicU32::new(port), seen: AtomicU32::new(now) });
                 self.count(port, 1);
@@ -138,24 +152,45 @@ impl Fdb {
         }
     }
 
-    /// Pins `mac` to `port` (an endpoint's own address); it never ages and is never moved by learning.
-    pub fn add_static(&self, net: NetId, mac: Mac, port: PortId) {
+    /// The port a static entry pins `mac` to, if any.
+    pub fn static_owner(&self, net: NetId, mac: Mac) -> Option<PortId> {
+        let k = key(net, mac);
+        self.shard(k).read().get(&k).filter(|e| e.seen.load(Relaxed) == STATIC).map(|e| e.port.load(Relaxed))
+    }
+
+    /// Pins `mac` to `port` (an endpoint's own address); it never ages and is never moved by
+    /// learning. Refused (false) when another port already holds it statically.
+    pub fn add_static(&self, net: NetId, mac: Mac, port: PortId) -> bool {
         let k = key(net, mac);
         let mut map = self.shard(k).write();
+        if let Some(e) = map.get(&k) {
+            if e.seen.load(Relaxed) == STATIC && e.port.load(Relaxed) != port {
+                return false;
+            }
+        }
         if let Some(old) = map.insert(k, Entry { port: AtomicU32::new(port), seen: AtomicU32::new(STATIC) }) {
             if old.seen.load(Relaxed) != STATIC {
                 self.count(old.port.load(Relaxed), -1);
             }
         }
+        true
     }
 
     fn count(&self, port: PortId, delta: i32) {
+        let dec = |c: &AtomicU32| {
+            // Never wrap below zero even if a caller miscounts.
+            let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+        };
+        if delta > 0 {
+            self.total.fetch_add(1, Relaxed);
+        } else {
+            dec(&self.total);
+        }
         if let Some(c) = self.learned.get(port as usize) {
             if delta > 0 {
                 c.fetch_add(1, Relaxed);
             } else {
-                // Never wrap below zero even if a caller miscounts.
-                let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+                dec(c);
             }
         }
     }
@@ -198,11 +233,7 @@ impl Fdb {
 
     /// Forgets everything pointing at `port` (the port is going away).
     pub fn flush_port(&self, port: PortId) -> usize {
-        let n = self.remove_where(|_, e| e.port.load(Relaxed) == port);
-        if let Some(c) = self.learned.get(port as usize) {
-            c.store(0, Relaxed);
-        }
-        n
+        self.remove_where(|_, e| e.port.load(Relaxed) == port)
     }
 
     /// Forgets a network's learned entries (static ones stay); `all` removes static ones too.
@@ -283,9 +314,13 @@ mod tests {
     }
 
     #[test]
-    fn static_entries_are_not_moved_by_learning() {
+    fn static_entries_are_not_moved_by_learning_or_by_another_port() {
         let f = Fdb::new();
-        f.add_static(1, mac(9), 1);
+        assert!(f.add_static(1, mac(9), 1));
+        assert!(!f.add_static(1, mac(9), 2), "another port's static entry is refused");
+        assert!(f.add_static(1, mac(9), 1), "the owner may re-add it");
+        assert_eq!(f.static_owner(1, mac(9)), Some(1));
+        assert_eq!(f.static_owner(2, mac(9)), None);
         assert_eq!(f.learn(1, mac(9), 2, 5, 0), Learn::StaticElsewhere);
         assert_eq!(f.lookup(1, mac(9)), Some(1));
         assert_eq!(f.learn(1, mac(9), 1, 5, 0), Learn::Known);

@@ -67,6 +67,10 @@ impl SlowRing {
         }
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.full.is_empty()
+    }
+
     pub(crate) fn pop(&self) -> Option<Punted> {
         self.full.pop()
     }

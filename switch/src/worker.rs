@@ -14,7 +14,7 @@ use crate::dataplane::Shared;
 use crate::l3::L3Verdict;
 use crate::packet::{PacketBuf, VNET_HDR_LEN};
 use crate::pipeline::{classify, Verdict};
-use crate::port::is_device_gone;
+use crate::port::{is_device_gone, is_link_down, Health};
 use crate::sys::Ready;
 use crate::topology::{Mode, PortEntry, Topology};
 
@@ -45,8 +45,10 @@ pub(crate) fn transmit(dst: &PortEntry, w: usize, wire: &[u8]) {
         Err(e) => {
             let reason = if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS) {
                 Drop::TxFull
+            } else if is_link_down(&e) {
+                Drop::LinkDown
             } else if is_device_gone(&e) {
-                dst.down.store(true, Relaxed);
+                // The reading side decides whether the port is gone (see `check_port`).
                 Drop::PortDown
             } else {
                 Drop::TxError
@@ -70,6 +72,9 @@ pub(crate) fn run(shared: Arc<Shared>, idx: usize) {
             Err(_) => continue,
         };
         bump(&me.counters.wakeups, 1);
+        // Tells a control operation waiting for a grace period that this worker let go of
+        // the topology it held before.
+        me.epoch.fetch_add(1, Relaxed);
         let topo = shared.topo.load();
         let now = shared.now();
         for r in &ready[..n] {
@@ -80,7 +85,7 @@ pub(crate) fn run(shared: Arc<Shared>, idx: usize) {
             let (pid, q) = untoken(r.token);
             let Some(pe) = topo.port(pid) else { continue };
             if r.error && !r.readable {
-                port_gone(&shared, idx, pe, q);
+                check_port(&shared, idx, pe, q);
                 continue;
             }
             let mut count = 0;
@@ -92,10 +97,9 @@ pub(crate) fn run(shared: Arc<Shared>, idx: usize) {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        if is_device_gone(&e) {
-                            port_gone(&shared, idx, pe, q);
-                        }
+                    Err(_) => {
+                        bump(&pe.counters.worker(idx).drops[Drop::RxError as usize], 1);
+                        check_port(&shared, idx, pe, q);
                         break;
                     }
                 }
@@ -107,11 +111,14 @@ pub(crate) fn run(shared: Arc<Shared>, idx: usize) {
     }
 }
 
-/// Stops polling a queue whose device disappeared and tells the control plane through `down`.
-fn port_gone(shared: &Shared, idx: usize, pe: &PortEntry, q: usize) {
-    let _ = shared.workers[idx].epoll.delete(pe.port.queue_fd(q));
-    pe.down.store(true, Relaxed);
-    bump(&pe.counters.worker(idx).drops[Drop::PortDown as usize], 1);
+/// After an error on a queue: keep polling a device whose link merely went down; stop polling
+/// one that was destroyed and tell the control plane through `down`.
+fn check_port(shared: &Shared, idx: usize, pe: &PortEntry, q: usize) {
+    if pe.port.check(q) == Health::Gone {
+        let _ = shared.workers[idx].epoll.delete(pe.port.queue_fd(q));
+        pe.down.store(true, Relaxed);
+        bump(&pe.counters.worker(idx).drops[Drop::PortDown as usize], 1);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -151,9 +158,11 @@ fn process(
         let wire = b.wire();
         match *v {
             Verdict::Forward(p) => match topo.port(p) {
-                Some(dst) => transmit(dst, w, wire),
+                // The network check guards against an FDB entry that outlived its port while
+                // the id went to a port of another network.
+                Some(dst) if dst.net == pe.net => transmit(dst, w, wire),
                 // The entry outlived its port (removed a moment ago): behave as if unknown.
-                None => flood(topo, net.ports.as_slice(), pe.id, w, wire, c),
+                _ => flood(topo, net.ports.as_slice(), pe.id, w, wire, c),
             },
             Verdict::Flood => flood(topo, &net.ports, pe.id, w, wire, c),
             Verdict::Punt => punt(shared, net.id, pe.id, wire, c),
@@ -190,8 +199,8 @@ fn route(
                 return;
             };
             match shared.fdb.lookup(net, dst_mac).and_then(|p| topo.port(p)) {
-                Some(dst) => transmit(dst, w, wire),
-                None => flood(topo, &egress.ports, u32::MAX, w, wire, c),
+                Some(dst) if dst.net == net => transmit(dst, w, wire),
+                _ => flood(topo, &egress.ports, u32::MAX, w, wire, c),
             }
         }
         L3Verdict::Reply { len } => transmit(pe, w, &scratch[..VNET_HDR_LEN + len.min(SCRATCH)]),

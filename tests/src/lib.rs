@@ -60,7 +60,16 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// A namespace with IPv6 off: its router solicitations and MLD reports would otherwise
+    /// flood the network and refresh FDB entries while a test wants it quiet.
     pub fn new() -> Self {
+        let ns = Self::with_ipv6();
+        ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+        ns
+    }
+
+    /// A namespace with IPv6 on, as the kernel makes it.
+    pub fn with_ipv6() -> Self {
         let name = unique("vst");
         ok("ip", &["netns", "add", &name]);
         Netns { name }
@@ -101,9 +110,10 @@ impl Netns {
         Proc(Some(child))
     }
 
-    /// True when `count` pings to `ip` all get answers (1 s deadline each).
+    /// True when all `count` pings to `ip` get answers within `count` + 2 seconds
+    /// (with both -c and -w, ping fails unless every reply arrived).
     pub fn ping(&self, ip: &str, count: u32) -> bool {
-        self.exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]).status.success()
+        self.exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-w", &(count + 2).to_string(), ip]).status.success()
     }
 
     /// Pings until one answer comes or `secs` pass (for paths that need ARP to settle).
@@ -220,7 +230,7 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--state-dir")
             .arg(self.dir.join("state"))
-            .args(["--workers", "2"])
+            .args(["--workers", "2", "--no-pin"])
             .args(&self.extra)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

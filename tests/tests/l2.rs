@@ -52,10 +52,11 @@ fn networks_are_isolated_from_each_other() {
     assert!(!c.ping("10.31.0.2", 2), "n2 must not reach n1 at L2");
     assert!(!c.ping("10.31.0.3", 1));
     assert!(!a.ping("10.32.0.2", 1), "nor through the gateway");
-    // c's broadcasts (ARP) never arrived at a's port.
+    // c's broadcasts (ARP) never arrived at a's port, and n1 never learned c's MAC.
     let before = d.port_stats(&a.name)["TxPackets"].as_u64().unwrap();
     let _ = c.ping("10.31.0.2", 1);
     assert_eq!(d.port_stats(&a.name)["TxPackets"].as_u64().unwrap(), before);
+    assert!(!d.ctl_ok(&["fdb", "show", "n1"]).contains("02:42:0a:20:00:02"), "c's MAC leaked into n1");
     // A sandbox on both networks reaches both.
     d.ctl_ok(&["network", "connect", "n2", &a.name]);
     assert!(a.exec_ok(&["ip", "-o", "addr", "show", "dev", "eth1"]).contains("10.32.0.3/24"));
@@ -199,16 +200,17 @@ fn tcp_crosses_the_switch_with_gso_frames() {
     d.ctl_ok(&["network", "connect", "tcp", &b.name]);
     let port = "5299";
     let server = b.spawn(&["iperf3", "-s", "-1", "-p", port]);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(eventually(10, || b.exec_ok(&["ss", "-ltnH"]).contains(":5299")), "iperf3 server did not listen");
     let out = a.exec_ok(&["iperf3", "-c", "10.38.0.3", "-p", port, "-t", "2", "-J"]);
     drop(server);
     let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
     let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
     assert!(bytes > 10 << 20, "TCP moved only {bytes} bytes");
-    // Frames larger than the MTU crossed whole: bytes per frame well above 1500.
+    // Frames far larger than the MTU crossed whole (without GSO they would average ~1524 B
+    // with the virtio-net header; with it, tens of KB).
     let st = d.port_stats(&a.name);
     let per = st["RxBytes"].as_u64().unwrap() / st["RxPackets"].as_u64().unwrap().max(1);
-    assert!(per > 1514, "average frame {per} B: GSO frames were not passed through");
+    assert!(per > 8000, "average frame {per} B: GSO frames were not passed through");
 }
 
 fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, len: usize, fill: u8) -> Vec<u8> {
@@ -315,9 +317,48 @@ fn per_port_mac_limit_stops_learning_not_forwarding() {
     // A MAC flood from a: 100 distinct unicast sources.
     let frames: Vec<Vec<u8>> = (0..100u8).map(|i| frame([0xff; 6], [2, 0xee, 0, 0, 0, i], 0x88b5, 60, 0)).collect();
     assert_eq!(send_raw(&a, "eth0", frames), 100);
-    assert!(eventually(5, || d.port_stats(&a.name)["LearnLimited"].as_u64() == Some(90)), "{}", d.port_stats(&a.name));
-    assert_eq!(d.port_stats(&a.name)["Learned"], 10);
-    let learned = d.ctl_json(&["fdb", "show", "lim"]).as_array().unwrap().iter().filter(|r| r["Static"] == false).count();
-    assert_eq!(learned, 10);
+    // Every frame is either learned or counted; the limit holds (two queues racing on
+    // different shards may overshoot it by one per extra worker).
+    let settled = || {
+        let p = d.port_stats(&a.name);
+        p["LearnLimited"].as_u64().unwrap_or(0) + p["Learned"].as_u64().unwrap_or(0) == 100
+    };
+    assert!(eventually(5, settled), "{}", d.port_stats(&a.name));
+    let learned = d.port_stats(&a.name)["Learned"].as_u64().unwrap();
+    assert!((10..=11).contains(&learned), "learned {learned} with a limit of 10");
+    let rows = d.ctl_json(&["fdb", "show", "lim"]).as_array().unwrap().iter().filter(|r| r["Static"] == false).count();
+    assert_eq!(rows as u64, learned);
     assert!(a.ping("10.43.0.3", 1), "the port still forwards");
+}
+
+#[test]
+fn link_down_and_up_keeps_endpoints_attached() {
+    if !root_or_skip("link_down_and_up_keeps_endpoints_attached") {
+        return;
+    }
+    let d = Daemon::start();
+    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+    d.ctl_ok(&["network", "create", "--subnet", "10.44.0.0/24", "flap"]);
+    d.ctl_ok(&["network", "connect", "flap", &a.name]);
+    d.ctl_ok(&["network", "connect", "flap", &b.name]);
+    let v = Veth::new(&c, "eth0");
+    d.ctl_ok(&["network", "connect", "--veth", &v.host, "--ip", "10.44.0.9", "flap"]);
+    c.exec_ok(&["ip", "addr", "add", "10.44.0.9/24", "dev", "eth0"]);
+    c.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+    assert!(a.ping_eventually("10.44.0.3", 5));
+    assert!(a.ping_eventually("10.44.0.9", 5));
+    // b's TAP goes down inside its sandbox while a floods ARP at it; the veth's host end flaps.
+    b.exec_ok(&["ip", "link", "set", "eth0", "down"]);
+    ok("ip", &["link", "set", &v.host, "down"]);
+    a.exec_ok(&["ip", "neigh", "flush", "all"]);
+    assert!(!a.ping("10.44.0.3", 1));
+    assert!(!a.ping("10.44.0.9", 1));
+    std::thread::sleep(Duration::from_millis(1500)); // past a reaper tick
+    b.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+    ok("ip", &["link", "set", &v.host, "up"]);
+    assert!(a.ping_eventually("10.44.0.3", 5), "TAP endpoint came back with its link");
+    assert!(a.ping_eventually("10.44.0.9", 5), "veth endpoint came back with its link");
+    let v2 = d.ctl_json(&["network", "inspect", "flap"]);
+    assert_eq!(v2[0]["Containers"].as_object().unwrap().len(), 3, "no endpoint was forgotten");
+    assert!(d.port_stats(&b.name)["Down"] == false);
 }

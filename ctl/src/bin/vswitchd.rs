@@ -2,7 +2,9 @@
 //! the API on a Unix socket until SIGINT or SIGTERM.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use clap::Parser;
@@ -46,6 +48,9 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // Both checks come before anything touches a device: a second daemon re-attaching the
+    // first one's TAPs would steal a share of every container's traffic.
+    server::check_socket_free(&args.socket)?;
     let store = Store::open(&args.state_dir)?;
     let gateways = Arc::new(Gateways::new());
     let cfg =
@@ -63,12 +68,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 let c = reaper.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    if let Ok(mut c) = c.lock() {
-                        c.reap();
-                    }
-                })
-                .await;
+                let _ = tokio::task::spawn_blocking(move || c.lock().reap()).await;
             }
         });
         log::info!(

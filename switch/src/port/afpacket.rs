@@ -7,7 +7,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::port::{Port, PortKind};
+use crate::port::{Health, Port, PortKind};
 use crate::sys;
 
 const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
@@ -17,6 +17,8 @@ const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT_HASH: u32 = 0;
+/// Let the kernel pick a group id no other socket in the namespace uses (Linux 4.19+).
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
 const ETH_P_ALL: u16 = 0x0003;
 
 /// An interface read and written through one AF_PACKET socket per queue.
@@ -38,8 +40,8 @@ impl AfPacket {
     pub fn open(name: &str, queues: usize) -> io::Result<Self> {
         let ifindex = sys::if_nametoindex(name).map_err(|e| io::Error::new(e.kind(), format!("interface {name}: {e}")))?;
         let queues = queues.max(1);
-        // A group id unique to this port within the namespace: the kernel matches groups by id.
-        let group = ((ifindex ^ std::process::id().rotate_left(7)) & 0xffff) as u32;
+        // The first socket asks the kernel for a fresh group id; the others join that group.
+        let mut group: Option<u32> = None;
         let mut fds = Vec::with_capacity(queues);
         for _ in 0..queues {
             // Protocol 0 until bind, so no frame of another interface is queued before we filter.
@@ -75,8 +77,20 @@ impl AfPacket {
             mreq.mr_type = PACKET_MR_PROMISC;
             setsockopt(raw, libc::SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq)?;
             if queues > 1 {
-                let arg: u32 = group | (PACKET_FANOUT_HASH << 16);
-                setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &arg)?;
+                match group {
+                    None => {
+                        let arg: u32 = (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+                        setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &arg)?;
+                        let mut got: u32 = 0;
+                        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+                        // SAFETY: got and len are valid for writes of the sizes given.
+                        sys::cvt(unsafe {
+                            libc::getsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, (&mut got as *mut u32).cast(), &mut len)
+                        })?;
+                        group = Some(got & 0xffff);
+                    }
+                    Some(id) => setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &(id | (PACKET_FANOUT_HASH << 16)))?,
+                }
             }
             fds.push(fd);
         }
@@ -106,5 +120,19 @@ impl Port for AfPacket {
     }
     fn send(&self, q: usize, wire: &[u8]) -> io::Result<()> {
         sys::write(self.queue_fd(q), wire).map(|_| ())
+    }
+    fn check(&self, q: usize) -> Health {
+        // A link going down sets sk_err (ENETDOWN) once; reading SO_ERROR clears it and the
+        // socket works again when the link comes back. Only a vanished or replaced interface is gone.
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: err and len are valid for writes of the sizes given.
+        let _ = unsafe {
+            libc::getsockopt(self.queue_fd(q), libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len)
+        };
+        match sys::if_nametoindex(&self.name) {
+            Ok(i) if i == self.ifindex => Health::Alive,
+            _ => Health::Gone,
+        }
     }
 }

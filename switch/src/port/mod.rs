@@ -46,9 +46,28 @@ pub trait Port: Send + Sync + std::fmt::Debug {
     fn recv(&self, q: usize, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes one `[vnet hdr][frame]`.
     fn send(&self, q: usize, wire: &[u8]) -> io::Result<()>;
+    /// Called when a queue reports an error condition: clears what can be cleared and says
+    /// whether the device still exists. A link that is merely down is not gone.
+    fn check(&self, _q: usize) -> Health {
+        Health::Gone
+    }
 }
 
-/// Maps an error from a port read or write to whether the device is gone for good.
+/// What a port's error condition means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Still there (the link went down, or a transient error was cleared): keep polling.
+    Alive,
+    /// The device was destroyed: stop polling it.
+    Gone,
+}
+
+/// The device was destroyed (a TAP whose interface was deleted, a socket whose device vanished).
 pub fn is_device_gone(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EBADFD) | Some(libc::EIO) | Some(libc::ENXIO) | Some(libc::ENODEV) | Some(libc::ENETDOWN))
+    matches!(e.raw_os_error(), Some(libc::EBADFD) | Some(libc::ENXIO) | Some(libc::ENODEV))
+}
+
+/// The device exists but its link is down (TAP not IFF_UP answers EIO; packet sockets ENETDOWN).
+pub fn is_link_down(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ENETDOWN))
 }

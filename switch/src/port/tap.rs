@@ -88,10 +88,18 @@ impl Tap {
             sys::cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) })
                 .map_err(|source| TapError::Attach { name: name.to_string(), source })?;
             if q == 0 {
-                setup_device(fd.as_raw_fd(), name, opts.persist)?;
+                setup_device(fd.as_raw_fd(), name)?;
             }
             fds.push(fd);
         }
+        // Persistent only once every queue is attached, so a failure above leaves nothing behind.
+        let fd = fds[0].as_raw_fd();
+        // SAFETY: TUNSETPERSIST takes its argument by value.
+        sys::cvt(unsafe { libc::ioctl(fd, TUNSETPERSIST, opts.persist as libc::c_ulong) }).map_err(|source| TapError::Setup {
+            name: name.to_string(),
+            op: "TUNSETPERSIST",
+            source,
+        })?;
         Ok(Self { name: name.to_string(), fds })
     }
 
@@ -108,7 +116,7 @@ impl Tap {
     }
 }
 
-fn setup_device(fd: RawFd, name: &str, persist: bool) -> Result<(), TapError> {
+fn setup_device(fd: RawFd, name: &str) -> Result<(), TapError> {
     let err = |op: &'static str| move |source| TapError::Setup { name: name.to_string(), op, source };
     let hdr: libc::c_int = VNET_HDR_LEN as libc::c_int;
     // SAFETY: TUNSETVNETHDRSZ reads one c_int through the pointer, which is valid for the call.
@@ -120,8 +128,6 @@ fn setup_device(fd: RawFd, name: &str, persist: bool) -> Result<(), TapError> {
         // SAFETY: as above.
         sys::cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD, base as libc::c_ulong) }).map_err(err("TUNSETOFFLOAD"))?;
     }
-    // SAFETY: TUNSETPERSIST takes its argument by value.
-    sys::cvt(unsafe { libc::ioctl(fd, TUNSETPERSIST, persist as libc::c_ulong) }).map_err(err("TUNSETPERSIST"))?;
     Ok(())
 }
 
