@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde_json::{json, Value};
-use vswitch_router::{Gateway, Gateways};
+use vswitch_router::{gratuitous_arp, unsolicited_na, Gateway, Gateways, RaConfig, UNSOLICITED_NA_LEN};
 use vswitch_switch::port::{Port, Tap};
 use vswitch_switch::{Dataplane, Mac, NetId, NetworkConfig, PortId};
 
@@ -151,6 +151,17 @@ impl Controller {
         let cfg = NetworkConfig { aging_secs: n.aging_secs, mac_limit: n.mac_limit, mtu: n.mtu, gateway_mac: Some(n.gateway_mac()) };
         let id = self.dp.add_network(cfg).map_err(|e| ApiError::internal(e.to_string()))?;
         self.gateways.set(id, Gateway { ipv4: n.gateway4(), ipv6: n.gateway6(), mac: n.gateway_mac() });
+        // IPv6 networks advertise their prefix, so SLAAC hosts configure themselves.
+        let ra = n.v6().and_then(|c| match c.subnet {
+            IpNet::V6(p) => {
+                let mut ra = RaConfig::new(p.network(), p.prefix_len());
+                ra.mtu = n.mtu;
+                ra.autonomous = p.prefix_len() == 64;
+                Some(ra)
+            }
+            IpNet::V4(_) => None,
+        });
+        self.gateways.set_ra(id, ra, self.dp.now());
         self.nets.insert(n.id.clone(), id);
         Ok(())
     }
@@ -183,8 +194,20 @@ impl Controller {
     fn attach_port(&mut self, ep: &Endpoint, net: &Network, port: Arc<dyn Port>, tap: Option<Arc<Tap>>) -> Result<(), ApiError> {
         let nid = *self.nets.get(&net.id).ok_or_else(|| ApiError::internal("network not in the data plane"))?;
         let statics: &[Mac] = if ep.veth { &[] } else { std::slice::from_ref(&ep.mac) };
-        let pid = self.dp.add_port(nid, port, statics).map_err(|e| ApiError::internal(e.to_string()))?;
+        let pid = self.dp.add_port(nid, port, statics).map_err(|e| match e {
+            vswitch_switch::DpError::MacInUse(_) => ApiError::conflict(e.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        })?;
         self.attached.insert(ep.id.clone(), Attached { port: pid, tap });
+        // Tell the others on the network at once where this address lives now (a peer may
+        // hold a stale MAC for it from an endpoint that had it before).
+        let mut buf = [0u8; UNSOLICITED_NA_LEN];
+        if let Some(n) = ep.ipv4.and_then(|a| gratuitous_arp(ep.mac, a, &mut buf)) {
+            self.gateways.announce(nid, Some(pid), buf[..n].to_vec());
+        }
+        if let Some(n) = ep.ipv6.and_then(|a| unsolicited_na(ep.mac, a, &mut buf)) {
+            self.gateways.announce(nid, Some(pid), buf[..n].to_vec());
+        }
         Ok(())
     }
 
@@ -366,6 +389,7 @@ impl Controller {
     fn unprogram_network(&mut self, id: &str) {
         if let Some(nid) = self.nets.remove(id) {
             let _ = self.dp.remove_network(nid);
+            self.gateways.set_ra(nid, None, self.dp.now());
             self.gateways.remove(nid);
         }
     }
@@ -861,7 +885,7 @@ impl Controller {
             "Gateway": {
                 "ArpReplies": r.arp_replies, "IcmpEchoReplies": r.icmp_echo_replies,
                 "NdAdverts": r.nd_adverts, "Icmp6EchoReplies": r.icmp6_echo_replies,
-                "Malformed": r.malformed, "Ignored": r.ignored, "TooBig": r.too_big,
+                "Malformed": r.malformed, "Ignored": r.ignored, "TooBig": r.too_big, "RouterAdverts": r.router_adverts,
             },
             "Fdb": { "Entries": self.dp.fdb().len(), "TableBytes": self.dp.fdb().table_bytes() },
         })

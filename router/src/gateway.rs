@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use vswitch_switch::{Mac, NetId, PortId, SlowPathHandler};
+use vswitch_switch::{Flood, Mac, NetId, PortId, SlowPathHandler};
 
 use crate::answer::{answer, Answer, Reply, REPLY_BUF};
+use crate::ra::{answer_link_local, answer_rs, build_unsolicited_ra, link_local_from_mac, RaConfig, RaTimer};
 
 /// A network's gateway: the addresses the switch answers ARP, NDP and pings for, and its MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +37,15 @@ pub struct RouterCounters {
     pub ignored: u64,
     /// Echo requests whose reply would not fit the reply buffer ([`REPLY_BUF`] bytes).
     pub too_big: u64,
+    /// Router advertisements sent, solicited and periodic.
+    pub router_adverts: u64,
 }
 
 /// The gateway of every network, read lock-free by the slow path and replaced whole by the
 /// control plane, so a reader never waits for a writer (aardvark-dns reloads the same way).
+/// A frame queued for flooding: (network, port not to send to, frame).
+type Announcement = (NetId, Option<PortId>, Vec<u8>);
+
 #[derive(Debug, Default)]
 pub struct Gateways {
     table: ArcSwap<HashMap<NetId, Gateway>>,
@@ -47,6 +53,10 @@ pub struct Gateways {
     /// lose the other's edit. Readers never take it.
     writer: Mutex<()>,
     counters: Counters,
+    /// Router advertisements per IPv6 network, with their timers (slow-path thread only).
+    ra: Mutex<HashMap<NetId, (RaConfig, RaTimer)>>,
+    /// Frames to flood at the next tick: (network, port not to send to, frame).
+    announce: Mutex<Vec<Announcement>>,
 }
 
 impl Gateways {
@@ -73,6 +83,25 @@ impl Gateways {
     }
 
     /// The gateway of `net`, if it has one.
+    /// Advertises `cfg` on `net` (IPv6 networks), at once and then on RFC 4861's schedule;
+    /// None stops advertising.
+    pub fn set_ra(&self, net: NetId, cfg: Option<RaConfig>, now: u32) {
+        let mut ra = self.ra.lock();
+        match cfg {
+            Some(c) => {
+                ra.insert(net, (c, RaTimer::new(u64::from(now))));
+            }
+            None => {
+                ra.remove(&net);
+            }
+        }
+    }
+
+    /// Queues a frame to flood in `net` (except on `except`) at the next tick.
+    pub fn announce(&self, net: NetId, except: Option<PortId>, frame: Vec<u8>) {
+        self.announce.lock().push((net, except, frame));
+    }
+
     pub fn get(&self, net: NetId) -> Option<Gateway> {
         self.table.load().get(&net).copied()
     }
@@ -89,6 +118,7 @@ impl Gateways {
             malformed: get(&c.malformed),
             ignored: get(&c.ignored),
             too_big: get(&c.too_big),
+            router_adverts: get(&c.router_adverts),
         }
     }
 
@@ -123,8 +153,49 @@ impl SlowPathHandler for Gateways {
             }
             // Counted, not logged: a storm of bad frames must not become a storm of log lines.
             Answer::Malformed => bump(&c.malformed),
-            Answer::Ignored => bump(&c.ignored),
+            Answer::Ignored => match self.answer_v6_link(net, gw, eth, &mut out) {
+                Some((kind, len)) => {
+                    bump(kind);
+                    tx(ingress, &out[..len]);
+                }
+                None => bump(&c.ignored),
+            },
             Answer::TooBig => bump(&c.too_big),
+        }
+    }
+
+    fn tick(&self, now: u32, flood: Flood<'_>) {
+        for (net, except, frame) in std::mem::take(&mut *self.announce.lock()) {
+            flood(net, except, &frame);
+        }
+        let mut out = [0u8; REPLY_BUF];
+        let mut ra = self.ra.lock();
+        for (net, (cfg, timer)) in ra.iter_mut() {
+            // The jitter RFC 4861 asks for; it need not be random in any stronger sense.
+            let jitter = (now ^ net.wrapping_mul(0x9e37_79b9)).wrapping_mul(2_654_435_761);
+            if timer.poll(u64::from(now), jitter) {
+                if let Some(len) = self.get(*net).and_then(|gw| build_unsolicited_ra(&mut out, gw.mac, cfg)) {
+                    bump(&self.counters.router_adverts);
+                    flood(*net, None, &out[..len]);
+                }
+            }
+        }
+    }
+}
+
+impl Gateways {
+    /// What IPv6 networks need beyond the gateway's global address: router solicitations, and
+    /// neighbour solicitations and echo for the gateway's link-local address (the next hop
+    /// SLAAC hosts use). Returns the counter to bump and the reply's length.
+    fn answer_v6_link(&self, net: NetId, gw: Gateway, eth: &[u8], out: &mut [u8]) -> Option<(&AtomicU64, usize)> {
+        let cfg = self.ra.lock().get(&net).map(|(c, _)| *c)?;
+        if let Some(len) = answer_rs(eth, gw.mac, &cfg, out) {
+            return Some((&self.counters.router_adverts, len));
+        }
+        match answer_link_local(eth, gw.mac, link_local_from_mac(gw.mac), out) {
+            Answer::Reply { kind: Reply::NeighborAdvert, len } => Some((&self.counters.nd_adverts, len)),
+            Answer::Reply { kind: Reply::Icmp6Echo, len } => Some((&self.counters.icmp6_echo_replies, len)),
+            _ => None,
         }
     }
 }
@@ -139,6 +210,7 @@ struct Counters {
     malformed: AtomicU64,
     ignored: AtomicU64,
     too_big: AtomicU64,
+    router_adverts: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -159,7 +231,7 @@ mod tests {
     }
 
     fn total(c: RouterCounters) -> u64 {
-        c.arp_replies + c.icmp_echo_replies + c.nd_adverts + c.icmp6_echo_replies + c.malformed + c.ignored + c.too_big
+        c.arp_replies + c.icmp_echo_replies + c.nd_adverts + c.icmp6_echo_replies + c.malformed + c.ignored + c.too_big + c.router_adverts
     }
 
     #[test]
@@ -212,8 +284,32 @@ mod tests {
                 malformed: 1,
                 ignored: 1,
                 too_big: 1,
+                router_adverts: 0,
             }
         );
+    }
+
+    #[test]
+    fn advertises_answers_solicitations_and_floods_announcements() {
+        let g = Gateways::new();
+        g.set(1, gw());
+        let cfg = RaConfig::new("fd20::".parse().unwrap(), 64);
+        g.set_ra(1, Some(cfg), 100);
+        let mut flooded = Vec::new();
+        g.tick(100, &mut |net, except, f| flooded.push((net, except, f.to_vec())));
+        assert_eq!(flooded.len(), 1, "the first advertisement goes out at once");
+        assert_eq!(flooded[0].2[54], 134, "an RA");
+        flooded.clear();
+        g.tick(100, &mut |net, except, f| flooded.push((net, except, f.to_vec())));
+        assert!(flooded.is_empty(), "not again in the same second");
+        g.announce(1, Some(3), vec![1, 2, 3]);
+        g.tick(101, &mut |net, except, f| flooded.push((net, except, f.to_vec())));
+        assert!(flooded.contains(&(1, Some(3), vec![1, 2, 3])));
+        assert_eq!(g.counters().router_adverts, 1);
+        g.set_ra(1, None, 102);
+        flooded.clear();
+        g.tick(10_000, &mut |net, except, f| flooded.push((net, except, f.to_vec())));
+        assert!(flooded.is_empty(), "advertising stopped");
     }
 
     #[test]

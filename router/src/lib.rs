@@ -19,15 +19,28 @@
 
 #![forbid(unsafe_code)]
 
+mod announce;
 mod answer;
 mod arp;
 mod checksum;
+mod dhcp;
+mod dhcp6;
 mod gateway;
 mod icmpv4;
 mod icmpv6;
+mod lpm;
+mod ra;
 
 #[cfg(test)]
 mod fixtures;
 
+pub use announce::{gratuitous_arp, unsolicited_na, GARP_LEN, UNSOLICITED_NA_LEN};
 pub use answer::{answer, Answer, Reply, REPLY_BUF};
+pub use dhcp::{Dhcp4Reply, DhcpAnswer, DhcpConfig, DhcpConfigError, DhcpServer, LeaseStore};
+pub use dhcp6::{Dhcp6Config, Dhcp6Reply, Dhcp6Server};
 pub use gateway::{Gateway, Gateways, RouterCounters};
+pub use lpm::{Lpm4, Lpm6, LpmError, MAX_ROUTES};
+pub use ra::{
+    answer_link_local, answer_rs, build_ra, build_unsolicited_ra, link_local_from_mac, parse_rs, RaConfig, RaTimer, RsInfo, ALL_NODES,
+    ALL_NODES_MAC, ALL_ROUTERS,
+};

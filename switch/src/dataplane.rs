@@ -416,6 +416,18 @@ fn slow_thread(shared: Arc<Shared>, handler: Option<Arc<dyn SlowPathHandler>>) {
                 // More than one round's worth: come straight back instead of sleeping.
                 ring.wake.notify();
             }
+            let now = shared.now();
+            h.tick(now, &mut |net, except, frame| {
+                let Some(n) = topo.network(net) else { return };
+                out.fill_plain(frame);
+                for &p in &n.ports {
+                    if Some(p) != except {
+                        if let Some(dst) = topo.port(p) {
+                            worker::transmit(dst, w, out.wire());
+                        }
+                    }
+                }
+            });
         }
         let now = shared.now();
         if now != last_age {

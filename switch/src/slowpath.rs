@@ -23,7 +23,15 @@ pub trait SlowPathHandler: Send + Sync + std::fmt::Debug {
     /// `eth` is a bare Ethernet frame that arrived on `ingress` in `net`. Replies are sent with
     /// `tx(port, frame)`, each a bare Ethernet frame.
     fn handle(&self, net: NetId, ingress: PortId, eth: &[u8], tx: &mut dyn FnMut(PortId, &[u8]));
+
+    /// Called on the slow-path thread at least twice a second with the data plane's clock:
+    /// periodic and queued frames (router advertisements, announcements of new endpoints) go
+    /// out through `flood(net, except, frame)`, to every port of `net` but `except`.
+    fn tick(&self, _now: u32, _flood: Flood<'_>) {}
 }
+
+/// Floods a frame in a network, except on one port: `flood(net, except, frame)`.
+pub type Flood<'a> = &'a mut dyn FnMut(NetId, Option<PortId>, &[u8]);
 
 #[derive(Debug)]
 pub(crate) struct Punted {
