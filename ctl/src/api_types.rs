@@ -85,6 +85,9 @@ pub struct ConnectReq {
     pub veth: Option<String>,
     #[serde(default)]
     pub endpoint_config: Option<EndpointConfigReq>,
+    /// Create the interface without addresses: the sandbox's DHCP client asks for them.
+    #[serde(default, rename = "DHCP")]
+    pub dhcp: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

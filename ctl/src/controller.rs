@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde_json::{json, Value};
-use vswitch_router::{gratuitous_arp, unsolicited_na, Gateway, Gateways, RaConfig, UNSOLICITED_NA_LEN};
+use vswitch_router::{
+    gratuitous_arp, unsolicited_na, Dhcp6Config, Dhcp6Server, DhcpConfig, DhcpServer, Gateway, Gateways, RaConfig, UNSOLICITED_NA_LEN,
+};
 use vswitch_switch::port::{Port, Tap};
 use vswitch_switch::{Dataplane, Mac, NetId, NetworkConfig, PortId};
 
 use crate::api_types::{ConnectReq, CreateNetworkReq, DisconnectReq};
 use crate::error::ApiError;
 use crate::ipam;
+use crate::leases::{LeaseDb, Pool};
 use crate::model::{new_id, opt, Driver, Endpoint, IpamConfig, Network, Sandbox, State, STATE_VERSION};
 use crate::provision::{self, TapSpec};
 use crate::store::Store;
@@ -58,6 +61,7 @@ impl Addrs {
             ipv6: self.v6.map(|a| a.0),
             prefix6: self.v6.map_or(0, |a| a.1),
             aliases,
+            dhcp: false,
         }
     }
 }
@@ -78,6 +82,7 @@ pub struct Controller {
     gateways: Arc<Gateways>,
     nets: HashMap<String, NetId>,
     attached: HashMap<String, Attached>,
+    leases: Arc<LeaseDb>,
 }
 
 const DEFAULT_MTU: u32 = 1500;
@@ -111,10 +116,11 @@ fn parse_u32_opt(
 impl Controller {
     /// Loads the state (creating the predefined networks on a first start), programs the data
     /// plane and re-attaches every endpoint whose sandbox still exists.
-    pub fn start(store: Store, dp: Arc<Dataplane>, gateways: Arc<Gateways>) -> Result<Self, ApiError> {
+    pub fn start(store: Store, dp: Arc<Dataplane>, gateways: Arc<Gateways>, leases: Arc<LeaseDb>) -> Result<Self, ApiError> {
         let loaded = store.load()?;
         let first = loaded.is_none();
-        let mut c = Controller { state: loaded.unwrap_or_default(), store, dp, gateways, nets: HashMap::new(), attached: HashMap::new() };
+        let mut c =
+            Controller { state: loaded.unwrap_or_default(), store, dp, gateways, nets: HashMap::new(), attached: HashMap::new(), leases };
         c.state.version = STATE_VERSION;
         if first {
             c.state.networks = predefined();
@@ -137,7 +143,23 @@ impl Controller {
         if changed {
             c.store.save(&c.state)?;
         }
+        c.sync_leases();
         Ok(c)
+    }
+
+    /// Tells the DHCP servers' lease store which addresses belong to endpoints, after every
+    /// change of networks or endpoints.
+    fn sync_leases(&self) {
+        for n in &self.state.networks {
+            let Some(&nid) = self.nets.get(&n.id) else { continue };
+            let mut pool = Pool { network_id: n.id.clone(), v4: n.v4().cloned(), v6: n.v6().cloned(), ..Default::default() };
+            for e in self.state.endpoints.iter().filter(|e| e.network_id == n.id) {
+                pool.reserved.insert(e.mac, (e.ipv4, e.ipv6));
+                pool.taken.extend(e.ipv4.map(IpAddr::V4));
+                pool.taken.extend(e.ipv6.map(IpAddr::V6));
+            }
+            self.leases.set_pool(nid, Some(pool));
+        }
     }
 
     fn net_name(&self, id: &str) -> String {
@@ -162,6 +184,23 @@ impl Controller {
             IpNet::V4(_) => None,
         });
         self.gateways.set_ra(id, ra, self.dp.now());
+        // Every network serves DHCP, for clients that ask instead of being configured
+        // (`connect --dhcp`, VMs behind a TAP or a veth), like libvirt's networks.
+        let v4 = n.v4().and_then(|c| match (c.subnet, c.gateway) {
+            (IpNet::V4(sub), IpAddr::V4(gw)) => {
+                let mut cfg = DhcpConfig::new(n.gateway_mac(), gw, sub.netmask());
+                cfg.mtu = u16::try_from(n.mtu).ok();
+                DhcpServer::new(cfg).map_err(|e| log::warn!("network {}: no DHCPv4: {e}", n.name)).ok()
+            }
+            _ => None,
+        });
+        let v6 = n.v6().and_then(|c| match c.subnet {
+            IpNet::V6(sub) => Dhcp6Server::new(Dhcp6Config::new(n.gateway_mac(), sub.network(), sub.prefix_len()))
+                .map_err(|e| log::warn!("network {}: no DHCPv6: {e}", n.name))
+                .ok(),
+            IpNet::V4(_) => None,
+        });
+        self.gateways.set_dhcp(id, v4, v6);
         self.nets.insert(n.id.clone(), id);
         Ok(())
     }
@@ -212,6 +251,9 @@ impl Controller {
     }
 
     fn tap_spec(&self, ep: &Endpoint, net: &Network, default_route: bool) -> TapSpec {
+        // A DHCP endpoint's addresses are reserved for it, but its client configures them.
+        let default_route = default_route && !ep.dhcp;
+        let ep = &Endpoint { ipv4: ep.ipv4.filter(|_| !ep.dhcp), ipv6: ep.ipv6.filter(|_| !ep.dhcp), ..ep.clone() };
         TapSpec {
             ifname: ep.ifname.clone(),
             queues: self.dp.workers(),
@@ -383,6 +425,7 @@ impl Controller {
             self.unprogram_network(&n.id);
             return Err(e.into());
         }
+        self.sync_leases();
         Ok(n)
     }
 
@@ -390,6 +433,9 @@ impl Controller {
         if let Some(nid) = self.nets.remove(id) {
             let _ = self.dp.remove_network(nid);
             self.gateways.set_ra(nid, None, self.dp.now());
+            self.gateways.set_dhcp(nid, None, None);
+            self.leases.set_pool(nid, None);
+            self.leases.forget_network(id);
             self.gateways.remove(nid);
         }
     }
@@ -487,8 +533,11 @@ impl Controller {
             return Err(ApiError::bad_request(format!("network {} has no IPv6 subnet: create it with --ipv6", net.name)));
         }
         let on_net = || self.state.endpoints.iter().filter(|e| e.network_id == net.id);
-        let used4: HashSet<IpAddr> = on_net().filter_map(|e| e.ipv4).map(IpAddr::V4).collect();
-        let used6: HashSet<IpAddr> = on_net().filter_map(|e| e.ipv6).map(IpAddr::V6).collect();
+        let leased = self.leases.leased(&net.id);
+        let mut used4: HashSet<IpAddr> = on_net().filter_map(|e| e.ipv4).map(IpAddr::V4).collect();
+        let mut used6: HashSet<IpAddr> = on_net().filter_map(|e| e.ipv6).map(IpAddr::V6).collect();
+        used4.extend(leased.iter().filter(|a| a.is_ipv4()));
+        used6.extend(leased.iter().filter(|a| a.is_ipv6()));
         let mut addrs = Addrs::default();
         if let Some(c) = net.v4() {
             if let IpAddr::V4(a) = ipam::allocate(c, &used4, want4.map(IpAddr::V4))? {
@@ -517,8 +566,9 @@ impl Controller {
         match (&req.veth, &req.container) {
             (Some(_), Some(_)) => Err(ApiError::bad_request("give either a sandbox or --veth, not both")),
             (None, None) => Err(ApiError::bad_request("missing sandbox: give a namespace name, a path or a PID (or --veth IFNAME)")),
+            (Some(_), None) if req.dhcp => Err(ApiError::bad_request("--dhcp is for sandboxes: a veth's far end configures itself")),
             (Some(ifname), None) => self.connect_veth(&net, addrs, ifname, req.name, want_mac, epc.aliases),
-            (None, Some(sb)) => self.connect_sandbox(&net, addrs, sb, req.name, want_mac, epc.aliases),
+            (None, Some(sb)) => self.connect_sandbox(&net, addrs, sb, req.name, want_mac, epc.aliases, req.dhcp),
         }
     }
 
@@ -548,6 +598,7 @@ impl Controller {
         name: Option<String>,
         want_mac: Option<Mac>,
         aliases: Vec<String>,
+        dhcp: bool,
     ) -> Result<Endpoint, ApiError> {
         let ns = provision::resolve_sandbox(sb_spec)?;
         let existing = self.state.sandboxes.iter().find(|s| s.dev == ns.dev && s.ino == ns.ino).cloned();
@@ -577,7 +628,8 @@ impl Controller {
             .find(|n| !mine.iter().any(|e| &e.ifname == n) && !present.contains(n))
             .expect("an unused interface name exists");
         let first = mine.is_empty();
-        let ep = addrs.endpoint(net, Some(sandbox.id.clone()), cname, ifname, false, want_mac, aliases);
+        let mut ep = addrs.endpoint(net, Some(sandbox.id.clone()), cname, ifname, false, want_mac, aliases);
+        ep.dhcp = dhcp;
         let spec = self.tap_spec(&ep, net, first);
         let (tap, created) = provision::ensure_tap(&sandbox.netns, spec, true)?;
         let tap = Arc::new(tap);
@@ -606,6 +658,7 @@ impl Controller {
             self.detach(&ep);
             return Err(e.into());
         }
+        self.sync_leases();
         Ok(ep)
     }
 
@@ -668,6 +721,7 @@ impl Controller {
             self.state = saved;
             return Err(e.into());
         }
+        self.sync_leases();
         // Detach after the sandbox record may be gone: look it up in the saved copy.
         let sandbox = saved.sandboxes.iter().find(|s| Some(&s.id) == ep.sandbox_id.as_ref()).cloned();
         if let Some(a) = self.attached.remove(&ep.id) {
@@ -743,6 +797,7 @@ impl Controller {
         if let Err(e) = self.store.save(&self.state) {
             log::error!("cannot save state after removing endpoints of vanished sandboxes: {e}");
         }
+        self.sync_leases();
     }
 
     /// Docker-shaped `network inspect` JSON.
@@ -767,6 +822,7 @@ impl Controller {
                 "Name": e.name,
                 "Interface": e.ifname,
                 "Kind": if e.veth { "veth" } else { "tap" },
+                "DHCP": e.dhcp,
                 "Aliases": e.aliases,
                 "Port": port,
                 "State": match port { Some(p) if self.dp.port_is_down(p) => "down", Some(_) => "attached", None => "detached" },
@@ -809,6 +865,7 @@ impl Controller {
                 "MacLimit": n.mac_limit,
                 "GatewayMAC": if n.driver == Driver::Bridge { n.gateway_mac().to_string() } else { String::new() },
                 "Endpoints": endpoints,
+                "Leases": self.leases.list(&n.id).iter().map(|l| json!({ "Address": l.addr.to_string(), "MAC": l.mac, "Expires": l.expires, "Declined": l.declined })).collect::<Vec<_>>(),
             },
         })
     }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod controller;
 pub mod error;
 pub mod ipam;
+pub mod leases;
 pub mod model;
 pub mod provision;
 pub mod server;

@@ -175,6 +175,9 @@ pub struct Endpoint {
     pub prefix6: u8,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Its addresses are handed out by DHCP instead of configured by us.
+    #[serde(default)]
+    pub dhcp: bool,
 }
 
 /// A route the user added: `dst` reached through `via`, a host on `network_id`.

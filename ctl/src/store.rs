@@ -71,18 +71,32 @@ impl Store {
     /// Makes `state` durable; returns only once it would survive a crash or power loss.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
         let p = self.path();
-        let tmp = self.dir.join("state.json.tmp");
-        let err = |e| StoreError::Write(p.clone(), e);
-        let bytes = serde_json::to_vec_pretty(state).map_err(|e| err(io::Error::other(e)))?;
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(err)?;
-        f.write_all(&bytes).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        drop(f);
-        fs::rename(&tmp, &p).map_err(err)?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(err)?;
-        Ok(())
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Write(p.clone(), io::Error::other(e)))?;
+        write_durably(&p, &bytes).map_err(|e| StoreError::Write(p, e))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
+
+/// Replaces `path` with `bytes` so that a crash at any instant leaves the old or the new
+/// content: a temporary file, fsync, rename, fsync of the directory.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    File::open(dir).and_then(|d| d.sync_all())?;
+    Ok(())
+}
+
+impl Store {}
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,8 @@ use parking_lot::Mutex;
 use vswitch_switch::{Flood, Mac, NetId, PortId, SlowPathHandler};
 
 use crate::answer::{answer, Answer, Reply, REPLY_BUF};
+use crate::dhcp::{DhcpAnswer, DhcpServer, LeaseStore};
+use crate::dhcp6::Dhcp6Server;
 use crate::ra::{answer_link_local, answer_rs, build_unsolicited_ra, link_local_from_mac, RaConfig, RaTimer};
 
 /// A network's gateway: the addresses the switch answers ARP, NDP and pings for, and its MAC.
@@ -39,12 +41,34 @@ pub struct RouterCounters {
     pub too_big: u64,
     /// Router advertisements sent, solicited and periodic.
     pub router_adverts: u64,
+    /// DHCP (v4 and v6) replies sent.
+    pub dhcp_replies: u64,
+    /// DHCP messages handled without a reply (release, decline, no address left, commit failed).
+    pub dhcp_other: u64,
 }
 
 /// The gateway of every network, read lock-free by the slow path and replaced whole by the
 /// control plane, so a reader never waits for a writer (aardvark-dns reloads the same way).
 /// A frame queued for flooding: (network, port not to send to, frame).
 type Announcement = (NetId, Option<PortId>, Vec<u8>);
+
+/// Where the DHCP servers keep their leases: the control plane's, which persists each one
+/// before it is acknowledged. Called on the slow-path thread.
+pub trait Leases: Send + Sync + std::fmt::Debug {
+    /// Runs `f` with network `net`'s IPv4 lease store.
+    fn with_v4(&self, net: NetId, f: &mut dyn FnMut(&mut dyn LeaseStore<Ipv4Addr>));
+    /// Runs `f` with network `net`'s IPv6 lease store.
+    fn with_v6(&self, net: NetId, f: &mut dyn FnMut(&mut dyn LeaseStore<Ipv6Addr>));
+    /// Wall-clock seconds: leases outlive the daemon, so their clock must too.
+    fn wall_secs(&self) -> u64;
+}
+
+/// A network's DHCP servers.
+#[derive(Debug, Default)]
+struct DhcpServers {
+    v4: Option<DhcpServer>,
+    v6: Option<Dhcp6Server>,
+}
 
 #[derive(Debug, Default)]
 pub struct Gateways {
@@ -57,6 +81,8 @@ pub struct Gateways {
     ra: Mutex<HashMap<NetId, (RaConfig, RaTimer)>>,
     /// Frames to flood at the next tick: (network, port not to send to, frame).
     announce: Mutex<Vec<Announcement>>,
+    dhcp: Mutex<HashMap<NetId, DhcpServers>>,
+    leases: Mutex<Option<Arc<dyn Leases>>>,
 }
 
 impl Gateways {
@@ -97,6 +123,21 @@ impl Gateways {
         }
     }
 
+    /// Serves DHCPv4 and/or DHCPv6 on `net` (None and None: stops), with leases from the store
+    /// given to [`Gateways::set_leases`].
+    pub fn set_dhcp(&self, net: NetId, v4: Option<DhcpServer>, v6: Option<Dhcp6Server>) {
+        let mut d = self.dhcp.lock();
+        if v4.is_none() && v6.is_none() {
+            d.remove(&net);
+        } else {
+            d.insert(net, DhcpServers { v4, v6 });
+        }
+    }
+
+    pub fn set_leases(&self, leases: Arc<dyn Leases>) {
+        *self.leases.lock() = Some(leases);
+    }
+
     /// Queues a frame to flood in `net` (except on `except`) at the next tick.
     pub fn announce(&self, net: NetId, except: Option<PortId>, frame: Vec<u8>) {
         self.announce.lock().push((net, except, frame));
@@ -119,6 +160,8 @@ impl Gateways {
             ignored: get(&c.ignored),
             too_big: get(&c.too_big),
             router_adverts: get(&c.router_adverts),
+            dhcp_replies: get(&c.dhcp_replies),
+            dhcp_other: get(&c.dhcp_other),
         }
     }
 
@@ -153,10 +196,12 @@ impl SlowPathHandler for Gateways {
             }
             // Counted, not logged: a storm of bad frames must not become a storm of log lines.
             Answer::Malformed => bump(&c.malformed),
-            Answer::Ignored => match self.answer_v6_link(net, gw, eth, &mut out) {
+            Answer::Ignored => match self.answer_v6_link(net, gw, eth, &mut out).or_else(|| self.answer_dhcp(net, eth, &mut out)) {
                 Some((kind, len)) => {
                     bump(kind);
-                    tx(ingress, &out[..len]);
+                    if len > 0 {
+                        tx(ingress, &out[..len]);
+                    }
                 }
                 None => bump(&c.ignored),
             },
@@ -184,6 +229,37 @@ impl SlowPathHandler for Gateways {
 }
 
 impl Gateways {
+    /// DHCPv4 and DHCPv6 for a network that serves them. Some((counter, len)) when the frame
+    /// was DHCP (len 0: handled, nothing to send, such as a release or a failed commit).
+    fn answer_dhcp(&self, net: NetId, eth: &[u8], out: &mut [u8]) -> Option<(&AtomicU64, usize)> {
+        let leases = self.leases.lock().clone()?;
+        let servers = self.dhcp.lock();
+        let s = servers.get(&net)?;
+        let now = leases.wall_secs();
+        let c = &self.counters;
+        if let Some(v4) = &s.v4 {
+            let mut a = DhcpAnswer::NotDhcp;
+            leases.with_v4(net, &mut |st| a = v4.handle(eth, now, st, out));
+            match a {
+                DhcpAnswer::NotDhcp => {}
+                DhcpAnswer::Reply { len, .. } => return Some((&c.dhcp_replies, len)),
+                DhcpAnswer::Malformed => return Some((&c.malformed, 0)),
+                _ => return Some((&c.dhcp_other, 0)),
+            }
+        }
+        if let Some(v6) = &s.v6 {
+            let mut a = DhcpAnswer::NotDhcp;
+            leases.with_v6(net, &mut |st| a = v6.handle(eth, now, st, out));
+            match a {
+                DhcpAnswer::NotDhcp => {}
+                DhcpAnswer::Reply { len, .. } => return Some((&c.dhcp_replies, len)),
+                DhcpAnswer::Malformed => return Some((&c.malformed, 0)),
+                _ => return Some((&c.dhcp_other, 0)),
+            }
+        }
+        None
+    }
+
     /// What IPv6 networks need beyond the gateway's global address: router solicitations, and
     /// neighbour solicitations and echo for the gateway's link-local address (the next hop
     /// SLAAC hosts use). Returns the counter to bump and the reply's length.
@@ -211,6 +287,8 @@ struct Counters {
     ignored: AtomicU64,
     too_big: AtomicU64,
     router_adverts: AtomicU64,
+    dhcp_replies: AtomicU64,
+    dhcp_other: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -231,7 +309,16 @@ mod tests {
     }
 
     fn total(c: RouterCounters) -> u64 {
-        c.arp_replies + c.icmp_echo_replies + c.nd_adverts + c.icmp6_echo_replies + c.malformed + c.ignored + c.too_big + c.router_adverts
+        c.arp_replies
+            + c.icmp_echo_replies
+            + c.nd_adverts
+            + c.icmp6_echo_replies
+            + c.malformed
+            + c.ignored
+            + c.too_big
+            + c.router_adverts
+            + c.dhcp_replies
+            + c.dhcp_other
     }
 
     #[test]
@@ -285,6 +372,8 @@ mod tests {
                 ignored: 1,
                 too_big: 1,
                 router_adverts: 0,
+                dhcp_replies: 0,
+                dhcp_other: 0,
             }
         );
     }

@@ -38,7 +38,7 @@ pub use announce::{gratuitous_arp, unsolicited_na, GARP_LEN, UNSOLICITED_NA_LEN}
 pub use answer::{answer, Answer, Reply, REPLY_BUF};
 pub use dhcp::{Dhcp4Reply, DhcpAnswer, DhcpConfig, DhcpConfigError, DhcpServer, LeaseStore};
 pub use dhcp6::{Dhcp6Config, Dhcp6Reply, Dhcp6Server};
-pub use gateway::{Gateway, Gateways, RouterCounters};
+pub use gateway::{Gateway, Gateways, Leases, RouterCounters};
 pub use lpm::{Lpm4, Lpm6, LpmError, MAX_ROUTES};
 pub use ra::{
     answer_link_local, answer_rs, build_ra, build_unsolicited_ra, link_local_from_mac, parse_rs, RaConfig, RaTimer, RsInfo, ALL_NODES,

@@ -76,3 +76,62 @@ fn a_new_endpoint_is_announced_so_peers_update_their_caches() {
         a.exec_ok(&["ip", "neigh"])
     );
 }
+
+/// A udhcpc script that only sets the address and the default route (Debian's default one
+/// would also rewrite /etc/resolv.conf, which inside `ip netns exec` can be the host's).
+fn udhcpc_script(d: &Daemon) -> String {
+    let path = d.dir.join("udhcpc.sh");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\ncase \"$1\" in bound|renew)\n  ip addr flush dev \"$interface\"\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  for r in $router; do ip route replace default via \"$r\" dev \"$interface\"; done\n  echo \"leased $ip\";;\nesac\n",
+    )
+    .unwrap();
+    ok("chmod", &["755", path.to_str().unwrap()]);
+    path.display().to_string()
+}
+
+#[test]
+fn dhcp_clients_get_their_ipam_address_and_leases_survive_a_restart() {
+    if !root_or_skip("dhcp_clients_get_their_ipam_address_and_leases_survive_a_restart") {
+        return;
+    }
+    if run("sh", &["-c", "command -v udhcpc"]).stdout.is_empty() {
+        eprintln!(
+            "SKIPPED dhcp_clients_get_their_ipam_address_and_leases_survive_a_restart: udhcpc is not installed (scripts/test installs it)"
+        );
+        return;
+    }
+    let mut d = Daemon::start();
+    let (a, vm) = (Netns::new(), Netns::new());
+    d.ctl_ok(&["network", "create", "--subnet", "10.53.0.0/24", "dh"]);
+    // An endpoint that asks: its interface comes up bare, and DHCP gives it the reserved address.
+    d.ctl_ok(&["network", "connect", "--dhcp", "dh", &a.name]);
+    assert!(!a.exec_ok(&["ip", "-o", "-4", "addr", "show", "dev", "eth0"]).contains("inet "), "configured although --dhcp");
+    let script = udhcpc_script(&d);
+    let out = a.exec_ok(&["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script]);
+    assert!(out.contains("leased 10.53.0.2"), "{out}");
+    assert!(a.exec_ok(&["ip", "route"]).contains("default via 10.53.0.1"));
+    assert!(a.ping("10.53.0.1", 1));
+    // A VM-like client behind a veth the daemon knows nothing about: the next free address.
+    let v = Veth::new(&vm, "eth0");
+    d.ctl_ok(&["network", "connect", "--veth", &v.host, "--mac", "02:00:00:00:53:01", "dh"]);
+    vm.exec_ok(&["ip", "link", "set", "eth0", "address", "02:00:00:00:53:99", "up"]);
+    let out = vm.exec_ok(&["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script]);
+    let leased = out.lines().find_map(|l| l.strip_prefix("leased ")).expect("a lease").to_string();
+    assert!(
+        leased.starts_with("10.53.0.") && leased != "10.53.0.2" && leased != "10.53.0.3",
+        "{leased} (10.53.0.3 is the veth endpoint's)"
+    );
+    assert!(vm.ping("10.53.0.2", 1), "the DHCP hosts reach each other");
+    // The lease is on disk: after a crash and restart it is still there and the client renews it.
+    d.restart();
+    let v2 = d.ctl_json(&["network", "inspect", "dh"]);
+    let leases = v2[0]["VSwitch"]["Leases"].as_array().unwrap().clone();
+    assert!(leases.iter().any(|l| l["Address"] == leased.as_str() && l["MAC"] == "02:00:00:00:53:99"), "{leases:?}");
+    let out = vm.exec_ok(&["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-r", &leased, "-s", &script]);
+    assert!(out.contains(&format!("leased {leased}")), "renewal after restart: {out}");
+    // IPAM does not hand a leased address to a new endpoint.
+    let b = Netns::new();
+    let ep = d.ctl_json(&["network", "connect", "dh", &b.name]);
+    assert_ne!(ep["IPv4Address"].as_str().unwrap().split('/').next().unwrap(), leased);
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vswitch_ctl::controller::Controller;
+use vswitch_ctl::leases::LeaseDb;
 use vswitch_ctl::store::Store;
 use vswitch_ctl::{server, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use vswitch_router::Gateways;
@@ -57,7 +58,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         DataplaneConfig { workers: args.workers, pin: !args.no_pin, mode: if args.null_forwarder { Mode::Null } else { Mode::Switch } };
     let handler: Arc<dyn SlowPathHandler> = gateways.clone();
     let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: None })?);
-    let ctl = Controller::start(store, dp.clone(), gateways).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let leases = Arc::new(LeaseDb::open(&args.state_dir)?);
+    gateways.set_leases(leases.clone());
+    let ctl = Controller::start(store, dp.clone(), gateways, leases).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctl = Arc::new(Mutex::new(ctl));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(8).enable_all().build()?;
     let socket = args.socket.clone();

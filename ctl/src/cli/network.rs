@@ -260,6 +260,10 @@ pub(super) struct Connect {
     /// Attach this existing host interface (the host end of a veth) instead of a sandbox.
     #[arg(long, conflicts_with = "sandbox")]
     veth: Option<String>,
+    /// Leave the interface unconfigured: the sandbox's DHCP client (udhcpc, dhclient) gets
+    /// the address IPAM reserved for it, and a default route.
+    #[arg(long, conflicts_with_all = ["veth", "ip6"])]
+    dhcp: bool,
 }
 
 impl Connect {
@@ -268,6 +272,7 @@ impl Connect {
             "Container": self.sandbox,
             "Name": self.name,
             "Veth": self.veth,
+            "DHCP": self.dhcp,
             "EndpointConfig": { "IPAMConfig": { "IPv4Address": self.ip, "IPv6Address": self.ip6 }, "MacAddress": self.mac, "Aliases": self.alias },
         });
         let v = ctx.call("POST", &format!("/networks/{}/connect", seg(&self.network)), Some(&body))?;
