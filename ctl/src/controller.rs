@@ -22,6 +22,15 @@ use crate::model::{new_id, opt, Driver, Endpoint, IpamConfig, Network, Sandbox, 
 use crate::provision::{self, TapSpec};
 use crate::store::Store;
 
+/// What the user asked of a new endpoint beyond its addresses.
+#[derive(Debug)]
+struct EpOpts {
+    name: Option<String>,
+    mac: Option<Mac>,
+    aliases: Vec<String>,
+    dhcp: bool,
+}
+
 /// The addresses IPAM gave a new endpoint.
 #[derive(Debug, Clone, Copy, Default)]
 struct Addrs {
@@ -567,39 +576,27 @@ impl Controller {
             (Some(_), Some(_)) => Err(ApiError::bad_request("give either a sandbox or --veth, not both")),
             (None, None) => Err(ApiError::bad_request("missing sandbox: give a namespace name, a path or a PID (or --veth IFNAME)")),
             (Some(_), None) if req.dhcp => Err(ApiError::bad_request("--dhcp is for sandboxes: a veth's far end configures itself")),
-            (Some(ifname), None) => self.connect_veth(&net, addrs, ifname, req.name, want_mac, epc.aliases),
-            (None, Some(sb)) => self.connect_sandbox(&net, addrs, sb, req.name, want_mac, epc.aliases, req.dhcp),
+            (Some(ifname), None) => {
+                self.connect_veth(&net, addrs, ifname, EpOpts { name: req.name, mac: want_mac, aliases: epc.aliases, dhcp: false })
+            }
+            (None, Some(sb)) => {
+                self.connect_sandbox(&net, addrs, sb, EpOpts { name: req.name, mac: want_mac, aliases: epc.aliases, dhcp: req.dhcp })
+            }
         }
     }
 
-    fn connect_veth(
-        &mut self,
-        net: &Network,
-        addrs: Addrs,
-        ifname: &str,
-        name: Option<String>,
-        want_mac: Option<Mac>,
-        aliases: Vec<String>,
-    ) -> Result<Endpoint, ApiError> {
+    fn connect_veth(&mut self, net: &Network, addrs: Addrs, ifname: &str, o: EpOpts) -> Result<Endpoint, ApiError> {
         if let Some(e) = self.state.endpoints.iter().find(|e| e.veth && e.ifname == ifname) {
             return Err(ApiError::conflict(format!("interface {ifname} is already attached to network {}", self.net_name(&e.network_id))));
         }
-        let ep = addrs.endpoint(net, None, name.unwrap_or_else(|| ifname.to_string()), ifname.to_string(), true, want_mac, aliases);
+        let ep = addrs.endpoint(net, None, o.name.unwrap_or_else(|| ifname.to_string()), ifname.to_string(), true, o.mac, o.aliases);
         let port = provision::open_veth(ifname, self.dp.workers()).map_err(|e| ApiError::bad_request(e.to_string()))?;
         self.attach_port(&ep, net, Arc::new(port), None)?;
         self.commit_endpoint(ep, None)
     }
 
-    fn connect_sandbox(
-        &mut self,
-        net: &Network,
-        addrs: Addrs,
-        sb_spec: &str,
-        name: Option<String>,
-        want_mac: Option<Mac>,
-        aliases: Vec<String>,
-        dhcp: bool,
-    ) -> Result<Endpoint, ApiError> {
+    fn connect_sandbox(&mut self, net: &Network, addrs: Addrs, sb_spec: &str, o: EpOpts) -> Result<Endpoint, ApiError> {
+        let EpOpts { name, mac: want_mac, aliases, dhcp } = o;
         let ns = provision::resolve_sandbox(sb_spec)?;
         let existing = self.state.sandboxes.iter().find(|s| s.dev == ns.dev && s.ino == ns.ino).cloned();
         let cname = name.clone().unwrap_or_else(|| existing.as_ref().map_or(ns.default_name.clone(), |s| s.name.clone()));
