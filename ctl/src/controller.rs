@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_json::{json, Value};
 use vswitch_router::{
-    gratuitous_arp, unsolicited_na, Dhcp6Config, Dhcp6Server, DhcpConfig, DhcpServer, Gateway, Gateways, RaConfig, UNSOLICITED_NA_LEN,
+    gratuitous_arp, unsolicited_na, Dhcp6Config, Dhcp6Server, DhcpConfig, DhcpServer, Gateway, Gateways, L3Config, NetworkL3, RaConfig,
+    RouteTarget, L3, UNSOLICITED_NA_LEN,
 };
 use vswitch_switch::port::{Port, Tap};
 use vswitch_switch::{Dataplane, Mac, NetId, NetworkConfig, PortId};
@@ -18,7 +19,7 @@ use crate::api_types::{ConnectReq, CreateNetworkReq, DisconnectReq};
 use crate::error::ApiError;
 use crate::ipam;
 use crate::leases::{LeaseDb, Pool};
-use crate::model::{new_id, opt, Driver, Endpoint, IpamConfig, Network, Sandbox, State, STATE_VERSION};
+use crate::model::{new_id, opt, Driver, Endpoint, IpamConfig, Network, Sandbox, State, UserRoute, STATE_VERSION};
 use crate::provision::{self, TapSpec};
 use crate::store::Store;
 
@@ -92,6 +93,7 @@ pub struct Controller {
     nets: HashMap<String, NetId>,
     attached: HashMap<String, Attached>,
     leases: Arc<LeaseDb>,
+    l3: Arc<L3>,
 }
 
 const DEFAULT_MTU: u32 = 1500;
@@ -125,11 +127,19 @@ fn parse_u32_opt(
 impl Controller {
     /// Loads the state (creating the predefined networks on a first start), programs the data
     /// plane and re-attaches every endpoint whose sandbox still exists.
-    pub fn start(store: Store, dp: Arc<Dataplane>, gateways: Arc<Gateways>, leases: Arc<LeaseDb>) -> Result<Self, ApiError> {
+    pub fn start(store: Store, dp: Arc<Dataplane>, gateways: Arc<Gateways>, leases: Arc<LeaseDb>, l3: Arc<L3>) -> Result<Self, ApiError> {
         let loaded = store.load()?;
         let first = loaded.is_none();
-        let mut c =
-            Controller { state: loaded.unwrap_or_default(), store, dp, gateways, nets: HashMap::new(), attached: HashMap::new(), leases };
+        let mut c = Controller {
+            state: loaded.unwrap_or_default(),
+            store,
+            dp,
+            gateways,
+            nets: HashMap::new(),
+            attached: HashMap::new(),
+            leases,
+            l3,
+        };
         c.state.version = STATE_VERSION;
         if first {
             c.state.networks = predefined();
@@ -156,9 +166,158 @@ impl Controller {
         Ok(c)
     }
 
-    /// Tells the DHCP servers' lease store which addresses belong to endpoints, after every
-    /// change of networks or endpoints.
+    /// Brings what is derived from the model up to date after any change of networks,
+    /// endpoints or routes: the router's configuration and neighbours, the DHCP reservations.
     fn sync_leases(&self) {
+        self.sync_l3();
+        self.sync_pools();
+    }
+
+    /// The router's whole configuration, rebuilt from the model and published at once:
+    /// connected routes, the pairs of networks allowed to route (`route-to`, both ways), user
+    /// routes, and every endpoint's address as a static neighbour.
+    fn sync_l3(&self) {
+        let cfg = match self.l3_config(&self.state.routes) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("router configuration refused: {e}; keeping the previous one");
+                return;
+            }
+        };
+        self.l3.store(cfg);
+        for e in &self.state.endpoints {
+            let Some(&nid) = self.nets.get(&e.network_id) else { continue };
+            for ip in e.ipv4.map(IpAddr::V4).into_iter().chain(e.ipv6.map(IpAddr::V6)) {
+                let _ = self.l3.set_neighbor_static(nid, ip, e.mac);
+            }
+        }
+    }
+
+    fn l3_config(&self, routes: &[UserRoute]) -> Result<L3Config, ApiError> {
+        let bad = |e: vswitch_router::L3Error| ApiError::bad_request(e.to_string());
+        let mut cfg = L3Config::new();
+        for n in &self.state.networks {
+            let Some(&nid) = self.nets.get(&n.id) else { continue };
+            let net4 = n.v4().and_then(|c| match (c.gateway, c.subnet) {
+                (IpAddr::V4(g), IpNet::V4(s)) => Ipv4Net::new(g, s.prefix_len()).ok(),
+                _ => None,
+            });
+            let net6 = n.v6().and_then(|c| match (c.gateway, c.subnet) {
+                (IpAddr::V6(g), IpNet::V6(s)) => Ipv6Net::new(g, s.prefix_len()).ok(),
+                _ => None,
+            });
+            cfg.set_network(nid, NetworkL3 { mac: n.gateway_mac(), mtu: n.mtu, ipv4: net4, ipv6: net6, internal: n.internal })
+                .map_err(bad)?;
+        }
+        for n in &self.state.networks {
+            for other in &n.route_to {
+                if let (Some(&a), Some(&b)) = (self.nets.get(&n.id), self.nets.get(other)) {
+                    cfg.allow(a, b);
+                    cfg.allow(b, a);
+                }
+            }
+        }
+        for r in routes {
+            let Some(&nid) = self.nets.get(&r.network_id) else { continue };
+            cfg.add_route(r.dst, RouteTarget { net: nid, via: Some(r.via) }).map_err(bad)?;
+        }
+        Ok(cfg)
+    }
+
+    /// Routes as `route ls` shows them.
+    pub fn routes(&self) -> Value {
+        let cfg = self.l3.config();
+        let by_nid: HashMap<NetId, &Network> = self.state.networks.iter().filter_map(|n| self.nets.get(&n.id).map(|&id| (id, n))).collect();
+        let rows: Vec<Value> = cfg
+            .routes()
+            .iter()
+            .map(|r| {
+                let from: Vec<String> = by_nid
+                    .iter()
+                    .filter(|(&id, _)| id != r.target.net && cfg.allows(id, r.target.net))
+                    .map(|(_, n)| n.name.clone())
+                    .collect();
+                json!({
+                    "Destination": r.prefix.to_string(),
+                    "Network": by_nid.get(&r.target.net).map(|n| n.name.clone()),
+                    "Via": r.target.via.map(|v| v.to_string()),
+                    "Kind": if r.connected { "connected" } else { "user" },
+                    "ReachableFrom": if from.is_empty() { "-".to_string() } else { from.join(",") },
+                })
+            })
+            .collect();
+        Value::Array(rows)
+    }
+
+    /// Adds a route through `via`, a host on one of the networks.
+    pub fn add_route(&mut self, dst: &str, via: &str) -> Result<(), ApiError> {
+        let dst: IpNet =
+            dst.parse().map_err(|_| ApiError::bad_request(format!("invalid destination {dst:?}: expected a CIDR like 192.168.50.0/24")))?;
+        let via: IpAddr = via.parse().map_err(|_| ApiError::bad_request(format!("invalid next hop {via:?}: expected an IP address")))?;
+        let dst = dst.trunc();
+        if self.state.routes.iter().any(|r| r.dst == dst) {
+            return Err(ApiError::conflict(format!("a route to {dst} exists: remove it first")));
+        }
+        let net = self
+            .state
+            .networks
+            .iter()
+            .find(|n| n.driver == Driver::Bridge && n.ipam.iter().any(|c| c.subnet.contains(&via)))
+            .ok_or_else(|| ApiError::bad_request(format!("next hop {via} is on no network's subnet")))?;
+        let mut routes = self.state.routes.clone();
+        routes.push(UserRoute { dst, via, network_id: net.id.clone() });
+        // Validate against the router before anything changes.
+        self.l3_config(&routes)?;
+        let before = std::mem::replace(&mut self.state.routes, routes);
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.routes = before;
+            return Err(e.into());
+        }
+        self.sync_l3();
+        Ok(())
+    }
+
+    pub fn remove_route(&mut self, dst: &str) -> Result<(), ApiError> {
+        let dst: IpNet = dst.parse().map_err(|_| ApiError::bad_request(format!("invalid destination {dst:?}: expected a CIDR")))?;
+        let dst = dst.trunc();
+        if !self.state.routes.iter().any(|r| r.dst == dst) {
+            return Err(ApiError::not_found(format!("no route to {dst} was added (a network's own subnet is removed with the network)")));
+        }
+        let before = self.state.routes.clone();
+        self.state.routes.retain(|r| r.dst != dst);
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.routes = before;
+            return Err(e.into());
+        }
+        self.sync_l3();
+        Ok(())
+    }
+
+    /// The gateway's neighbour cache of one network or all.
+    pub fn neigh(&self, spec: Option<&str>) -> Result<Value, ApiError> {
+        let only = spec.map(|s| self.find_network(s).map(|n| n.id.clone())).transpose()?;
+        let now = self.dp.now();
+        let mut rows = Vec::new();
+        for n in &self.state.networks {
+            if only.as_ref().is_some_and(|o| *o != n.id) {
+                continue;
+            }
+            let Some(&nid) = self.nets.get(&n.id) else { continue };
+            for r in self.l3.neighbors(nid, now).unwrap_or_default() {
+                rows.push(json!({
+                    "Network": n.name,
+                    "IP": r.ip.to_string(),
+                    "MAC": r.mac.map(|m| m.to_string()),
+                    "State": r.state.name(),
+                    "Age": r.age,
+                }));
+            }
+        }
+        Ok(Value::Array(rows))
+    }
+
+    /// Tells the DHCP servers' lease store which addresses belong to endpoints.
+    fn sync_pools(&self) {
         for n in &self.state.networks {
             let Some(&nid) = self.nets.get(&n.id) else { continue };
             let mut pool = Pool { network_id: n.id.clone(), v4: n.v4().cloned(), v6: n.v6().cloned(), ..Default::default() };
@@ -468,6 +627,7 @@ impl Controller {
             return Err(e.into());
         }
         self.unprogram_network(&n.id);
+        self.sync_leases();
         Ok(())
     }
 
@@ -494,6 +654,7 @@ impl Controller {
         for id in &unused {
             self.unprogram_network(id);
         }
+        self.sync_leases();
         Ok(names)
     }
 
@@ -682,6 +843,11 @@ impl Controller {
     fn forget_endpoint(&mut self, id: &str) {
         let Some(pos) = self.state.endpoints.iter().position(|e| e.id == id) else { return };
         let ep = self.state.endpoints.remove(pos);
+        if let Some(&nid) = self.nets.get(&ep.network_id) {
+            for ip in ep.ipv4.map(IpAddr::V4).into_iter().chain(ep.ipv6.map(IpAddr::V6)) {
+                self.l3.remove_neighbor(nid, ip);
+            }
+        }
         if let Some(sid) = ep.sandbox_id {
             if !self.state.endpoints.iter().any(|e| e.sandbox_id.as_deref() == Some(&sid)) {
                 self.state.sandboxes.retain(|s| s.id != sid);

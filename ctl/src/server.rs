@@ -117,6 +117,35 @@ async fn stats(State(c): State<Shared>) -> Result<Json<Value>, ApiError> {
     .map_err(|e| ApiError::internal(format!("request failed: {e}")))
 }
 
+async fn routes(State(c): State<Shared>) -> Result<Json<Value>, ApiError> {
+    run(c, |c| Ok(Json(c.routes()))).await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RouteReq {
+    destination: String,
+    via: String,
+}
+
+async fn add_route(State(c): State<Shared>, b: Result<Json<RouteReq>, JsonRejection>) -> Result<StatusCode, ApiError> {
+    let r = body(b)?;
+    run(c, move |c| c.add_route(&r.destination, &r.via).map(|()| StatusCode::CREATED)).await
+}
+
+#[derive(serde::Deserialize)]
+struct RouteQuery {
+    destination: String,
+}
+
+async fn remove_route(State(c): State<Shared>, Query(q): Query<RouteQuery>) -> Result<StatusCode, ApiError> {
+    run(c, move |c| c.remove_route(&q.destination).map(|()| StatusCode::NO_CONTENT)).await
+}
+
+async fn neigh(State(c): State<Shared>, Query(q): Query<FdbQuery>) -> Result<Json<Value>, ApiError> {
+    run(c, move |c| c.neigh(q.network.as_deref()).map(Json)).await
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such API endpoint: see `vswitchctl --help` for what the daemon serves")
 }
@@ -151,6 +180,8 @@ pub fn router(ctl: Shared) -> Router {
         .route("/networks/{id}/disconnect", post(disconnect))
         .route("/fdb", get(fdb))
         .route("/stats", get(stats))
+        .route("/routes", get(routes).post(add_route).delete(remove_route))
+        .route("/neigh", get(neigh))
         .fallback(not_found)
         .with_state(ctl)
 }

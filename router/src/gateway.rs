@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,6 +12,7 @@ use vswitch_switch::{Flood, Mac, NetId, PortId, SlowPathHandler};
 use crate::answer::{answer, Answer, Reply, REPLY_BUF};
 use crate::dhcp::{DhcpAnswer, DhcpServer, LeaseStore};
 use crate::dhcp6::Dhcp6Server;
+use crate::forward::L3;
 use crate::ra::{answer_link_local, answer_rs, build_unsolicited_ra, link_local_from_mac, RaConfig, RaTimer};
 
 /// A network's gateway: the addresses the switch answers ARP, NDP and pings for, and its MAC.
@@ -83,6 +84,10 @@ pub struct Gateways {
     announce: Mutex<Vec<Announcement>>,
     dhcp: Mutex<HashMap<NetId, DhcpServers>>,
     leases: Mutex<Option<Arc<dyn Leases>>>,
+    /// The router whose neighbour tables learn from ARP and NDP seen here.
+    l3: Mutex<Option<Arc<L3>>>,
+    /// The data plane's clock at the last tick (handle() is not given one).
+    now: AtomicU32,
 }
 
 impl Gateways {
@@ -134,6 +139,11 @@ impl Gateways {
         }
     }
 
+    /// Lets the router learn neighbours (IP → MAC) from the ARP and NDP frames punted here.
+    pub fn set_l3(&self, l3: Arc<L3>) {
+        *self.l3.lock() = Some(l3);
+    }
+
     pub fn set_leases(&self, leases: Arc<dyn Leases>) {
         *self.leases.lock() = Some(leases);
     }
@@ -177,6 +187,9 @@ impl Gateways {
 
 impl SlowPathHandler for Gateways {
     fn handle(&self, net: NetId, ingress: PortId, eth: &[u8], tx: &mut dyn FnMut(PortId, &[u8])) {
+        if let Some(l3) = self.l3.lock().as_ref() {
+            l3.learn_from_frame(net, eth, self.now.load(Ordering::Relaxed));
+        }
         // Copy the gateway out so the table's guard is not held while the reply is sent.
         let Some(gw) = self.get(net) else {
             bump(&self.counters.ignored);
@@ -210,6 +223,11 @@ impl SlowPathHandler for Gateways {
     }
 
     fn tick(&self, now: u32, flood: Flood<'_>) {
+        if self.now.swap(now, Ordering::Relaxed) != now {
+            if let Some(l3) = self.l3.lock().as_ref() {
+                l3.expire_neighbors(now);
+            }
+        }
         for (net, except, frame) in std::mem::take(&mut *self.announce.lock()) {
             flood(net, except, &frame);
         }

@@ -25,22 +25,38 @@ mod arp;
 mod checksum;
 mod dhcp;
 mod dhcp6;
+mod forward;
 mod gateway;
+mod hook;
+mod icmperr;
 mod icmpv4;
 mod icmpv6;
 mod lpm;
+mod neigh;
 mod ra;
+mod resolve;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod l3_fixtures;
 
 pub use announce::{gratuitous_arp, unsolicited_na, GARP_LEN, UNSOLICITED_NA_LEN};
 pub use answer::{answer, Answer, Reply, REPLY_BUF};
 pub use dhcp::{Dhcp4Reply, DhcpAnswer, DhcpConfig, DhcpConfigError, DhcpServer, LeaseStore};
 pub use dhcp6::{Dhcp6Config, Dhcp6Reply, Dhcp6Server};
+pub use forward::{DropReason, Forward, L3Config, L3Error, NetworkL3, RouteRow, RouteTarget, L3, MAX_NET_ID};
 pub use gateway::{Gateway, Gateways, Leases, RouterCounters};
+pub use icmperr::{
+    reportable_v4, reportable_v6, write_v4 as write_icmpv4_error, write_v6 as write_icmpv6_error, IcmpError, RateLimiter, ICMP_BURST,
+    ICMP_ERROR_BUF, ICMP_RATE,
+};
 pub use lpm::{Lpm4, Lpm6, LpmError, MAX_ROUTES};
+pub use neigh::{
+    NeighLearn, NeighLookup, NeighRow, NeighState, NeighTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY, FAILED_HOLD, MAX_PROBES, RETRANS_SECS,
+};
 pub use ra::{
     answer_link_local, answer_rs, build_ra, build_unsolicited_ra, link_local_from_mac, parse_rs, RaConfig, RaTimer, RsInfo, ALL_NODES,
     ALL_NODES_MAC, ALL_ROUTERS,
 };
+pub use resolve::{learnable, write_arp_request, write_neighbor_solicit, ARP_REQUEST_LEN, NS_LEN};

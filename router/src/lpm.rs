@@ -639,11 +639,30 @@ mod tests {
             net: u32,
             via: Option<std::net::IpAddr>,
         }
+        /// Resident memory of this process, from /proc (Linux), in MB.
+        fn rss_mb() -> f64 {
+            let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let kb =
+                s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+            kb.unwrap_or(0.0) / 1e3
+        }
         for (name, lens) in [
             ("BGP-like (60% /24, 30% /16-/23, 10% /8-/15)", &[24u8, 24, 24, 24, 24, 24, 16, 18, 20, 22, 23, 8, 12][..]),
             ("uniform /8-/32", &[8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32][..]),
         ] {
             let mut rng = Rng(42);
+            let rss0 = rss_mb();
+            let mut only = Lpm4::new();
+            while only.len() < 1_000_000 {
+                let l = lens[rng.below(lens.len() as u64) as usize];
+                only.insert(rng.next() as u32, l, 0u32).unwrap();
+            }
+            eprintln!(
+                "lpm4 {name}: 1M routes with u32 values: {:.1} MB allocated, {:.1} MB resident",
+                only.memory_bytes() as f64 / 1e6,
+                rss_mb() - rss0
+            );
+            drop(only);
             let t0 = Instant::now();
             let mut t = Lpm4::new();
             let mut small32 = Lpm4::new();
@@ -665,15 +684,6 @@ mod tests {
                 }
             }
             let rate = (4 * queries.len()) as f64 / t1.elapsed().as_secs_f64();
-            let tr = &t.0;
-            let maps: usize = tr.prefixes.iter().map(|m| m.capacity()).sum();
-            eprintln!(
-                "  chunks used {} cap {} free {}, map cap {maps}, values cap {}",
-                tr.slots.chunks.len(),
-                tr.slots.chunks.capacity(),
-                tr.slots.free.len(),
-                tr.values.capacity()
-            );
             eprintln!(
                 "lpm4 {name}: built 1M routes in {build:?}, {:.1} MB, {:.1} M lookups/s (checksum {hits})",
                 t.memory_bytes() as f64 / 1e6,

@@ -174,7 +174,7 @@ fn veth_host_end_joins_a_network() {
     c.exec_ok(&["ip", "addr", "add", "10.37.0.9/24", "dev", "eth0"]);
     c.exec_ok(&["ip", "link", "set", "eth0", "up"]);
     assert!(c.ping_eventually("10.37.0.2", 5), "veth sandbox reaches the TAP sandbox");
-    assert!(a.ping("10.37.0.9", 2));
+    assert!(a.ping_eventually("10.37.0.9", 5), "TAP sandbox reaches the veth sandbox");
     let st = d.port_stats(&v.host);
     assert_eq!(st["Kind"], "afpacket");
     // Attaching the same interface twice is refused.

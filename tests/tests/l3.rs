@@ -135,3 +135,117 @@ fn dhcp_clients_get_their_ipam_address_and_leases_survive_a_restart() {
     let ep = d.ctl_json(&["network", "connect", "dh", &b.name]);
     assert_ne!(ep["IPv4Address"].as_str().unwrap().split('/').next().unwrap(), leased);
 }
+
+#[test]
+fn routing_between_networks_follows_policy() {
+    if !root_or_skip("routing_between_networks_follows_policy") {
+        return;
+    }
+    let d = Daemon::start();
+    let (a, b, c, ab) = (Netns::new(), Netns::new(), Netns::new(), Netns::new());
+    d.ctl_ok(&["network", "create", "--subnet", "10.60.0.0/24", "left"]);
+    d.ctl_ok(&["network", "create", "--subnet", "10.61.0.0/24", "-o", "route-to=left", "right"]);
+    d.ctl_ok(&["network", "create", "--subnet", "10.62.0.0/24", "iso"]);
+    d.ctl_ok(&["network", "create", "--subnet", "10.63.0.0/24", "--internal", "-o", "route-to=", "inner"]);
+    d.ctl_ok(&["network", "connect", "left", &a.name]);
+    d.ctl_ok(&["network", "connect", "right", &b.name]);
+    d.ctl_ok(&["network", "connect", "iso", &c.name]);
+    d.ctl_ok(&["network", "connect", "inner", &ab.name]);
+    // The isolation matrix: left <-> right are routed, everything else is refused.
+    assert!(a.ping("10.61.0.2", 2), "left -> right");
+    assert!(b.ping("10.60.0.2", 1), "right -> left");
+    for (from, to) in [(&a, "10.62.0.2"), (&c, "10.60.0.2"), (&b, "10.62.0.2"), (&a, "10.63.0.2"), (&ab, "10.60.0.1")] {
+        assert!(!from.ping(to, 1), "{} reached {to}", from.name);
+    }
+    let st = d.port_stats(&a.name);
+    assert!(st["Routed"].as_u64().unwrap_or(0) >= 2 || st["Drops"]["routed_drop"].as_u64().unwrap() >= 1, "{st}");
+    // TCP across the router.
+    let server = b.spawn(&["nc", "-l", "-p", "7001"]);
+    assert!(eventually(5, || b.exec_ok(&["ss", "-ltnH"]).contains(":7001")));
+    let o = a.exec(&["sh", "-c", "echo routed-hello | nc -q1 -w3 10.61.0.2 7001"]);
+    assert!(o.status.success());
+    let got = server.wait();
+    assert!(String::from_utf8_lossy(&got.stdout).contains("routed-hello"));
+    // Policy is the route-to option, both ways; the route table says who may reach what.
+    let routes = d.ctl_ok(&["route", "ls"]);
+    assert!(routes.lines().any(|l| l.starts_with("10.61.0.0/24") && l.contains("left")), "{routes}");
+    assert!(routes.lines().any(|l| l.starts_with("10.62.0.0/24") && l.trim_end().ends_with('-')), "{routes}");
+    // The stats table prints (it once panicked on a column count).
+    assert!(d.ctl_ok(&["stats"]).contains("NOT-READ"));
+}
+
+#[test]
+fn ttl_expiry_and_the_gateway_hop() {
+    if !root_or_skip("ttl_expiry_and_the_gateway_hop") {
+        return;
+    }
+    let d = Daemon::start();
+    let (a, b) = (Netns::new(), Netns::new());
+    d.ctl_ok(&["network", "create", "--subnet", "10.64.0.0/24", "t1"]);
+    d.ctl_ok(&["network", "create", "--subnet", "10.65.0.0/24", "-o", "route-to=t1", "t2"]);
+    d.ctl_ok(&["network", "connect", "t1", &a.name]);
+    d.ctl_ok(&["network", "connect", "t2", &b.name]);
+    assert!(a.ping_eventually("10.65.0.2", 5));
+    let o = a.exec(&["ping", "-c", "1", "-W", "2", "-t", "1", "10.65.0.2"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("From 10.64.0.1") && out.contains("Time to live exceeded"), "{out}");
+    if !run("sh", &["-c", "command -v tracepath"]).stdout.is_empty() {
+        let t = a.exec_ok(&["tracepath", "-n", "-m", "4", "10.65.0.2"]);
+        assert!(t.contains("10.64.0.1") && t.contains("10.65.0.2"), "the gateway is a hop: {t}");
+    }
+}
+
+#[test]
+fn path_mtu_discovery_across_a_smaller_network() {
+    if !root_or_skip("path_mtu_discovery_across_a_smaller_network") {
+        return;
+    }
+    let d = Daemon::start();
+    let (a, b) = (Netns::new(), Netns::new());
+    d.ctl_ok(&["network", "create", "--subnet", "10.66.0.0/24", "big"]);
+    d.ctl_ok(&["network", "create", "--subnet", "10.67.0.0/24", "--mtu", "1400", "-o", "route-to=big", "small"]);
+    d.ctl_ok(&["network", "connect", "big", &a.name]);
+    d.ctl_ok(&["network", "connect", "small", &b.name]);
+    assert!(a.ping_eventually("10.67.0.2", 5));
+    // 1500-byte packets with DF set into a 1400-MTU network: fragmentation needed, MTU 1400.
+    let o = a.exec(&["ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1472", "10.67.0.2"]);
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("mtu = 1400") || out.contains("mtu=1400"), "{out}");
+    // TCP finds the path MTU and completes: 2 MB through the router.
+    let server = b.spawn(&["sh", "-c", "nc -l -p 7002 | wc -c"]);
+    assert!(eventually(5, || b.exec_ok(&["ss", "-ltnH"]).contains(":7002")));
+    let o = a.exec(&["sh", "-c", "head -c 2000000 /dev/zero | nc -q1 -w5 10.67.0.2 7002"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = server.wait();
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "2000000");
+}
+
+#[test]
+fn user_routes_through_a_router_container() {
+    if !root_or_skip("user_routes_through_a_router_container") {
+        return;
+    }
+    let d = Daemon::start();
+    let (a, r) = (Netns::new(), Netns::new());
+    d.ctl_ok(&["network", "create", "--subnet", "10.68.0.0/24", "edge"]);
+    d.ctl_ok(&["network", "connect", "edge", &a.name]);
+    d.ctl_ok(&["network", "connect", "--ip", "10.68.0.254", "edge", &r.name]);
+    // r stands for a router to 192.168.77.0/24 (it owns 192.168.77.1).
+    r.exec_ok(&["ip", "addr", "add", "192.168.77.1/32", "dev", "lo"]);
+    d.ctl_ok(&["route", "add", "192.168.77.0/24", "via", "10.68.0.254"]);
+    assert!(d
+        .ctl_ok(&["route", "ls"])
+        .lines()
+        .any(|l| l.starts_with("192.168.77.0/24") && l.contains("10.68.0.254") && l.contains("user")));
+    // a's default route points at the gateway; the gateway sends it on to r.
+    assert!(a.ping_eventually("192.168.77.1", 5), "routed through the user route");
+    let neigh = d.ctl_ok(&["neigh", "show", "edge"]);
+    assert!(neigh.contains("10.68.0.254"), "{neigh}");
+    // Bad routes are refused and change nothing.
+    assert!(!d.ctl(&["route", "add", "192.168.78.0/24", "via", "10.99.0.1"]).status.success(), "next hop on no network");
+    assert!(!d.ctl(&["route", "add", "192.168.77.0/24", "via", "10.68.0.254"]).status.success(), "duplicate");
+    assert!(!d.ctl(&["route", "add", "not-a-prefix", "via", "10.68.0.254"]).status.success());
+    d.ctl_ok(&["route", "rm", "192.168.77.0/24"]);
+    assert!(!a.ping("192.168.77.1", 1));
+    assert!(!d.ctl(&["route", "rm", "192.168.77.0/24"]).status.success(), "already gone");
+}

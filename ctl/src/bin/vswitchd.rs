@@ -12,8 +12,8 @@ use vswitch_ctl::controller::Controller;
 use vswitch_ctl::leases::LeaseDb;
 use vswitch_ctl::store::Store;
 use vswitch_ctl::{server, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
-use vswitch_router::Gateways;
-use vswitch_switch::{Dataplane, DataplaneConfig, Hooks, Mode, SlowPathHandler};
+use vswitch_router::{Gateways, L3};
+use vswitch_switch::{Dataplane, DataplaneConfig, Hooks, L3Handler, Mode, SlowPathHandler};
 
 /// The vswitch daemon: a userspace virtual switch for containers.
 #[derive(Debug, Parser)]
@@ -56,11 +56,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     let gateways = Arc::new(Gateways::new());
     let cfg =
         DataplaneConfig { workers: args.workers, pin: !args.no_pin, mode: if args.null_forwarder { Mode::Null } else { Mode::Switch } };
+    let l3 = Arc::new(L3::new());
+    gateways.set_l3(l3.clone());
     let handler: Arc<dyn SlowPathHandler> = gateways.clone();
-    let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: None })?);
+    let router: Arc<dyn L3Handler> = l3.clone();
+    let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: Some(router) })?);
     let leases = Arc::new(LeaseDb::open(&args.state_dir)?);
     gateways.set_leases(leases.clone());
-    let ctl = Controller::start(store, dp.clone(), gateways, leases).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ctl = Controller::start(store, dp.clone(), gateways, leases, l3).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctl = Arc::new(Mutex::new(ctl));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(8).enable_all().build()?;
     let socket = args.socket.clone();

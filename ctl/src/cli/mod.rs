@@ -10,6 +10,7 @@ use crate::DEFAULT_SOCKET;
 
 mod fdb;
 mod network;
+mod route;
 mod stats;
 mod table;
 
@@ -43,6 +44,12 @@ enum Cmd {
     Fdb(fdb::FdbCmd),
     /// Show per-port, per-worker and gateway counters.
     Stats(stats::StatsCmd),
+    /// Manage routes between networks.
+    #[command(subcommand)]
+    Route(route::RouteCmd),
+    /// Show the gateway's neighbour (ARP/NDP) cache.
+    #[command(subcommand)]
+    Neigh(route::NeighCmd),
 }
 
 /// What a command needs to talk to the daemon and print.
@@ -89,6 +96,8 @@ pub fn main() -> i32 {
         Cmd::Network(c) => c.exec(&ctx),
         Cmd::Fdb(c) => c.exec(&ctx),
         Cmd::Stats(c) => c.exec(&ctx),
+        Cmd::Route(c) => c.exec(&ctx),
+        Cmd::Neigh(c) => c.exec(&ctx),
     };
     match r {
         Ok(()) => 0,

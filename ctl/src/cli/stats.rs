@@ -43,9 +43,10 @@ impl StatsCmd {
             })
             .collect();
         table::print(
-            &["NETWORK", "ENDPOINT", "IFACE", "KIND", "RX-PKTS", "RX-BYTES", "TX-PKTS", "TX-BYTES", "DROPPED", "DROP-REASONS"],
+            &["NETWORK", "ENDPOINT", "IFACE", "KIND", "RX-PKTS", "RX-BYTES", "TX-PKTS", "TX-BYTES", "DROPPED", "NOT-READ", "DROP-REASONS"],
             &rows,
         );
+        println!("(NOT-READ: frames the sandbox sent that its kernel dropped because vswitchd's queue was full)");
         println!();
         let workers: Vec<Vec<String>> = v["Workers"]
             .as_array()
