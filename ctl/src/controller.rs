@@ -1028,6 +1028,10 @@ impl Controller {
                 "MacLimit": n.mac_limit,
                 "GatewayMAC": if n.driver == Driver::Bridge { n.gateway_mac().to_string() } else { String::new() },
                 "Endpoints": endpoints,
+                "Routes": self.routes().as_array().map(|rs| rs.iter().filter(|r| r["Network"] == n.name.as_str()).cloned().collect::<Vec<_>>()).unwrap_or_default(),
+                "RoutesWith": n.route_to.iter().map(|id| self.net_name(id)).chain(
+                    self.state.networks.iter().filter(|o| o.route_to.contains(&n.id)).map(|o| o.name.clone())
+                ).collect::<std::collections::BTreeSet<_>>(),
                 "Leases": self.leases.list(&n.id).iter().map(|l| json!({ "Address": l.addr.to_string(), "MAC": l.mac, "Expires": l.expires, "Declined": l.declined })).collect::<Vec<_>>(),
             },
         })

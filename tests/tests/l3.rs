@@ -170,6 +170,11 @@ fn routing_between_networks_follows_policy() {
     let routes = d.ctl_ok(&["route", "ls"]);
     assert!(routes.lines().any(|l| l.starts_with("10.61.0.0/24") && l.contains("left")), "{routes}");
     assert!(routes.lines().any(|l| l.starts_with("10.62.0.0/24") && l.trim_end().ends_with('-')), "{routes}");
+    // inspect shows the routes into a network and who it routes with.
+    let v = d.ctl_json(&["network", "inspect", "right"]);
+    assert_eq!(v[0]["VSwitch"]["RoutesWith"], serde_json::json!(["left"]));
+    assert_eq!(v[0]["VSwitch"]["Routes"][0]["Destination"], "10.61.0.0/24");
+    assert_eq!(d.ctl_json(&["network", "inspect", "left"])[0]["VSwitch"]["RoutesWith"], serde_json::json!(["right"]));
     // The stats table prints (it once panicked on a column count).
     assert!(d.ctl_ok(&["stats"]).contains("NOT-READ"));
 }
