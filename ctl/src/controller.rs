@@ -407,7 +407,11 @@ impl Controller {
         })?;
         self.attached.insert(ep.id.clone(), Attached { port: pid, tap });
         // Tell the others on the network at once where this address lives now (a peer may
-        // hold a stale MAC for it from an endpoint that had it before).
+        // hold a stale MAC for it from an endpoint that had it before). Only for interfaces we
+        // configured: a veth's far end has a MAC of its own, and a DHCP client has no address yet.
+        if ep.veth || ep.dhcp {
+            return Ok(());
+        }
         let mut buf = [0u8; UNSOLICITED_NA_LEN];
         if let Some(n) = ep.ipv4.and_then(|a| gratuitous_arp(ep.mac, a, &mut buf)) {
             self.gateways.announce(nid, Some(pid), buf[..n].to_vec());

@@ -98,9 +98,16 @@ fn fdb_learns_addresses_and_ages_them_out() {
     d.ctl_ok(&["network", "create", "--subnet", "10.34.0.0/24", "--fdb-aging", "2", "ag"]);
     d.ctl_ok(&["network", "connect", "ag", &a.name]);
     d.ctl_ok(&["network", "connect", "ag", &b.name]);
-    // A MAC the control plane does not know: it can only be learned.
+    // A MAC the control plane does not know: it can only be learned. b forgets a's old MAC
+    // (announced at connect; Linux would ignore a change of it for a second).
     a.exec_ok(&["ip", "link", "set", "eth0", "address", "02:00:00:00:ab:cd"]);
-    assert!(a.ping_eventually("10.34.0.3", 5));
+    assert!(
+        eventually(8, || {
+            b.exec_ok(&["ip", "neigh", "flush", "all"]);
+            a.exec(&["ping", "-c", "1", "-W", "1", "10.34.0.3"]).status.success()
+        }),
+        "a with its new MAC never reached b"
+    );
     let fdb = d.ctl_json(&["fdb", "show", "ag"]);
     let row = fdb.as_array().unwrap().iter().find(|r| r["MAC"] == "02:00:00:00:ab:cd").cloned();
     let row = row.unwrap_or_else(|| panic!("learned MAC missing: {fdb}"));
