@@ -48,7 +48,7 @@ impl Machine {
 }
 
 /// Tools the comparison runs, and the Debian package of each.
-const TOOLS: [(&str, &str); 4] = [("ip", "iproute2"), ("ss", "iproute2"), ("iperf3", "iperf3"), ("kill", "procps")];
+const TOOLS: [(&str, &str); 5] = [("ip", "iproute2"), ("ss", "iproute2"), ("iperf3", "iperf3"), ("kill", "procps"), ("sysctl", "procps")];
 
 /// Fails, naming what to install, unless every tool is there and we run as root.
 pub fn check_prerequisites() -> Result<()> {

@@ -157,10 +157,8 @@ impl Report {
             let median = |m: u32, w: Workload, metric: &str| {
                 self.summary(s, m, w, metric).map_or_else(|| "–".to_string(), |x| format!("{:.0}", x.median))
             };
-            let fwd: Vec<String> = cpu_cols
-                .iter()
-                .map(|(m, w, _)| if s == Kind::Bridge { "kernel".to_string() } else { median(*m, *w, "fwd_cpu_pct") })
-                .collect();
+            let fwd: Vec<String> =
+                cpu_cols.iter().map(|(m, w, _)| if s.is_kernel() { "kernel".to_string() } else { median(*m, *w, "fwd_cpu_pct") }).collect();
             let vm: Vec<String> = cpu_cols.iter().map(|(m, w, _)| median(*m, *w, "vm_cpu_pct")).collect();
             let _ = write!(row, " {} | {} |", fwd.join(" / "), vm.join(" / "));
             let _ = writeln!(out, "{row}");
@@ -185,18 +183,41 @@ impl Report {
         (d != 0.0).then_some(n / d)
     }
 
-    /// vswitch/bridge and vswitch/null for each figure, as Markdown.
+    /// The (numerator, denominator) pairs compared, of those both measured: vswitch against the
+    /// bridge and the null forwarder; routed vswitch against kernel routing and the null
+    /// forwarder (which cannot route: its two-namespace L2 figure is the ceiling of vswitch's
+    /// port I/O, which routing shares).
+    pub fn pairs(&self) -> Vec<(Kind, Kind)> {
+        const PAIRS: [(Kind, Kind); 4] = [
+            (Kind::Vswitch, Kind::Bridge),
+            (Kind::Vswitch, Kind::Null),
+            (Kind::VswitchRouted, Kind::KernelRouter),
+            (Kind::VswitchRouted, Kind::Null),
+        ];
+        PAIRS.into_iter().filter(|(n, d)| self.systems.contains(n) && self.systems.contains(d)).collect()
+    }
+
+    /// Each compared pair's ratio for each figure, as Markdown.
     pub fn ratios(&self) -> String {
-        let mut out = String::from("| figure (ratio of medians) | vswitch / bridge | vswitch / null |\n|---|---|---|\n");
+        let pairs = self.pairs();
+        if pairs.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("| figure (ratio of medians) |");
+        for (n, d) in &pairs {
+            let _ = write!(out, " {} / {} |", n.as_str(), d.as_str());
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---|".repeat(pairs.len()));
+        out.push('\n');
         let f = |r: Option<f64>| r.map_or_else(|| "–".to_string(), |r| format!("{r:.2}"));
         for (label, m, w, metric, lower) in self.compared() {
             let note = if lower { " (lower is better)" } else { "" };
-            let _ = writeln!(
-                out,
-                "| {label}{note} | {} | {} |",
-                f(self.ratio(Kind::Vswitch, Kind::Bridge, m, w, metric)),
-                f(self.ratio(Kind::Vswitch, Kind::Null, m, w, metric))
-            );
+            let _ = write!(out, "| {label}{note} |");
+            for &(n, d) in &pairs {
+                let _ = write!(out, " {} |", f(self.ratio(n, d, m, w, metric)));
+            }
+            out.push('\n');
         }
         out
     }
@@ -217,9 +238,13 @@ impl Report {
             .compared()
             .into_iter()
             .map(|(label, m, w, metric, lower)| {
-                json!({ "figure": label, "mtu": m, "workload": w, "metric": metric, "lower_is_better": lower,
-                    "vswitch_over_bridge": self.ratio(Kind::Vswitch, Kind::Bridge, m, w, metric),
-                    "vswitch_over_null": self.ratio(Kind::Vswitch, Kind::Null, m, w, metric) })
+                let mut r = json!({ "figure": label, "mtu": m, "workload": w, "metric": metric, "lower_is_better": lower });
+                for (n, d) in self.pairs() {
+                    // `vswitch_over_bridge`, `vswitch_routed_over_kernel_router`…
+                    let key = format!("{}_over_{}", n.as_str(), d.as_str()).replace('-', "_");
+                    r[key] = json!(self.ratio(n, d, m, w, metric));
+                }
+                r
             })
             .collect();
         json!({
@@ -245,5 +270,43 @@ mod tests {
         assert_eq!(Summary::of(&[f64::NAN]), None);
         assert_eq!(Summary::of(&[1.234, 1.5]).map(|s| s.cell(2)), Some("1.37 (1.23–1.50)".to_string()));
         assert_eq!(Summary::of(&[7.0]).map(|s| s.cell(1)), Some("7.0".to_string()));
+    }
+
+    fn report(systems: Vec<Kind>) -> Report {
+        let machine = Machine {
+            nproc: 2,
+            cpu: String::new(),
+            mem_gib: 0.0,
+            kernel: String::new(),
+            iperf3: String::new(),
+            vswitchd: None,
+            date_utc: String::new(),
+        };
+        Report { machine, config: Value::Null, systems, mtus: vec![1500], samples: Vec::new(), notes: Vec::new(), errors: Vec::new() }
+    }
+
+    fn tcp(system: Kind, gbps: f64) -> Sample {
+        Sample { system, mtu: 1500, round: 0, workload: Workload::Tcp, metrics: [("gbps".to_string(), gbps)].into_iter().collect() }
+    }
+
+    #[test]
+    fn routed_scenario_compares_with_kernel_routing_and_null() {
+        let mut r = report(vec![Kind::KernelRouter, Kind::VswitchRouted, Kind::Null]);
+        assert_eq!(r.pairs(), vec![(Kind::VswitchRouted, Kind::KernelRouter), (Kind::VswitchRouted, Kind::Null)]);
+        r.samples = vec![tcp(Kind::KernelRouter, 10.0), tcp(Kind::VswitchRouted, 5.0), tcp(Kind::Null, 20.0)];
+        let table = r.ratios();
+        assert!(table.starts_with("| figure (ratio of medians) | vswitch-routed / kernel-router | vswitch-routed / null |"), "{table}");
+        assert!(table.contains("| TCP 1500 Gbit/s | 0.50 | 0.25 |"), "{table}");
+        let json = r.to_json();
+        assert_eq!(json["ratios"][0]["vswitch_routed_over_kernel_router"], 0.5);
+        assert!(json["ratios"][0].get("vswitch_over_bridge").is_none());
+        assert!(r.tables().contains("| kernel-router | 10.00 |"), "{}", r.tables());
+    }
+
+    #[test]
+    fn all_five_systems_give_four_pairs() {
+        let r = report(vec![Kind::Bridge, Kind::Vswitch, Kind::KernelRouter, Kind::VswitchRouted, Kind::Null]);
+        assert_eq!(r.pairs().len(), 4);
+        assert!(report(vec![Kind::Bridge]).ratios().is_empty());
     }
 }

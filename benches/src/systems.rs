@@ -5,6 +5,11 @@
 //! - `vswitch`: `vswitchd` (in a namespace `d` of its own unless asked otherwise) with a network
 //!   `benchnet`; `vswitchctl network connect` gives `a` and `b` their `eth0`.
 //! - `null`: the same with `vswitchd --null-forwarder` (port I/O without switching logic).
+//! - `kernel-router`: Linux routing between two kernel bridges in a namespace `r` with
+//!   `ip_forward=1`; `a` on the first bridge's subnet, `b` on the second's, each with a default
+//!   route via its bridge's address.
+//! - `vswitch-routed`: vswitchd with two networks that may route to each other (`route-to`);
+//!   `a` connected to the first, `b` to the second; vswitchd's gateway routes between them.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -25,9 +30,16 @@ const BRIDGE_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const BRIDGE_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 /// The network vswitch-compare creates in vswitchd.
 pub const NETWORK: &str = "benchnet";
+/// The routed scenario's two subnets; endpoints are `.2`, gateways `.1`, on both systems.
+pub const ROUTED_SUBNETS: [&str; 2] = ["10.70.0.0/24", "10.71.0.0/24"];
+const ROUTED_A: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 2);
+const ROUTED_B: Ipv4Addr = Ipv4Addr::new(10, 71, 0, 2);
+const ROUTED_GW: [&str; 2] = ["10.70.0.1", "10.71.0.1"];
+/// The routed scenario's networks in vswitchd (the second is created with `route-to` the first).
+pub const ROUTED_NETWORKS: [&str; 2] = ["benchnet-a", "benchnet-b"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// Linux bridge with veth ports.
     Bridge,
@@ -35,6 +47,10 @@ pub enum Kind {
     Vswitch,
     /// vswitchd --null-forwarder.
     Null,
+    /// Linux kernel routing (ip_forward) between two bridges.
+    KernelRouter,
+    /// vswitchd routing between two networks (route-to).
+    VswitchRouted,
 }
 
 impl Kind {
@@ -43,7 +59,14 @@ impl Kind {
             Kind::Bridge => "bridge",
             Kind::Vswitch => "vswitch",
             Kind::Null => "null",
+            Kind::KernelRouter => "kernel-router",
+            Kind::VswitchRouted => "vswitch-routed",
         }
+    }
+
+    /// Whether the kernel forwards (no forwarding process to watch).
+    pub fn is_kernel(self) -> bool {
+        matches!(self, Kind::Bridge | Kind::KernelRouter)
     }
 }
 
@@ -147,6 +170,8 @@ pub fn start(kind: Kind, mtu: u32, opts: &DaemonOptions) -> Result<Running> {
     let mut r = match kind {
         Kind::Bridge => bridge(mtu)?,
         Kind::Vswitch | Kind::Null => vswitch(kind, mtu, opts)?,
+        Kind::KernelRouter => kernel_router(mtu)?,
+        Kind::VswitchRouted => vswitch_routed(mtu, opts)?,
     };
     r.setup = t.elapsed();
     Ok(r)
@@ -167,14 +192,59 @@ fn bridge(mtu: u32) -> Result<Running> {
     Ok(Running { kind: Kind::Bridge, mtu, pair, daemon: None, namespaces: vec![a, b, br], setup: Duration::ZERO })
 }
 
+/// Two bridges in namespace `r`, each with its subnet's gateway address, and IPv4 forwarding
+/// on in `r`: the kernel routes between `a` (behind `br1`) and `b` (behind `br2`).
+fn kernel_router(mtu: u32) -> Result<Running> {
+    let (a, b, r) = (Netns::create("a")?, Netns::create("b")?, Netns::create("r")?);
+    let m = mtu.to_string();
+    let legs = [(&a, ROUTED_A, "br1", "pa", ROUTED_GW[0]), (&b, ROUTED_B, "br2", "pb", ROUTED_GW[1])];
+    for (ns, ip, br, port, gw) in legs {
+        r.ip(&["link", "add", br, "mtu", &m, "type", "bridge"])?;
+        r.ip(&["addr", "add", &format!("{gw}/24"), "dev", br])?;
+        r.ip(&["link", "add", port, "mtu", &m, "type", "veth", "peer", "name", "eth0", "mtu", &m, "netns", ns.name()])?;
+        r.ip(&["link", "set", port, "master", br, "up"])?;
+        r.ip(&["link", "set", br, "up"])?;
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        ns.ip(&["route", "add", "default", "via", gw])?;
+    }
+    // Per namespace: this turns forwarding on in `r` only.
+    cmd::checked(r.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]), Duration::from_secs(10))?;
+    let pair = Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a: ROUTED_A, ip_b: ROUTED_B };
+    Ok(Running { kind: Kind::KernelRouter, mtu, pair, daemon: None, namespaces: vec![a, b, r], setup: Duration::ZERO })
+}
+
+/// vswitchd with two networks allowed to route to each other, `a` on one and `b` on the other.
+fn vswitch_routed(mtu: u32, opts: &DaemonOptions) -> Result<Running> {
+    let (a, b) = (Netns::create("a")?, Netns::create("b")?);
+    let d = if opts.own_netns { Some(Netns::create("d")?) } else { None };
+    let daemon = start_daemon(Kind::VswitchRouted, d.as_ref(), opts)?;
+    let setup = || -> Result<Pair> {
+        let mtu_opt = format!("com.docker.network.driver.mtu={mtu}");
+        let [na, nb] = ROUTED_NETWORKS;
+        daemon.ctl(&["network", "create", "--subnet", ROUTED_SUBNETS[0], "-o", &mtu_opt, na])?;
+        daemon.ctl(&["network", "create", "--subnet", ROUTED_SUBNETS[1], "-o", &mtu_opt, "-o", &format!("route-to={na}"), nb])?;
+        let ip_a = connect(&daemon, na, &a)?;
+        let ip_b = connect(&daemon, nb, &b)?;
+        Ok(Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a, ip_b })
+    };
+    let pair = match setup() {
+        Ok(p) => p,
+        Err(e) => return Err(err(format!("{e}\n--- vswitchd log (last lines) ---\n{}", daemon.log_tail(20)))),
+    };
+    let mut namespaces = vec![a, b];
+    namespaces.extend(d);
+    Ok(Running { kind: Kind::VswitchRouted, mtu, pair, daemon: Some(daemon), namespaces, setup: Duration::ZERO })
+}
+
 fn vswitch(kind: Kind, mtu: u32, opts: &DaemonOptions) -> Result<Running> {
     let (a, b) = (Netns::create("a")?, Netns::create("b")?);
     let d = if opts.own_netns { Some(Netns::create("d")?) } else { None };
     let daemon = start_daemon(kind, d.as_ref(), opts)?;
     let setup = || -> Result<Pair> {
         daemon.ctl(&["network", "create", "--subnet", SUBNET, "-o", &format!("com.docker.network.driver.mtu={mtu}"), NETWORK])?;
-        let ip_a = connect(&daemon, &a)?;
-        let ip_b = connect(&daemon, &b)?;
+        let ip_a = connect(&daemon, NETWORK, &a)?;
+        let ip_b = connect(&daemon, NETWORK, &b)?;
         Ok(Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a, ip_b })
     };
     let pair = match setup() {
@@ -232,17 +302,17 @@ fn start_daemon(kind: Kind, ns: Option<&Netns>, opts: &DaemonOptions) -> Result<
     }
 }
 
-/// Connects `ns` to the test network and returns the IPv4 address IPAM gave it.
-fn connect(daemon: &Daemon, ns: &Netns) -> Result<Ipv4Addr> {
-    let before = addresses(&daemon.ctl_json(&["network", "inspect", NETWORK])?);
-    daemon.ctl(&["network", "connect", NETWORK, ns.name()])?;
-    let after = addresses(&daemon.ctl_json(&["network", "inspect", NETWORK])?);
+/// Connects `ns` to `network` and returns the IPv4 address IPAM gave it.
+fn connect(daemon: &Daemon, network: &str, ns: &Netns) -> Result<Ipv4Addr> {
+    let before = addresses(&daemon.ctl_json(&["network", "inspect", network])?);
+    daemon.ctl(&["network", "connect", network, ns.name()])?;
+    let after = addresses(&daemon.ctl_json(&["network", "inspect", network])?);
     // The endpoint named like the namespace, else the one address that is new.
     let named = after.iter().find(|(name, _)| name == ns.name()).map(|(_, ip)| *ip);
     let new: Vec<Ipv4Addr> = after.iter().map(|(_, ip)| *ip).filter(|ip| !before.iter().any(|(_, b)| b == ip)).collect();
     named
         .or(if new.len() == 1 { Some(new[0]) } else { None })
-        .ok_or_else(|| err(format!("cannot tell the address of {} in `network inspect {NETWORK}`: {after:?}", ns.name())))
+        .ok_or_else(|| err(format!("cannot tell the address of {} in `network inspect {network}`: {after:?}", ns.name())))
 }
 
 /// (container name, IPv4 address) of every endpoint in a `network inspect` answer (an object,

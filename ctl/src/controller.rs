@@ -1089,7 +1089,7 @@ impl Controller {
                     "Learned": p.learned,
                     "RxPackets": t.rx_packets, "RxBytes": t.rx_bytes,
                     "TxPackets": t.tx_packets, "TxBytes": t.tx_bytes,
-                    "Flooded": t.flooded, "Punted": t.punted, "LearnLimited": t.learn_limited,
+                    "Flooded": t.flooded, "Punted": t.punted, "Routed": t.routed, "LearnLimited": t.learn_limited,
                     "Dropped": t.dropped(),
                     "Drops": t.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
                     // Filled in by `fill_kernel_drops`, outside the controller's lock.

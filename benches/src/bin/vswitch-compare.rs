@@ -1,4 +1,6 @@
-//! vswitch-compare: vswitch vs the Linux bridge vs vswitch's null forwarder, built, measured, torn down.
+//! vswitch-compare: vswitch vs the Linux bridge vs vswitch's null forwarder (`--scenario l2`),
+//! routed vswitch vs Linux kernel routing vs the null forwarder (`--scenario l3`), or all five
+//! (`--scenario all`): built, measured, torn down.
 //!
 //! For each MTU and each round, each system is built fresh in namespaces of its own, measured
 //! with every workload, and torn down; the order of the systems rotates from round to round so
@@ -8,29 +10,36 @@
 //! ```text
 //! cargo build --release -p vswitch-bench -p vswitch-ctl
 //! sudo target/release/vswitch-compare --json results/compare.json
+//! sudo target/release/vswitch-compare --scenario l3 --json results/compare-l3.json
 //! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use vswitch_bench::machine::{self, Machine};
 use vswitch_bench::report::{Report, Sample, Workload};
 use vswitch_bench::systems::{self, DaemonOptions, Kind, Running};
 use vswitch_bench::{cmd, netns, workloads, Result};
 
-/// Compares vswitch with the Linux bridge and with vswitch's null forwarder, in network
-/// namespaces it creates and removes itself.
+/// Compares vswitch with the Linux bridge and with vswitch's null forwarder, and vswitch's
+/// routing with Linux kernel routing (`--scenario l3`), in network namespaces it creates and
+/// removes itself.
 #[derive(Debug, Parser)]
 #[command(name = "vswitch-compare", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Systems to measure.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::Bridge, Kind::Vswitch, Kind::Null])]
-    systems: Vec<Kind>,
+    /// Which comparison: `l2` (bridge, vswitch, null: two namespaces on one network), `l3`
+    /// (kernel-router, vswitch-routed, null: two namespaces on two networks routed by the
+    /// gateway; the null forwarder cannot route, its L2 figure is the I/O ceiling), or `all`.
+    #[arg(long, value_enum, default_value_t = Scenario::L2)]
+    scenario: Scenario,
+    /// Systems to measure (overrides --scenario).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    systems: Option<Vec<Kind>>,
     /// Workloads to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Workload::Tcp, Workload::Udp, Workload::Rtt])]
     workloads: Vec<Workload>,
@@ -76,6 +85,23 @@ struct Cli {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    L2,
+    L3,
+    All,
+}
+
+impl Scenario {
+    fn systems(self) -> Vec<Kind> {
+        match self {
+            Scenario::L2 => vec![Kind::Bridge, Kind::Vswitch, Kind::Null],
+            Scenario::L3 => vec![Kind::KernelRouter, Kind::VswitchRouted, Kind::Null],
+            Scenario::All => vec![Kind::Bridge, Kind::Vswitch, Kind::KernelRouter, Kind::VswitchRouted, Kind::Null],
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,12 +154,13 @@ fn compare(cli: &Cli) -> Result<bool> {
         Some(d) => d.clone(),
         None => std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default(),
     };
-    let uses_daemon = cli.systems.iter().any(|s| *s != Kind::Bridge);
+    let systems = cli.systems.clone().unwrap_or_else(|| cli.scenario.systems());
+    let uses_daemon = systems.iter().any(|s| !s.is_kernel());
     if uses_daemon {
         for b in ["vswitchd", "vswitchctl"] {
             if !bin_dir.join(b).is_file() {
                 return Err(vswitch_bench::err(format!(
-                    "{} not found: build it with `cargo build --release -p vswitch-ctl`, pass --bin-dir, or use --systems bridge",
+                    "{} not found: build it with `cargo build --release -p vswitch-ctl`, pass --bin-dir, or use --systems bridge,kernel-router",
                     bin_dir.join(b).display()
                 )));
             }
@@ -150,7 +177,7 @@ fn compare(cli: &Cli) -> Result<bool> {
     };
     print_machine(&machine);
     let config = json!({
-        "systems": cli.systems, "workloads": cli.workloads, "mtus": cli.mtus, "runs": cli.runs,
+        "systems": systems, "workloads": cli.workloads, "mtus": cli.mtus, "runs": cli.runs,
         "tcp_secs": cli.time, "udp_secs": cli.udp_time, "udp_payload": cli.udp_size, "udp_pps": cli.udp_pps,
         "udp_batch": vswitch_bench::udp::BATCH, "rtt_count": cli.rtt_count, "rtt_max_secs": cli.rtt_time,
         "vswitchd_workers": workers, "vswitchd_args": cli.daemon_args, "vswitchd_own_netns": opts.own_netns,
@@ -158,7 +185,7 @@ fn compare(cli: &Cli) -> Result<bool> {
     });
     println!(
         "systems {:?}, workloads {:?}, MTUs {:?}, {} round(s); vswitchd --workers {workers}\n",
-        cli.systems.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        systems.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         cli.workloads,
         cli.mtus,
         cli.runs
@@ -166,7 +193,7 @@ fn compare(cli: &Cli) -> Result<bool> {
     let mut report = Report {
         machine,
         config,
-        systems: cli.systems.clone(),
+        systems: systems.clone(),
         mtus: cli.mtus.clone(),
         samples: Vec::new(),
         notes: Vec::new(),
@@ -179,9 +206,9 @@ fn compare(cli: &Cli) -> Result<bool> {
             continue;
         }
         for round in 0..cli.runs {
-            let n = cli.systems.len();
+            let n = systems.len();
             for k in 0..n {
-                let system = cli.systems[(round + k) % n];
+                let system = systems[(round + k) % n];
                 let tag = format!("[mtu {mtu} round {}/{}] {}", round + 1, cli.runs, system.as_str());
                 match systems::start(system, mtu, &opts) {
                     Ok(running) => measure(cli, &mut report, running, round, &workloads, &tag),
@@ -196,6 +223,12 @@ fn compare(cli: &Cli) -> Result<bool> {
     println!("\n## Results ({:.0} s)\n", started.elapsed().as_secs_f64());
     println!("{}", report.tables());
     println!("{}", report.ratios());
+    if report.pairs().contains(&(Kind::VswitchRouted, Kind::Null)) {
+        println!(
+            "vswitch-routed / null: the null forwarder cannot route; its figure is two namespaces on one \
+             network, the ceiling of the port I/O that routed frames go through too.\n"
+        );
+    }
     if !report.errors.is_empty() {
         println!("Errors:");
         for e in &report.errors {
@@ -278,6 +311,7 @@ fn measure(cli: &Cli, report: &mut Report, mut running: Running, round: usize, w
                 if !line.is_empty() {
                     eprintln!("{tag}: vswitchd counted {line}");
                 }
+                eprintln!("{tag}: vswitchd ports: {}", traffic_line(&stats));
                 report.notes.push(format!("{tag}: stats {}", compact(&stats)));
             }
             Err(e) => report.notes.push(format!("{tag}: `vswitchctl stats` failed: {e}")),
@@ -331,6 +365,29 @@ fn drops_line(stats: &Value) -> String {
     } else {
         format!("drops: {}", parts.join("; "))
     }
+}
+
+/// Frames in and out of every port in a `vswitchctl stats` answer, and how they were handled.
+fn traffic_line(stats: &Value) -> String {
+    let n = |p: &Value, k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let parts: Vec<String> = stats
+        .get("Ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{} rx {} ({} B/frame) tx {} flooded {} punted {}",
+                p.get("Interface").and_then(Value::as_str).unwrap_or("?"),
+                n(p, "RxPackets"),
+                n(p, "RxBytes") / n(p, "RxPackets").max(1),
+                n(p, "TxPackets"),
+                n(p, "Flooded"),
+                n(p, "Punted")
+            )
+        })
+        .collect();
+    parts.join("; ")
 }
 
 /// One-line JSON.
