@@ -162,13 +162,13 @@ impl Controller {
         if changed {
             c.store.save(&c.state)?;
         }
-        c.sync_leases();
+        c.sync_derived();
         Ok(c)
     }
 
     /// Brings what is derived from the model up to date after any change of networks,
     /// endpoints or routes: the router's configuration and neighbours, the DHCP reservations.
-    fn sync_leases(&self) {
+    fn sync_derived(&self) {
         self.sync_l3();
         self.sync_pools();
     }
@@ -597,7 +597,7 @@ impl Controller {
             self.unprogram_network(&n.id);
             return Err(e.into());
         }
-        self.sync_leases();
+        self.sync_derived();
         Ok(n)
     }
 
@@ -631,7 +631,7 @@ impl Controller {
             return Err(e.into());
         }
         self.unprogram_network(&n.id);
-        self.sync_leases();
+        self.sync_derived();
         Ok(())
     }
 
@@ -658,7 +658,7 @@ impl Controller {
         for id in &unused {
             self.unprogram_network(id);
         }
-        self.sync_leases();
+        self.sync_derived();
         Ok(names)
     }
 
@@ -820,25 +820,27 @@ impl Controller {
             self.detach(&ep);
             return Err(e.into());
         }
-        self.sync_leases();
+        self.sync_derived();
         Ok(ep)
     }
 
     /// Takes an endpoint out of the data plane and deletes its interface.
     fn detach(&mut self, ep: &Endpoint) {
-        if let Some(a) = self.attached.remove(&ep.id) {
+        self.release_port(&ep.id);
+        if !ep.veth {
+            if let Ok(sb) = self.sandbox(ep).cloned() {
+                delete_sandbox_link(&sb, ep);
+            }
+        }
+    }
+
+    /// Takes an endpoint's port out of the data plane; a TAP stops being persistent, so the
+    /// device goes when its last fd closes.
+    fn release_port(&mut self, endpoint_id: &str) {
+        if let Some(a) = self.attached.remove(endpoint_id) {
             let _ = self.dp.remove_port(a.port);
             if let Some(t) = a.tap {
                 let _ = t.unpersist();
-            }
-        }
-        if !ep.veth {
-            if let Ok(sb) = self.sandbox(ep) {
-                if provision::same_namespace(&sb.netns, sb.dev, sb.ino) {
-                    if let Err(e) = provision::delete_link(&sb.netns, &ep.ifname) {
-                        log::warn!("endpoint {}: cannot delete {}: {e}", ep.name, ep.ifname);
-                    }
-                }
             }
         }
     }
@@ -888,22 +890,13 @@ impl Controller {
             self.state = saved;
             return Err(e.into());
         }
-        self.sync_leases();
+        self.sync_derived();
         // Detach after the sandbox record may be gone: look it up in the saved copy.
         let sandbox = saved.sandboxes.iter().find(|s| Some(&s.id) == ep.sandbox_id.as_ref()).cloned();
-        if let Some(a) = self.attached.remove(&ep.id) {
-            let _ = self.dp.remove_port(a.port);
-            if let Some(t) = a.tap {
-                let _ = t.unpersist();
-            }
-        }
+        self.release_port(&ep.id);
+        // The disconnect is done and saved; a leftover interface is worth a warning, not a failure.
         if let Some(sb) = sandbox {
-            if provision::same_namespace(&sb.netns, sb.dev, sb.ino) {
-                // The disconnect is done and saved; a leftover interface is worth a warning, not a failure.
-                if let Err(e) = provision::delete_link(&sb.netns, &ep.ifname) {
-                    log::warn!("endpoint {}: disconnected, but deleting {} failed: {e}", ep.name, ep.ifname);
-                }
-            }
+            delete_sandbox_link(&sb, &ep);
         }
         Ok(())
     }
@@ -938,9 +931,7 @@ impl Controller {
                 ep.ifname,
                 if ep.veth { " until the interface exists again" } else { " until disconnected and connected again" }
             );
-            if let Some(a) = self.attached.remove(&ep.id) {
-                let _ = self.dp.remove_port(a.port);
-            }
+            self.release_port(&ep.id);
         }
         for ep in &retry {
             match self.reattach(ep) {
@@ -953,18 +944,13 @@ impl Controller {
         }
         for ep in &gone {
             log::info!("endpoint {} ({}) on {}: its sandbox is gone; removing it", ep.name, ep.ifname, self.net_name(&ep.network_id));
-            if let Some(a) = self.attached.remove(&ep.id) {
-                let _ = self.dp.remove_port(a.port);
-                if let Some(t) = a.tap {
-                    let _ = t.unpersist();
-                }
-            }
+            self.release_port(&ep.id);
             self.forget_endpoint(&ep.id);
         }
         if let Err(e) = self.store.save(&self.state) {
             log::error!("cannot save state after removing endpoints of vanished sandboxes: {e}");
         }
-        self.sync_leases();
+        self.sync_derived();
     }
 
     /// Docker-shaped `network inspect` JSON.
@@ -1117,6 +1103,16 @@ impl Controller {
             },
             "Fdb": { "Entries": self.dp.fdb().len(), "TableBytes": self.dp.fdb().table_bytes() },
         })
+    }
+}
+
+/// Deletes an endpoint's interface inside its sandbox, if the sandbox is still the one we
+/// knew; a failure is logged, since callers have already committed the change.
+fn delete_sandbox_link(sb: &Sandbox, ep: &Endpoint) {
+    if provision::same_namespace(&sb.netns, sb.dev, sb.ino) {
+        if let Err(e) = provision::delete_link(&sb.netns, &ep.ifname) {
+            log::warn!("endpoint {}: cannot delete {}: {e}", ep.name, ep.ifname);
+        }
     }
 }
 

@@ -34,10 +34,13 @@ fn default_networks_and_lifecycle_rules() {
     let a = Netns::new();
     d.ctl_ok(&["network", "create", "--subnet", "10.40.0.0/24", "busy"]);
     d.ctl_ok(&["network", "create", "--subnet", "10.41.0.0/24", "idle"]);
+    d.ctl_ok(&["network", "create", "--subnet", "10.45.0.0/24", "idle2"]);
     d.ctl_ok(&["network", "connect", "--name", "web", "busy", &a.name]);
     let o = d.ctl(&["network", "rm", "busy"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("has active endpoints"));
+    let o = d.ctl(&["network", "rm", "busy", "no-such-net", "idle2"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("2 of 3 networks not removed"), "{}", String::from_utf8_lossy(&o.stderr));
     let pruned = d.ctl_ok(&["network", "prune", "-f"]);
     assert!(pruned.contains("auto1") && pruned.contains("idle") && !pruned.contains("busy"), "{pruned}");
     let ls = d.ctl_ok(&["network", "ls"]);

@@ -221,17 +221,20 @@ pub(super) struct Rm {
 
 impl Rm {
     fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
-        let mut failed = None;
+        let mut failed = 0;
         for n in &self.networks {
             match ctx.call("DELETE", &format!("/networks/{}", seg(n)), None) {
                 Ok(_) => println!("{n}"),
                 Err(e) => {
                     eprintln!("Error: {e}");
-                    failed = Some(ClientError::Daemon(format!("{} of {} networks not removed", 1, self.networks.len())));
+                    failed += 1;
                 }
             }
         }
-        failed.map_or(Ok(()), Err)
+        if failed == 0 {
+            return Ok(());
+        }
+        Err(ClientError::Daemon(format!("{failed} of {} networks not removed", self.networks.len())))
     }
 }
 
