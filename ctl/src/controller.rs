@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_json::{json, Value};
+use vswitch_dns::NamesBuilder;
 use vswitch_router::{
     gratuitous_arp, unsolicited_na, Dhcp6Config, Dhcp6Server, DhcpConfig, DhcpServer, Gateway, Gateways, L3Config, NetworkL3, RaConfig,
     RouteTarget, L3, UNSOLICITED_NA_LEN,
@@ -16,11 +17,13 @@ use vswitch_switch::port::{Port, Tap};
 use vswitch_switch::{Dataplane, Mac, NetId, NetworkConfig, PortId};
 
 use crate::api_types::{ConnectReq, CreateNetworkReq, DisconnectReq};
+use crate::dns::{Dns, NetDns};
 use crate::error::ApiError;
 use crate::ipam;
 use crate::leases::{LeaseDb, Pool};
 use crate::model::{new_id, opt, Driver, Endpoint, IpamConfig, Network, Sandbox, State, UserRoute, STATE_VERSION};
 use crate::provision::{self, TapSpec};
+use crate::resolvconf;
 use crate::store::Store;
 
 /// What the user asked of a new endpoint beyond its addresses.
@@ -94,6 +97,7 @@ pub struct Controller {
     attached: HashMap<String, Attached>,
     leases: Arc<LeaseDb>,
     l3: Arc<L3>,
+    dns: Arc<Dns>,
 }
 
 const DEFAULT_MTU: u32 = 1500;
@@ -127,7 +131,14 @@ fn parse_u32_opt(
 impl Controller {
     /// Loads the state (creating the predefined networks on a first start), programs the data
     /// plane and re-attaches every endpoint whose sandbox still exists.
-    pub fn start(store: Store, dp: Arc<Dataplane>, gateways: Arc<Gateways>, leases: Arc<LeaseDb>, l3: Arc<L3>) -> Result<Self, ApiError> {
+    pub fn start(
+        store: Store,
+        dp: Arc<Dataplane>,
+        gateways: Arc<Gateways>,
+        leases: Arc<LeaseDb>,
+        l3: Arc<L3>,
+        dns: Arc<Dns>,
+    ) -> Result<Self, ApiError> {
         let loaded = store.load()?;
         let first = loaded.is_none();
         let mut c = Controller {
@@ -139,6 +150,7 @@ impl Controller {
             attached: HashMap::new(),
             leases,
             l3,
+            dns,
         };
         c.state.version = STATE_VERSION;
         if first {
@@ -171,6 +183,43 @@ impl Controller {
     fn sync_derived(&self) {
         self.sync_l3();
         self.sync_pools();
+        self.sync_dns();
+    }
+
+    /// The DNS names of every DNS-enabled network, published whole, and the resolv.conf of
+    /// each named namespace pointed at its networks' gateway.
+    fn sync_dns(&self) {
+        let mut b = NamesBuilder::default();
+        let mut nets = HashMap::new();
+        for n in self.state.networks.iter().filter(|n| n.dns_enabled()) {
+            let Some(&nid) = self.nets.get(&n.id) else { continue };
+            b.network(nid, &n.name);
+            nets.insert(nid, NetDns::new(n.dns_servers.clone(), n.mtu));
+        }
+        for e in &self.state.endpoints {
+            let Some(&nid) = self.nets.get(&e.network_id) else { continue };
+            b.endpoint(nid, e.sandbox_id.as_deref().unwrap_or(&e.id), &e.name, &e.aliases, e.ipv4, e.ipv6);
+        }
+        self.dns.publish(b.build(), nets);
+        let wanted: Vec<(String, String)> = self
+            .state
+            .sandboxes
+            .iter()
+            .filter_map(|sb| {
+                let name = resolvconf::netns_name(&sb.netns)?;
+                let nets: Vec<&Network> = self
+                    .state
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.sandbox_id.as_deref() == Some(&sb.id))
+                    .filter_map(|e| self.network_by_id(&e.network_id).ok())
+                    .filter(|n| n.dns_enabled())
+                    .collect();
+                let server = nets.iter().find_map(|n| n.gateway4().map(IpAddr::V4).or(n.gateway6().map(IpAddr::V6)))?;
+                Some((name.to_string(), resolvconf::render(self.store.dir(), server, nets.iter().map(|n| n.name.as_str()))))
+            })
+            .collect();
+        resolvconf::sync(self.store.dir(), &wanted);
     }
 
     /// The router's whole configuration, rebuilt from the model and published at once:
@@ -561,6 +610,20 @@ impl Controller {
                 route_to.push(other.id.clone());
             }
         }
+        let dns_servers = req
+            .options
+            .get(opt::DNS_SERVERS)
+            .map(|list| {
+                list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(crate::dns::parse_server).collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|e| ApiError::bad_request(format!("option {}: {e}", opt::DNS_SERVERS)))?
+            .unwrap_or_default();
+        let dns_disabled = match req.options.get(opt::DNS_DISABLE).map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => return Err(ApiError::bad_request(format!("option {}={v:?} is invalid: expected true or false", opt::DNS_DISABLE))),
+        };
         let mtu = parse_u32_opt(&req.options, opt::MTU, DEFAULT_MTU, 68..=65521)?;
         let aging_secs = parse_u32_opt(&req.options, opt::AGING, DEFAULT_AGING, 0..=1_000_000)?;
         let mac_limit = parse_u32_opt(&req.options, opt::MAC_LIMIT, DEFAULT_MAC_LIMIT, 0..=1_000_000)?;
@@ -584,6 +647,8 @@ impl Controller {
             aging_secs,
             mac_limit,
             route_to,
+            dns_servers,
+            dns_disabled,
         };
         self.program_network(&n)?;
         self.state.networks.push(n.clone());
@@ -1022,8 +1087,24 @@ impl Controller {
                 "RoutesWith": n.route_to.iter().map(|id| self.net_name(id)).chain(
                     self.state.networks.iter().filter(|o| o.route_to.contains(&n.id)).map(|o| o.name.clone())
                 ).collect::<std::collections::BTreeSet<_>>(),
+                "DNS": self.dns_inspect(n),
                 "Leases": self.leases.list(&n.id).iter().map(|l| json!({ "Address": l.addr.to_string(), "MAC": l.mac, "Expires": l.expires, "Declined": l.declined })).collect::<Vec<_>>(),
             },
+        })
+    }
+
+    fn dns_inspect(&self, n: &Network) -> Value {
+        let nid = self.nets.get(&n.id).copied();
+        if !n.dns_enabled() {
+            return json!({ "Enabled": false });
+        }
+        let servers: Vec<String> =
+            n.gateway4().map(IpAddr::V4).into_iter().chain(n.gateway6().map(IpAddr::V6)).map(|a| a.to_string()).collect();
+        json!({
+            "Enabled": true,
+            "Servers": servers,
+            "Upstreams": nid.map(|id| self.dns.upstreams(id)).unwrap_or_default().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "Queries": nid.and_then(|id| self.dns.net_queries(id)).unwrap_or(0),
         })
     }
 
@@ -1100,7 +1181,9 @@ impl Controller {
                 "ArpReplies": r.arp_replies, "IcmpEchoReplies": r.icmp_echo_replies,
                 "NdAdverts": r.nd_adverts, "Icmp6EchoReplies": r.icmp6_echo_replies,
                 "Malformed": r.malformed, "Ignored": r.ignored, "TooBig": r.too_big, "RouterAdverts": r.router_adverts,
+                "DhcpReplies": r.dhcp_replies, "DnsFrames": r.dns,
             },
+            "Dns": self.dns.stats(),
             "Fdb": { "Entries": self.dp.fdb().len(), "TableBytes": self.dp.fdb().table_bytes() },
         })
     }
@@ -1148,6 +1231,8 @@ fn predefined() -> Vec<Network> {
         aging_secs: DEFAULT_AGING,
         mac_limit: DEFAULT_MAC_LIMIT,
         route_to: Vec::new(),
+        dns_servers: Vec::new(),
+        dns_disabled: false,
     };
     let bridge_opts = [
         ("com.docker.network.bridge.default_bridge", "true"),

@@ -5,11 +5,13 @@ pub mod api_types;
 pub mod cli;
 pub mod client;
 pub mod controller;
+pub mod dns;
 pub mod error;
 pub mod ipam;
 pub mod leases;
 pub mod model;
 pub mod provision;
+pub mod resolvconf;
 pub mod server;
 pub mod store;
 

@@ -21,6 +21,11 @@ pub mod opt {
     pub const IFACE_PREFIX: &str = "com.docker.network.container_iface_prefix";
     /// Networks this one routes to and from (comma-separated names); isolated otherwise.
     pub const ROUTE_TO: &str = "route-to";
+    /// Upstream DNS servers of the network's embedded DNS (comma-separated `IP[:PORT]`;
+    /// `--dns`); the host's resolv.conf when absent.
+    pub const DNS_SERVERS: &str = "vswitch.dns.servers";
+    /// "true": no DNS server at the gateway and no names published (`--dns-disable`).
+    pub const DNS_DISABLE: &str = "vswitch.dns.disable";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +92,11 @@ pub struct Network {
     /// IDs of the networks this one may route to and from (`-o route-to=`).
     #[serde(default)]
     pub route_to: Vec<String>,
+    /// Where the embedded DNS forwards names it does not know; empty: the host's resolvers.
+    #[serde(default)]
+    pub dns_servers: Vec<std::net::SocketAddr>,
+    #[serde(default)]
+    pub dns_disabled: bool,
 }
 
 impl Network {
@@ -110,6 +120,12 @@ impl Network {
             IpAddr::V6(a) => Some(a),
             IpAddr::V4(_) => None,
         })
+    }
+
+    /// Whether the gateway serves DNS and publishes names: user-defined bridge networks, as
+    /// in Docker (the default bridge has no name resolution), unless disabled.
+    pub fn dns_enabled(&self) -> bool {
+        self.driver == Driver::Bridge && !self.is_predefined() && !self.dns_disabled
     }
 
     pub fn is_predefined(&self) -> bool {

@@ -12,8 +12,10 @@ use vswitch_switch::{Flood, Mac, NetId, PortId, SlowPathHandler};
 use crate::answer::{answer, Answer, Reply, REPLY_BUF};
 use crate::dhcp::{DhcpAnswer, DhcpServer, LeaseStore};
 use crate::dhcp6::Dhcp6Server;
+use crate::dnsgw::{parse_udp_query, write_udp_reply, DnsAction, DnsClient, DnsService, UdpParse, DNS_PORT};
 use crate::forward::L3;
 use crate::ra::{answer_link_local, answer_rs, build_unsolicited_ra, link_local_from_mac, RaConfig, RaTimer};
+use crate::tcpgw::TcpGateway;
 
 /// A network's gateway: the addresses the switch answers ARP, NDP and pings for, and its MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct RouterCounters {
     pub nd_adverts: u64,
     /// ICMPv6 echo replies sent.
     pub icmp6_echo_replies: u64,
+    /// DNS frames handed to the DNS service: UDP queries and TCP segments to port 53.
+    pub dns: u64,
     /// Frames dropped as truncated, inconsistent or with a bad checksum.
     pub malformed: u64,
     /// Well-formed frames these services do not answer, or in a network without a gateway.
@@ -71,7 +75,7 @@ struct DhcpServers {
     v6: Option<Dhcp6Server>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gateways {
     table: ArcSwap<HashMap<NetId, Gateway>>,
     /// Serializes writers, so that two concurrent changes cannot each copy the old table and
@@ -88,6 +92,35 @@ pub struct Gateways {
     l3: Mutex<Option<Arc<L3>>>,
     /// The data plane's clock at the last tick (handle() is not given one).
     now: AtomicU32,
+    dns: Mutex<Option<Arc<dyn DnsService>>>,
+    /// DNS over TCP, one endpoint per network that has had a connection (slow-path thread only).
+    tcp: Mutex<HashMap<NetId, TcpGateway>>,
+    /// Milliseconds for the TCP endpoints' timers; the data plane's clock counts seconds.
+    epoch: std::time::Instant,
+}
+
+/// DNS connections at once per network, and how long one may sit idle (RFC 7766 §6.2.3 asks
+/// servers to close idle ones within seconds).
+const DNS_TCP_CONNS: usize = 64;
+const DNS_TCP_IDLE_MS: u64 = 10_000;
+
+impl Default for Gateways {
+    fn default() -> Self {
+        Self {
+            table: ArcSwap::default(),
+            writer: Mutex::new(()),
+            counters: Counters::default(),
+            ra: Mutex::default(),
+            announce: Mutex::default(),
+            dhcp: Mutex::default(),
+            leases: Mutex::default(),
+            l3: Mutex::default(),
+            now: AtomicU32::default(),
+            dns: Mutex::default(),
+            tcp: Mutex::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Gateways {
@@ -144,6 +177,11 @@ impl Gateways {
         *self.l3.lock() = Some(l3);
     }
 
+    /// Serves DNS at the gateways of the networks `dns` says it serves, over UDP and TCP.
+    pub fn set_dns(&self, dns: Arc<dyn DnsService>) {
+        *self.dns.lock() = Some(dns);
+    }
+
     pub fn set_leases(&self, leases: Arc<dyn Leases>) {
         *self.leases.lock() = Some(leases);
     }
@@ -169,6 +207,7 @@ impl Gateways {
             malformed: get(&c.malformed),
             ignored: get(&c.ignored),
             too_big: get(&c.too_big),
+            dns: get(&c.dns),
             router_adverts: get(&c.router_adverts),
             dhcp_replies: get(&c.dhcp_replies),
             dhcp_other: get(&c.dhcp_other),
@@ -216,13 +255,19 @@ impl SlowPathHandler for Gateways {
                         tx(ingress, &out[..len]);
                     }
                 }
-                None => bump(&c.ignored),
+                None => bump(self.answer_dns(net, ingress, gw, eth, tx).unwrap_or(&c.ignored)),
             },
             Answer::TooBig => bump(&c.too_big),
         }
     }
 
-    fn tick(&self, now: u32, flood: Flood<'_>) {
+    fn tick_in(&self) -> Option<std::time::Duration> {
+        let now = self.now_ms();
+        let at = self.tcp.lock().values_mut().filter_map(|t| t.next_poll_ms(now)).min()?;
+        Some(std::time::Duration::from_millis(at.saturating_sub(now)))
+    }
+
+    fn tick(&self, now: u32, flood: Flood<'_>, tx: &mut dyn FnMut(PortId, &[u8])) {
         if self.now.swap(now, Ordering::Relaxed) != now {
             if let Some(l3) = self.l3.lock().as_ref() {
                 l3.expire_neighbors(now);
@@ -231,6 +276,7 @@ impl SlowPathHandler for Gateways {
         for (net, except, frame) in std::mem::take(&mut *self.announce.lock()) {
             flood(net, except, &frame);
         }
+        self.tick_dns(tx);
         let mut out = [0u8; REPLY_BUF];
         let mut ra = self.ra.lock();
         for (net, (cfg, timer)) in ra.iter_mut() {
@@ -247,6 +293,63 @@ impl SlowPathHandler for Gateways {
 }
 
 impl Gateways {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// DNS queries to the gateway, over UDP and TCP. Some(counter) when the frame was DNS.
+    fn answer_dns(&self, net: NetId, ingress: PortId, gw: Gateway, eth: &[u8], tx: &mut dyn FnMut(PortId, &[u8])) -> Option<&AtomicU64> {
+        let dns = self.dns.lock().clone()?;
+        if !dns.serves(net) {
+            return None;
+        }
+        match parse_udp_query(eth, gw.ipv4, gw.ipv6) {
+            UdpParse::Query(q) => {
+                let client = DnsClient { net, port: ingress, mac: q.src_mac, addr: q.client, server: q.server, tcp: None };
+                let mut msg = Vec::new();
+                if dns.query(&client, q.payload, &mut msg) == DnsAction::Reply {
+                    send_udp(gw.mac, &client, &msg, tx);
+                }
+                return Some(&self.counters.dns);
+            }
+            UdpParse::Malformed => return Some(&self.counters.malformed),
+            UdpParse::NotDns => {}
+        }
+        if !TcpGateway::wants_frame(eth, gw.ipv4, gw.ipv6, DNS_PORT) {
+            return None;
+        }
+        let now = self.now_ms();
+        let mut tcp = self.tcp.lock();
+        let t = tcp.entry(net).or_insert_with(|| TcpGateway::new(gw.mac, gw.ipv4, gw.ipv6, DNS_PORT, DNS_TCP_CONNS, DNS_TCP_IDLE_MS));
+        t.input(eth, ingress, now);
+        serve_tcp(net, t, &*dns, now, tx);
+        Some(&self.counters.dns)
+    }
+
+    /// Sends the forwarded answers that came back, runs the TCP endpoints' timers, and drops
+    /// the endpoints of networks that no longer serve DNS.
+    fn tick_dns(&self, tx: &mut dyn FnMut(PortId, &[u8])) {
+        let Some(dns) = self.dns.lock().clone() else { return };
+        let now = self.now_ms();
+        let mut tcp = self.tcp.lock();
+        tcp.retain(|net, _| dns.serves(*net) && self.get(*net).is_some());
+        dns.drain_completed(&mut |client, msg| match client.tcp {
+            Some(conn) => {
+                if let Some(t) = tcp.get_mut(&client.net) {
+                    t.reply(conn, msg);
+                }
+            }
+            None => {
+                if let Some(gw) = self.get(client.net) {
+                    send_udp(gw.mac, client, msg, tx);
+                }
+            }
+        });
+        for (net, t) in tcp.iter_mut() {
+            serve_tcp(*net, t, &*dns, now, tx);
+        }
+    }
+
     /// DHCPv4 and DHCPv6 for a network that serves them. Some((counter, len)) when the frame
     /// was DHCP (len 0: handled, nothing to send, such as a release or a failed commit).
     fn answer_dhcp(&self, net: NetId, eth: &[u8], out: &mut [u8]) -> Option<(&AtomicU64, usize)> {
@@ -294,6 +397,40 @@ impl Gateways {
     }
 }
 
+/// Hands the DNS service every message read from `t`'s connections and writes back the answers
+/// it has at once, until the endpoint has nothing more to say.
+fn serve_tcp(net: NetId, t: &mut TcpGateway, dns: &dyn DnsService, now: u64, tx: &mut dyn FnMut(PortId, &[u8])) {
+    let mut msgs = Vec::new();
+    loop {
+        t.poll(now, &mut |conn, m| msgs.push((conn, m.to_vec())), tx);
+        if msgs.is_empty() {
+            return;
+        }
+        let mut out = Vec::new();
+        for (conn, m) in msgs.drain(..) {
+            let Some(peer) = t.peer(conn) else { continue };
+            let client = DnsClient { net, port: peer.port, mac: peer.mac, addr: peer.remote, server: peer.local, tcp: Some(conn) };
+            match dns.query(&client, &m, &mut out) {
+                DnsAction::Reply => {
+                    t.reply(conn, &out);
+                }
+                // Answered later through drain_completed.
+                DnsAction::Pending => {}
+                DnsAction::Drop => {
+                    t.abandon(conn);
+                }
+            }
+        }
+    }
+}
+
+fn send_udp(gw_mac: vswitch_switch::Mac, client: &DnsClient, msg: &[u8], tx: &mut dyn FnMut(PortId, &[u8])) {
+    let mut frame = Vec::with_capacity(msg.len() + 62);
+    if write_udp_reply(&mut frame, gw_mac, client.mac, client.server, client.addr, msg).is_some() {
+        tx(client.port, &frame);
+    }
+}
+
 /// The live counters behind [`RouterCounters`]; only the slow-path thread writes them.
 #[derive(Debug, Default)]
 struct Counters {
@@ -304,6 +441,7 @@ struct Counters {
     malformed: AtomicU64,
     ignored: AtomicU64,
     too_big: AtomicU64,
+    dns: AtomicU64,
     router_adverts: AtomicU64,
     dhcp_replies: AtomicU64,
     dhcp_other: AtomicU64,
@@ -334,6 +472,7 @@ mod tests {
             + c.malformed
             + c.ignored
             + c.too_big
+            + c.dns
             + c.router_adverts
             + c.dhcp_replies
             + c.dhcp_other
@@ -389,6 +528,7 @@ mod tests {
                 malformed: 1,
                 ignored: 1,
                 too_big: 1,
+                dns: 0,
                 router_adverts: 0,
                 dhcp_replies: 0,
                 dhcp_other: 0,
@@ -403,19 +543,19 @@ mod tests {
         let cfg = RaConfig::new("fd20::".parse().unwrap(), 64);
         g.set_ra(1, Some(cfg), 100);
         let mut flooded = Vec::new();
-        g.tick(100, &mut |net, except, f| flooded.push((net, except, f.to_vec())));
+        g.tick(100, &mut |net, except, f| flooded.push((net, except, f.to_vec())), &mut |_, _| ());
         assert_eq!(flooded.len(), 1, "the first advertisement goes out at once");
         assert_eq!(flooded[0].2[54], 134, "an RA");
         flooded.clear();
-        g.tick(100, &mut |net, except, f| flooded.push((net, except, f.to_vec())));
+        g.tick(100, &mut |net, except, f| flooded.push((net, except, f.to_vec())), &mut |_, _| ());
         assert!(flooded.is_empty(), "not again in the same second");
         g.announce(1, Some(3), vec![1, 2, 3]);
-        g.tick(101, &mut |net, except, f| flooded.push((net, except, f.to_vec())));
+        g.tick(101, &mut |net, except, f| flooded.push((net, except, f.to_vec())), &mut |_, _| ());
         assert!(flooded.contains(&(1, Some(3), vec![1, 2, 3])));
         assert_eq!(g.counters().router_adverts, 1);
         g.set_ra(1, None, 102);
         flooded.clear();
-        g.tick(10_000, &mut |net, except, f| flooded.push((net, except, f.to_vec())));
+        g.tick(10_000, &mut |net, except, f| flooded.push((net, except, f.to_vec())), &mut |_, _| ());
         assert!(flooded.is_empty(), "advertising stopped");
     }
 

@@ -25,6 +25,7 @@ mod arp;
 mod checksum;
 mod dhcp;
 mod dhcp6;
+mod dnsgw;
 mod forward;
 mod gateway;
 mod hook;
@@ -35,6 +36,7 @@ mod lpm;
 mod neigh;
 mod ra;
 mod resolve;
+mod tcpgw;
 
 #[cfg(test)]
 mod fixtures;
@@ -45,6 +47,7 @@ pub use announce::{gratuitous_arp, unsolicited_na, GARP_LEN, UNSOLICITED_NA_LEN}
 pub use answer::{answer, Answer, Reply, REPLY_BUF};
 pub use dhcp::{Dhcp4Reply, DhcpAnswer, DhcpConfig, DhcpConfigError, DhcpServer, LeaseStore};
 pub use dhcp6::{Dhcp6Config, Dhcp6Reply, Dhcp6Server};
+pub use dnsgw::{parse_udp_query, write_udp_reply, DnsAction, DnsClient, DnsService, UdpParse, UdpQuery, DNS_PORT};
 pub use forward::{DropReason, Forward, L3Config, L3Error, NetworkL3, RouteRow, RouteTarget, L3, MAX_NET_ID};
 pub use gateway::{Gateway, Gateways, Leases, RouterCounters};
 pub use icmperr::{
@@ -60,3 +63,4 @@ pub use ra::{
     ALL_NODES_MAC, ALL_ROUTERS,
 };
 pub use resolve::{learnable, write_arp_request, write_neighbor_solicit, ARP_REQUEST_LEN, NS_LEN};
+pub use tcpgw::{ConnId, TcpGateway, TcpGwCounters, TcpPeer};

@@ -19,7 +19,7 @@ use crate::fdb::{Fdb, FdbRow, MAX_PORTS};
 use crate::l3::L3Handler;
 use crate::packet::PacketBuf;
 use crate::port::Port;
-use crate::slowpath::{SlowPathHandler, SlowRing};
+use crate::slowpath::{SlowPathHandler, SlowRing, SlowWaker};
 use crate::sys::{self, Epoll, EventFd, Ready};
 use crate::topology::{Mode, NetworkConfig, NetworkEntry, PortEntry, Topology};
 use crate::worker::{self, token, WAKE_TOKEN};
@@ -174,6 +174,11 @@ impl Dataplane {
 
     pub fn workers(&self) -> usize {
         self.shared.workers.len()
+    }
+
+    /// Wakes the slow-path thread from elsewhere (see [`SlowWaker`]).
+    pub fn slow_waker(&self) -> SlowWaker {
+        SlowWaker(self.shared.clone())
     }
 
     pub fn now(&self) -> u32 {
@@ -394,9 +399,12 @@ fn slow_thread(shared: Arc<Shared>, handler: Option<Arc<dyn SlowPathHandler>>) {
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
     let mut ready = [Ready { token: 0, readable: false, error: false }; 4];
     let mut out = PacketBuf::with_frame_capacity(crate::slowpath::SLOW_FRAME);
+    // Replies built off the ring (a forwarded DNS answer) may be as large as any frame.
+    let mut tx_buf = PacketBuf::with_frame_capacity(crate::packet::MAX_FRAME);
     let mut last_age = shared.now();
+    let mut timeout = 500;
     while !shared.stop.load(Relaxed) {
-        let _ = epoll.wait(&mut events, &mut ready, 500);
+        let _ = epoll.wait(&mut events, &mut ready, timeout);
         if let (Some(ring), Some(h)) = (&shared.slow, &handler) {
             ring.wake.drain();
             let topo = shared.topo.load();
@@ -417,17 +425,27 @@ fn slow_thread(shared: Arc<Shared>, handler: Option<Arc<dyn SlowPathHandler>>) {
                 ring.wake.notify();
             }
             let now = shared.now();
-            h.tick(now, &mut |net, except, frame| {
-                let Some(n) = topo.network(net) else { return };
-                out.fill_plain(frame);
-                for &p in &n.ports {
-                    if Some(p) != except {
-                        if let Some(dst) = topo.port(p) {
-                            worker::transmit(dst, w, out.wire());
+            h.tick(
+                now,
+                &mut |net, except, frame| {
+                    let Some(n) = topo.network(net) else { return };
+                    out.fill_plain(frame);
+                    for &p in &n.ports {
+                        if Some(p) != except {
+                            if let Some(dst) = topo.port(p) {
+                                worker::transmit(dst, w, out.wire());
+                            }
                         }
                     }
-                }
-            });
+                },
+                &mut |port, frame| {
+                    if let Some(dst) = topo.port(port) {
+                        tx_buf.fill_plain(frame);
+                        worker::transmit(dst, w, tx_buf.wire());
+                    }
+                },
+            );
+            timeout = h.tick_in().map_or(500, |d| d.as_millis().clamp(1, 500) as i32);
         }
         let now = shared.now();
         if now != last_age {

@@ -21,7 +21,7 @@ pub use dataplane::{Dataplane, DataplaneConfig, DpError, Hooks, PortStats, Worke
 pub use fdb::{Fdb, FdbRow, Learn};
 pub use l3::{L3Handler, L3Verdict};
 pub use mac::{Mac, MacParseError};
-pub use slowpath::{Flood, SlowPathHandler};
+pub use slowpath::{Flood, SlowPathHandler, SlowWaker};
 pub use topology::{Mode, NetworkConfig, Topology};
 pub use worker::BATCH;
 

@@ -225,6 +225,15 @@ impl Daemon {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("vswitchd.log")).expect("log");
+        // Names the embedded DNS does not know must never leave this machine: unless a test
+        // says otherwise, the upstream is a closed port on loopback (refused at once).
+        let resolv = self.dir.join("resolv.conf");
+        if !self.extra.iter().any(|a| a == "--resolv-conf") {
+            if !resolv.exists() {
+                std::fs::write(&resolv, "nameserver 127.0.0.1:9\n").expect("resolv.conf");
+            }
+            self.extra.extend(["--resolv-conf".to_string(), resolv.display().to_string()]);
+        }
         let child = Command::new(bin_dir().join("vswitchd"))
             .arg("--socket")
             .arg(&self.socket)
@@ -324,6 +333,80 @@ impl Drop for Daemon {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A free port on 127.0.0.1 for UDP and TCP (bound and released: another process could take
+/// it in between, which the tests' own unique names make unlikely).
+pub fn free_port() -> u16 {
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = u.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A dnsmasq serving fixed records on 127.0.0.1:`port` (UDP and TCP), logging each query; the
+/// upstream the embedded DNS forwards to in tests. Killed on drop.
+#[derive(Debug)]
+pub struct Dnsmasq {
+    pub port: u16,
+    pub log: PathBuf,
+    args: Vec<String>,
+    proc: Option<Proc>,
+}
+
+impl Dnsmasq {
+    /// `records`: dnsmasq options such as `--address=/up.test/10.9.9.9`.
+    pub fn start(port: u16, records: &[String]) -> Self {
+        let log = std::env::temp_dir().join(format!("{}.log", unique("dnsm")));
+        let mut d = Dnsmasq { port, log, args: records.to_vec(), proc: None };
+        d.restart();
+        d
+    }
+
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    pub fn restart(&mut self) {
+        self.proc = None;
+        let child = Command::new("dnsmasq")
+            .args(["-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"])
+            .args(["--user=root", "--group=root", "--pid-file=", "--log-queries", "--cache-size=0", "--local-ttl=60"])
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--log-facility={}", self.log.display()))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dnsmasq (apt-get install dnsmasq-base)");
+        self.proc = Some(Proc(Some(child)));
+        let up = eventually(5, || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok());
+        assert!(up, "dnsmasq did not come up on port {}", self.port);
+    }
+
+    /// How many queries for `name` (any type) it has logged.
+    pub fn queries_for(&self, name: &str) -> usize {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default().to_ascii_lowercase();
+        let name = format!(" {} from", name.to_ascii_lowercase());
+        log.lines().filter(|l| l.contains("query[") && l.contains(&name)).count()
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.proc = None;
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// `dig` inside `ns` with `args`; returns stdout (dig exits 0 on NXDOMAIN and SERVFAIL too).
+pub fn dig(ns: &Netns, args: &[&str]) -> String {
+    let mut full = vec!["dig", "+time=2", "+tries=1"];
+    full.extend_from_slice(args);
+    String::from_utf8_lossy(&ns.exec(&full).stdout).into_owned()
 }
 
 /// Waits until `f` is true or `secs` pass.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vswitch_ctl::controller::Controller;
+use vswitch_ctl::dns::{Dns, DnsHandle};
 use vswitch_ctl::leases::LeaseDb;
 use vswitch_ctl::store::Store;
 use vswitch_ctl::{server, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
@@ -35,6 +36,10 @@ struct Args {
     /// switching logic (the ceiling of the port I/O).
     #[arg(long)]
     null_forwarder: bool,
+    /// Where the embedded DNS finds the upstream servers of networks without --dns (followed
+    /// when it changes).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
 }
 
 fn main() {
@@ -63,9 +68,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: Some(router) })?);
     let leases = Arc::new(LeaseDb::open(&args.state_dir)?);
     gateways.set_leases(leases.clone());
-    let ctl = Controller::start(store, dp.clone(), gateways, leases, l3).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ctl = Arc::new(Mutex::new(ctl));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(8).enable_all().build()?;
+    let dns = Dns::new(&args.resolv_conf, rt.handle().clone(), dp.slow_waker());
+    gateways.set_dns(Arc::new(DnsHandle(dns.clone())));
+    let ctl = Controller::start(store, dp.clone(), gateways, leases, l3, dns).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ctl = Arc::new(Mutex::new(ctl));
     let socket = args.socket.clone();
     rt.block_on(async move {
         let reaper = ctl.clone();

@@ -79,6 +79,13 @@ pub(super) struct Create {
     /// Most MACs one port may have learned (0 = no limit; default 1024).
     #[arg(long)]
     mac_limit: Option<u32>,
+    /// Upstream DNS server for names the network does not know: IP or IP:PORT (repeatable;
+    /// default: the host's resolv.conf).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// No DNS server at the gateway and no names published on this network.
+    #[arg(long, conflicts_with = "dns")]
+    dns_disable: bool,
 }
 
 /// Pairs each --gateway, --ip-range and --aux-address with the --subnet that contains it,
@@ -116,6 +123,11 @@ fn ipam_configs(subnets: &[String], gateways: &[String], ranges: &[String], aux:
     Ok(out)
 }
 
+/// A wrong --dns is named before anything is sent.
+fn check_dns_server(s: &str) -> Result<(), ClientError> {
+    crate::dns::parse_server(s).map(|_| ()).map_err(|e| ClientError::Daemon(format!("--dns: {e}")))
+}
+
 impl Create {
     fn exec(self, ctx: &Ctx) -> Result<(), ClientError> {
         let mut options: BTreeMap<String, String> = self.opts.into_iter().collect();
@@ -123,6 +135,15 @@ impl Create {
             if let Some(v) = v {
                 options.insert(k.to_string(), v.to_string());
             }
+        }
+        for d in &self.dns {
+            check_dns_server(d)?;
+        }
+        if !self.dns.is_empty() {
+            options.insert(opt::DNS_SERVERS.to_string(), self.dns.join(","));
+        }
+        if self.dns_disable {
+            options.insert(opt::DNS_DISABLE.to_string(), "true".to_string());
         }
         let labels: BTreeMap<String, String> = self.label.into_iter().collect();
         let config = ipam_configs(&self.subnet, &self.gateway, &self.ip_range, &self.aux)?;

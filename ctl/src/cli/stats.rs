@@ -1,4 +1,4 @@
-//! `vswitchctl stats`: per-port counters with every drop reason, per-worker and gateway totals.
+//! `vswitchctl stats`: per-port counters with every drop reason, per-worker, gateway and DNS totals.
 
 use clap::Args;
 use serde_json::Value;
@@ -65,6 +65,19 @@ impl StatsCmd {
             n(g, "Icmp6EchoReplies"),
             n(g, "Malformed"),
             n(g, "Ignored")
+        );
+        let d = &v["Dns"];
+        println!(
+            "dns: {} queries, {} answered locally, {} forwarded, {} cache hits ({} entries), {} servfail, {} upstream errors, {} truncated, {} dropped",
+            n(d, "Queries"),
+            n(d, "Local"),
+            n(d, "Forwarded"),
+            n(d, "CacheHits"),
+            n(d, "CacheEntries"),
+            n(d, "ServFail"),
+            n(d, "UpstreamErrors"),
+            n(d, "Truncated"),
+            n(d, "Dropped")
         );
         println!("fdb: {} entries, {} bytes of tables", v["Fdb"]["Entries"], v["Fdb"]["TableBytes"]);
         Ok(())
