@@ -273,6 +273,8 @@ fn frame_v6(dst: Ipv6Addr) -> Vec<u8> {
 fn two_networks() -> L3Config {
     let mut cfg = L3Config::new();
     let net = |mac, v4: &str, v6: &str| NetworkL3 {
+        uplink: false,
+        host_loopback: false,
         mac,
         mtu: 1500,
         ipv4: Some(v4.parse::<Ipv4Net>().expect("IPv4 gateway")),

@@ -255,8 +255,19 @@ impl Controller {
                 (IpAddr::V6(g), IpNet::V6(s)) => Ipv6Net::new(g, s.prefix_len()).ok(),
                 _ => None,
             });
-            cfg.set_network(nid, NetworkL3 { mac: n.gateway_mac(), mtu: n.mtu, ipv4: net4, ipv6: net6, internal: n.internal })
-                .map_err(bad)?;
+            cfg.set_network(
+                nid,
+                NetworkL3 {
+                    mac: n.gateway_mac(),
+                    mtu: n.mtu,
+                    ipv4: net4,
+                    ipv6: net6,
+                    internal: n.internal,
+                    uplink: false,
+                    host_loopback: false,
+                },
+            )
+            .map_err(bad)?;
         }
         for n in &self.state.networks {
             for other in &n.route_to {

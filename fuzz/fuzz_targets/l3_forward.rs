@@ -54,6 +54,8 @@ fn gw_mac(net: NetId) -> Mac {
 
 fn router() -> L3 {
     let net = |i: NetId, v4: Option<&str>, v6: Option<&str>, mtu: u32, internal: bool| NetworkL3 {
+        uplink: i % 2 == 0,
+        host_loopback: i % 4 == 0,
         mac: gw_mac(i),
         mtu,
         ipv4: v4.map(|s| s.parse().unwrap()),
@@ -130,6 +132,10 @@ fn run(l3: &L3, input: &[u8]) {
                         assert_eq!(wire[i], input[i], "byte {i} changed in a forwarded frame");
                     }
                 }
+            }
+            Forward::Uplink => {
+                assert!(in_net % 2 == 0, "network {in_net} has no uplink");
+                assert_eq!(wire, input, "a frame for the uplink was changed");
             }
             Forward::Icmp { len, error } => {
                 assert_eq!(wire, input, "a frame answered with an ICMP error was changed");

@@ -165,3 +165,19 @@ pub(crate) fn echo6_request_with(data: usize) -> Vec<u8> {
     fix_checksums(&mut f);
     f
 }
+
+/// xorshift64*: enough randomness to shake the parsers, no dependency, reproducible.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}

@@ -133,6 +133,8 @@ pub enum Forward {
     Resolve { net: NetId, ip: IpAddr },
     /// For the gateway itself (its address, a broadcast, a multicast group): the slow path's.
     Local,
+    /// Out of every network: the NAT engine's (see [`NetworkL3::uplink`]), untouched.
+    Uplink,
     /// Dropped without an answer.
     Drop(DropReason),
 }
@@ -169,6 +171,12 @@ pub struct NetworkL3 {
     /// `--internal`: never routes to another network nor is reached from one, whatever pairs
     /// are allowed.
     pub internal: bool,
+    /// Destinations no route covers leave through the uplink (the NAT engine: the host and
+    /// the world). Off: they are unreachable, as on an `--internal` network.
+    pub uplink: bool,
+    /// TCP and UDP to the gateway's own address (but DNS and DHCP, which the gateway serves)
+    /// go to the uplink too, which carries them to the host's loopback (`host-loopback`).
+    pub host_loopback: bool,
 }
 
 /// Why the router refused a configuration change; nothing was changed.
@@ -487,6 +495,8 @@ struct NetRt {
     mtu: usize,
     ipv4: Option<Ipv4Net>,
     ipv6: Option<Ipv6Net>,
+    uplink: bool,
+    host_loopback: bool,
     /// Networks this one may route to, besides itself; sorted.
     egress: Box<[NetId]>,
     state: Arc<NetState>,
@@ -569,7 +579,17 @@ impl L3 {
                 .map(|&(_, to)| to)
                 .filter(|&to| to != id && config.allows(id, to))
                 .collect();
-            nets[idx] = Some(NetRt { id, mac: n.mac, mtu: n.mtu as usize, ipv4: n.ipv4, ipv6: n.ipv6, egress, state });
+            nets[idx] = Some(NetRt {
+                id,
+                mac: n.mac,
+                mtu: n.mtu as usize,
+                ipv4: n.ipv4,
+                ipv6: n.ipv6,
+                uplink: n.uplink && !n.internal,
+                host_loopback: n.host_loopback && n.uplink && !n.internal,
+                egress,
+                state,
+            });
         }
         self.live.store(Arc::new(Live { config, nets }));
     }
@@ -679,6 +699,19 @@ fn segment_len(gso: Gso, v6: bool, proto: u8, l3: usize, l4: &[u8]) -> Result<us
 }
 
 /// RFC 1624 eqn. 3: the checksum `hc` after a 16-bit word of the data changed from `old` to `new`.
+/// Whether a packet to the gateway's address goes on to the host's loopback: TCP and UDP, but
+/// not the services the gateway answers itself (DNS on 53, DHCP on 67 and 547). `l4` is the
+/// transport header onward; IPv6 extension headers are not looked through.
+fn to_host(proto: u8, l4: &[u8]) -> bool {
+    let Some(ports) = l4.first_chunk::<4>() else { return false };
+    let dport = u16::from_be_bytes([ports[2], ports[3]]);
+    match proto {
+        6 => dport != 53,
+        17 => !matches!(dport, 53 | 67 | 547),
+        _ => false,
+    }
+}
+
 fn checksum_adjust(hc: u16, old: u16, new: u16) -> u16 {
     let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
     sum = (sum & 0xffff) + (sum >> 16);
@@ -727,7 +760,10 @@ impl Live {
         if v4_not_a_host(src) {
             return Forward::Drop(Martian);
         }
-        if inn.ipv4.is_some_and(|g| g.addr() == dst) || dst.is_broadcast() || dst.is_multicast() {
+        if inn.ipv4.is_some_and(|g| g.addr() == dst) {
+            return if inn.host_loopback && to_host(proto, &ip[ihl.min(total)..total]) { Forward::Uplink } else { Forward::Local };
+        }
+        if dst.is_broadcast() || dst.is_multicast() {
             return Forward::Local;
         }
         if v4_not_a_host(dst) {
@@ -737,6 +773,9 @@ impl Live {
             return Forward::Drop(Scope);
         }
         let Some((route, out)) = self.config.lookup_v4(dst).and_then(|r| Some((r, self.net(r.net)?))) else {
+            if inn.uplink {
+                return Forward::Uplink;
+            }
             return self.error_v4(inn, IcmpError::NetUnreachable, frame, err, now);
         };
         if !inn.may_reach(out.id) {
@@ -813,7 +852,10 @@ impl Live {
         if src.is_multicast() || src.is_unspecified() || src.is_loopback() || src.to_ipv4_mapped().is_some() {
             return Forward::Drop(Martian);
         }
-        if inn.ipv6.is_some_and(|g| g.addr() == dst) || dst.is_multicast() || dst.is_unicast_link_local() {
+        if inn.ipv6.is_some_and(|g| g.addr() == dst) {
+            return if inn.host_loopback && to_host(next, &ip[IPV6_HDR_LEN..total]) { Forward::Uplink } else { Forward::Local };
+        }
+        if dst.is_multicast() || dst.is_unicast_link_local() {
             return Forward::Local;
         }
         if dst.is_unspecified() || dst.is_loopback() || dst.to_ipv4_mapped().is_some() {
@@ -823,6 +865,9 @@ impl Live {
             return Forward::Drop(Scope);
         }
         let Some((route, out)) = self.config.lookup_v6(dst).and_then(|r| Some((r, self.net(r.net)?))) else {
+            if inn.uplink {
+                return Forward::Uplink;
+            }
             return self.error_v6(inn, IcmpError::NetUnreachable, frame, err, now);
         };
         if !inn.may_reach(out.id) {

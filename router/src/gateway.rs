@@ -569,22 +569,6 @@ mod tests {
         assert_eq!((sent, g.counters().arp_replies), (1, 1));
     }
 
-    /// xorshift64*: enough randomness to shake the parsers, no dependency, reproducible.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     #[test]
     fn random_and_mutated_frames_never_panic_and_are_each_counted_once() {
         let g = Gateways::new();

@@ -15,6 +15,7 @@ impl L3Handler for L3 {
                 None => L3Verdict::Unresolved,
             },
             Forward::Local => L3Verdict::Local,
+            Forward::Uplink => L3Verdict::Uplink,
             Forward::Drop(reason) => L3Verdict::Drop { reason: reason.name() },
         }
     }

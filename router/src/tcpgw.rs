@@ -689,6 +689,7 @@ impl Device for Link<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::Rng;
 
     const GW_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
     const CLIENT_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0x02]);
@@ -1151,22 +1152,6 @@ mod tests {
         assert!(!n.gw.wants(&arp));
         // Cut before the port: still claimed, and counted.
         assert!(n.gw.wants(&syn4[..ETH_HDR_LEN + 21]));
-    }
-
-    /// xorshift64*: enough randomness to shake the parsers, no dependency, reproducible.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
     }
 
     /// A session's worth of real frames from the client, both address families.

@@ -40,6 +40,7 @@ drop_reasons! {
     RxError => "rx_error": "reading the device failed for another reason",
     Unresolved => "unresolved": "routed, but the next hop's MAC is not known yet",
     RoutedDrop => "routed_drop": "the router refused it (policy, TTL, malformed IP; see the gateway counters)",
+    UplinkFull => "uplink_full": "routed out of the networks, but the ring to the NAT engine was full",
 }
 
 /// Counters written by one worker for one port. Aligned so two workers never share a line.
@@ -93,7 +94,7 @@ impl PortTotals {
 }
 
 impl PortCounters {
-    /// `writers` is workers + 1 (the last block belongs to the slow path).
+    /// `writers` is workers + 2 (the slow path and the uplink's engine have the last two).
     pub fn new(writers: usize) -> Self {
         Self { blocks: (0..writers).map(|_| PortWorkerCounters::default()).collect() }
     }

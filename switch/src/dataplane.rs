@@ -22,6 +22,7 @@ use crate::port::Port;
 use crate::slowpath::{SlowPathHandler, SlowRing, SlowWaker};
 use crate::sys::{self, Epoll, EventFd, Ready};
 use crate::topology::{Mode, NetworkConfig, NetworkEntry, PortEntry, Topology};
+use crate::uplink::{Uplink, UplinkRing};
 use crate::worker::{self, token, WAKE_TOKEN};
 use crate::{Mac, NetId, PortId};
 
@@ -49,6 +50,8 @@ impl Default for DataplaneConfig {
 pub struct Hooks {
     pub slow: Option<Arc<dyn SlowPathHandler>>,
     pub l3: Option<Arc<dyn L3Handler>>,
+    /// Frames the router sends out of the networks go to a NAT engine (see [`Uplink`]).
+    pub uplink: bool,
 }
 
 /// A control request the data plane refused; nothing was changed.
@@ -83,6 +86,7 @@ pub(crate) struct Shared {
     pub start: Instant,
     pub stop: AtomicBool,
     pub slow: Option<SlowRing>,
+    pub uplink: Option<UplinkRing>,
     pub l3: Option<Arc<dyn L3Handler>>,
     pub workers: Vec<WorkerShared>,
 }
@@ -151,6 +155,7 @@ impl Dataplane {
             start: Instant::now(),
             stop: AtomicBool::new(false),
             slow: if handler.is_some() { Some(SlowRing::new()?) } else { None },
+            uplink: if hooks.uplink { Some(UplinkRing::new()?) } else { None },
             l3: hooks.l3,
             workers,
         });
@@ -174,6 +179,11 @@ impl Dataplane {
 
     pub fn workers(&self) -> usize {
         self.shared.workers.len()
+    }
+
+    /// The engine's end of the uplink, when the data plane was started with one.
+    pub fn uplink(&self) -> Option<Uplink> {
+        self.shared.uplink.is_some().then(|| Uplink(self.shared.clone()))
     }
 
     /// Wakes the slow-path thread from elsewhere (see [`SlowWaker`]).
@@ -272,7 +282,8 @@ impl Dataplane {
             id,
             net,
             port,
-            counters: Arc::new(PortCounters::new(self.workers() + 1)),
+            // One block per worker, one for the slow path, one for the uplink's engine.
+            counters: Arc::new(PortCounters::new(self.workers() + 2)),
             down: Arc::new(AtomicBool::new(false)),
         });
         // Refuse before changing anything: another port owns one of these addresses.

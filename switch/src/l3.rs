@@ -21,6 +21,8 @@ pub enum L3Verdict {
     Unresolved,
     /// For the gateway itself: hand it to the slow path.
     Local,
+    /// Out of every network, to the host or the world: hand it whole to the NAT engine.
+    Uplink,
     /// Dropped; `reason` is the router's own name for why, counted under `routed_drop`.
     Drop { reason: &'static str },
 }

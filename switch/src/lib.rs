@@ -14,6 +14,7 @@ pub mod port;
 pub mod slowpath;
 pub mod sys;
 pub mod topology;
+pub mod uplink;
 mod worker;
 
 pub use counters::Drop;
@@ -23,6 +24,7 @@ pub use l3::{L3Handler, L3Verdict};
 pub use mac::{Mac, MacParseError};
 pub use slowpath::{Flood, SlowPathHandler, SlowWaker};
 pub use topology::{Mode, NetworkConfig, Topology};
+pub use uplink::{Uplink, UplinkFrame, UPLINK_RING};
 pub use worker::BATCH;
 
 /// A network inside the data plane (dense, assigned by [`Dataplane::add_network`]).

@@ -212,6 +212,16 @@ fn route(
         }
         L3Verdict::Unresolved => bump(&c.drops[Drop::Unresolved as usize], 1),
         L3Verdict::Local => punt(shared, pe.net, pe.id, wire, c),
+        L3Verdict::Uplink => {
+            let r = match &shared.uplink {
+                Some(ring) => ring.push(pe.net, pe.id, wire),
+                None => Err(Drop::RoutedDrop),
+            };
+            match r {
+                Ok(()) => bump(&c.routed, 1),
+                Err(reason) => bump(&c.drops[reason as usize], 1),
+            }
+        }
         L3Verdict::Drop { .. } => bump(&c.drops[Drop::RoutedDrop as usize], 1),
     }
 }

@@ -65,7 +65,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     gateways.set_l3(l3.clone());
     let handler: Arc<dyn SlowPathHandler> = gateways.clone();
     let router: Arc<dyn L3Handler> = l3.clone();
-    let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: Some(router) })?);
+    let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: Some(router), uplink: false })?);
     let leases = Arc::new(LeaseDb::open(&args.state_dir)?);
     gateways.set_leases(leases.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(8).enable_all().build()?;

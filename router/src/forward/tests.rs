@@ -2,7 +2,7 @@
 //! concurrent reconfiguration that must never panic.
 
 use super::*;
-use crate::fixtures::checksums_valid;
+use crate::fixtures::{checksums_valid, Rng};
 use crate::icmperr::{ICMP_BURST, ICMP_ERROR_BUF};
 use crate::l3_fixtures::*;
 
@@ -18,7 +18,15 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn network(mac: Mac, v4: &str, v6: &str, mtu: u32) -> NetworkL3 {
-    NetworkL3 { mac, mtu, ipv4: Some(v4.parse().unwrap()), ipv6: Some(v6.parse().unwrap()), internal: false }
+    NetworkL3 {
+        mac,
+        mtu,
+        ipv4: Some(v4.parse().unwrap()),
+        ipv6: Some(v6.parse().unwrap()),
+        internal: false,
+        uplink: false,
+        host_loopback: false,
+    }
 }
 
 /// Networks 1 (front) and 2 (back, MTU 1400) route to each other; network 3 (10.40.0.0/24,
@@ -677,22 +685,6 @@ fn concurrent_forwarding_and_reconfiguration() {
     assert_eq!(l3.neighbors(2, NOW).unwrap().len(), 2, "static neighbours kept through 200 swaps");
 }
 
-/// xorshift64*: reproducible randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn random_and_mutated_frames_never_panic() {
     let l3 = router();
@@ -752,6 +744,7 @@ fn random_and_mutated_frames_never_panic() {
             Forward::Drop(r) => *outcomes.entry(r.name()).or_insert(0) += 1,
             Forward::Local => *outcomes.entry("local").or_insert(0) += 1,
             Forward::Resolve { .. } => *outcomes.entry("resolve").or_insert(0) += 1,
+            Forward::Uplink => panic!("no network of this router has an uplink"),
         }
     }
     for seen in ["icmp", "out", "malformed", "local", "martian"] {
@@ -812,4 +805,50 @@ fn l3_timing_1m_routes_and_forwarding() {
         assert!(matches!(f, Forward::Out { .. }));
     }
     eprintln!("forward(): {:.1} M frames/s on one core (routed IPv4, 1M routes)", f64::from(frames) / t3.elapsed().as_secs_f64() / 1e6);
+}
+
+/// Network 1 with the uplink (and perhaps host-loopback); network 3 the same but `--internal`.
+fn uplink_router(host_loopback: bool) -> L3 {
+    let mut c = L3Config::new();
+    c.set_network(1, NetworkL3 { uplink: true, host_loopback, ..network(GW1, "10.20.0.1/24", "fd20::1/64", 1500) }).unwrap();
+    c.set_network(3, NetworkL3 { uplink: true, host_loopback, internal: true, ..network(GW3, "10.40.0.1/24", "fd40::1/64", 1500) })
+        .unwrap();
+    let l3 = L3::new();
+    l3.store(c);
+    l3
+}
+
+#[test]
+fn unrouted_destinations_leave_through_the_uplink_untouched() {
+    let l3 = uplink_router(false);
+    for f in [&NOROUTE4_IN[..], &NOROUTE6_IN[..]] {
+        let (verdict, out, _) = run(&l3, 1, wire(f), NOW);
+        assert_eq!(verdict, Forward::Uplink);
+        assert_eq!(out, f, "the engine gets the frame as the container sent it");
+    }
+    // An --internal network has no way out, uplink or not.
+    let mut from3 = NOROUTE4_IN;
+    from3[26..30].copy_from_slice(&[10, 40, 0, 2]);
+    fix_ipv4_header(&mut from3);
+    assert!(matches!(run(&l3, 3, wire(&from3), NOW).0, Forward::Icmp { error: IcmpError::NetUnreachable, .. }));
+}
+
+#[test]
+fn host_loopback_sends_tcp_and_udp_for_the_gateway_up_but_not_its_own_services() {
+    let to_gw = |proto: u8, dport: u16| {
+        let mut f = v4_edit(&UDP4_IN, [10, 20, 0, 1], 64, true, 0);
+        f[23] = proto;
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        fix_ipv4_header(&mut f);
+        wire(&f)
+    };
+    let on = uplink_router(true);
+    let off = uplink_router(false);
+    for (proto, port) in [(6, 8080), (17, 8080), (6, 80), (17, 5353)] {
+        assert_eq!(run(&on, 1, to_gw(proto, port), NOW).0, Forward::Uplink, "{proto}/{port}");
+        assert_eq!(run(&off, 1, to_gw(proto, port), NOW).0, Forward::Local, "{proto}/{port} without host-loopback");
+    }
+    for (proto, port) in [(6, 53), (17, 53), (17, 67), (1, 0)] {
+        assert_eq!(run(&on, 1, to_gw(proto, port), NOW).0, Forward::Local, "the gateway's own {proto}/{port}");
+    }
 }

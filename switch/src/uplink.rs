@@ -1,0 +1,122 @@
+//! The uplink: frames the router sends out of every network (to the host and the world) go on a
+//! bounded ring to the NAT engine's thread, which answers by writing frames into ports itself.
+//!
+//! Like the slow path, workers never wait: a frame is copied into a buffer from a free ring,
+//! whole (GSO super-frames included, with their virtio-net header, so the engine sees 64 KB
+//! segments), and dropped with a counter (`uplink_full`) when none is free. Buffers cycle
+//! between the two rings; their pages are touched only as far as frames reach.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::counters::Drop;
+use crate::dataplane::Shared;
+use crate::packet::{PacketBuf, VNET_HDR_LEN};
+use crate::sys::EventFd;
+use crate::{NetId, PortId};
+
+/// Frames that can wait for the engine at once.
+pub const UPLINK_RING: usize = 512;
+
+/// A frame routed to the uplink: `[vnet hdr][Ethernet frame]`, from `port` in `net`.
+#[derive(Debug)]
+pub struct UplinkFrame {
+    pub buf: PacketBuf,
+    pub net: NetId,
+    pub port: PortId,
+}
+
+#[derive(Debug)]
+pub(crate) struct UplinkRing {
+    free: ArrayQueue<PacketBuf>,
+    full: ArrayQueue<UplinkFrame>,
+    pub wake: EventFd,
+}
+
+impl UplinkRing {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        let free = ArrayQueue::new(UPLINK_RING);
+        for _ in 0..UPLINK_RING {
+            let _ = free.push(PacketBuf::new());
+        }
+        Ok(Self { free, full: ArrayQueue::new(UPLINK_RING), wake: EventFd::new()? })
+    }
+
+    pub(crate) fn push(&self, net: NetId, port: PortId, wire: &[u8]) -> Result<(), Drop> {
+        let Some(mut buf) = self.free.pop() else { return Err(Drop::UplinkFull) };
+        let n = wire.len().min(VNET_HDR_LEN + buf.frame_capacity());
+        buf.rx_area()[..n].copy_from_slice(&wire[..n]);
+        buf.set_len(n);
+        match self.full.push(UplinkFrame { buf, net, port }) {
+            Ok(()) => {
+                self.wake.notify();
+                Ok(())
+            }
+            Err(f) => {
+                let _ = self.free.push(f.buf);
+                Err(Drop::UplinkFull)
+            }
+        }
+    }
+}
+
+/// The engine's end of the uplink: frames to take, and ports to answer into. Obtained from
+/// [`crate::Dataplane::uplink`]; used from one thread.
+#[derive(Clone)]
+pub struct Uplink(pub(crate) Arc<Shared>);
+
+impl std::fmt::Debug for Uplink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Uplink")
+    }
+}
+
+impl Uplink {
+    fn ring(&self) -> &UplinkRing {
+        // Dataplane::uplink hands out an Uplink only when the ring exists.
+        self.0.uplink.as_ref().expect("uplink ring")
+    }
+
+    /// Readable (level-triggered) while frames wait; call [`Uplink::drain_wake`] before popping.
+    pub fn wake_fd(&self) -> RawFd {
+        self.ring().wake.raw()
+    }
+
+    pub fn drain_wake(&self) {
+        self.ring().wake.drain();
+    }
+
+    pub fn pop(&self) -> Option<UplinkFrame> {
+        self.ring().full.pop()
+    }
+
+    /// Gives a popped frame's buffer back.
+    pub fn recycle(&self, buf: PacketBuf) {
+        let _ = self.ring().free.push(buf);
+    }
+
+    /// Writes `wire` (`[vnet hdr][Ethernet frame]`) into `port`, counted on the uplink's own
+    /// counter block. False if the port is gone.
+    pub fn transmit(&self, port: PortId, wire: &[u8]) -> bool {
+        let topo = self.0.topo.load();
+        let Some(dst) = topo.port(port) else { return false };
+        crate::worker::transmit(dst, self.0.workers.len() + 1, wire);
+        true
+    }
+
+    /// The network a port belongs to now (None once it is removed).
+    pub fn port_network(&self, port: PortId) -> Option<NetId> {
+        self.0.topo.load().port(port).map(|p| p.net)
+    }
+
+    /// Seconds on the data plane's clock.
+    pub fn now(&self) -> u32 {
+        self.0.now()
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.0.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
