@@ -1,4 +1,5 @@
-//! Running external commands with time limits, and a guard that stops a started process on drop.
+//! Running external commands with time limits, a guard that stops a started process on drop,
+//! temporary directories, and what a killed run left of them.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -167,6 +168,71 @@ impl Drop for Proc {
     }
 }
 
+/// How every temporary directory of this program is named: `vswitch-compare.<pid>.<n>`, the
+/// PID being the run's, in $TMPDIR. The processes a run starts (vswitchd, dnsmasq) are given
+/// paths inside it, so their command lines say which run they belong to.
+pub const TEMP_PREFIX: &str = "vswitch-compare.";
+/// The file a kept directory holds, so that `cleanup` leaves it for the post-mortem.
+const KEPT: &str = ".kept";
+
+/// A fresh temporary directory for this run (`$TMPDIR/vswitch-compare.<pid>.<n>`).
+pub fn temp_dir(keep: bool) -> Result<TempDir> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    TempDir::create(&std::env::temp_dir(), &format!("{TEMP_PREFIX}{}.{n}", std::process::id()), keep)
+}
+
+/// The run PID in a path or argument naming one of our temporary directories.
+fn run_pid_in(arg: &str) -> Option<u32> {
+    let base = std::env::temp_dir().join(TEMP_PREFIX);
+    let at = arg.find(base.to_str()?)? + base.to_str()?.len();
+    let digits: String = arg[at..].chars().take_while(char::is_ascii_digit).collect();
+    arg[at + digits.len()..].starts_with('.').then(|| digits.parse().ok())?
+}
+
+/// Temporary directories of runs whose process is gone, except those kept with --keep-logs.
+pub fn leftover_dirs() -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else { return Vec::new() };
+    dir.filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.to_str().and_then(|s| run_pid_in(&format!("{s}."))).is_some_and(crate::netns::gone))
+        .filter(|p| p.is_dir() && !p.join(KEPT).exists())
+        .collect()
+}
+
+/// Processes (vswitchd, dnsmasq) started by runs whose process is gone: (PID, command line).
+/// Recognised by an argument naming a file in one of those runs' temporary directories.
+pub fn leftover_processes() -> Vec<(u32, String)> {
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    proc_dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != std::process::id())
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<String> =
+                raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            args.iter().filter_map(|a| run_pid_in(a)).any(crate::netns::gone).then(|| (pid, args.join(" ")))
+        })
+        .collect()
+}
+
+/// Stops a process that is not our child (a killed run's): SIGTERM, then SIGKILL after `grace`.
+/// Whether it is gone.
+pub fn terminate(pid: u32, grace: Duration) -> bool {
+    let p = pid.to_string();
+    let gone = || !Path::new(&format!("/proc/{pid}")).exists();
+    let _ = Command::new("kill").args(["-TERM", &p]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if gone() {
+            return true;
+        }
+        thread::sleep(POLL);
+    }
+    let _ = Command::new("kill").args(["-KILL", &p]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    thread::sleep(Duration::from_millis(100));
+    gone()
+}
+
 /// A directory this program created; removed with its contents on drop unless kept.
 #[derive(Debug)]
 pub struct TempDir {
@@ -190,6 +256,7 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         if self.keep {
+            let _ = std::fs::write(self.path.join(KEPT), "kept with --keep-logs; `vswitch-compare cleanup` leaves it\n");
             eprintln!("note: kept {}", self.path.display());
         } else if let Err(e) = std::fs::remove_dir_all(&self.path) {
             eprintln!("warning: cannot remove {}: {e}", self.path.display());
@@ -204,4 +271,20 @@ pub fn which(prog: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|d| d.join(prog))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_pid_from_paths_in_our_temporary_directories() {
+        let t = std::env::temp_dir();
+        let t = t.to_str().unwrap();
+        assert_eq!(run_pid_in(&format!("{t}/vswitch-compare.123.4/vswitchd.sock")), Some(123));
+        assert_eq!(run_pid_in(&format!("--log-facility={t}/vswitch-compare.77.0/dnsmasq-local.log")), Some(77));
+        assert_eq!(run_pid_in(&format!("{t}/vswitch-compare.123")), None, "no '.' after the PID");
+        assert_eq!(run_pid_in(&format!("{t}/vswitch-compare.x.1/f")), None);
+        assert_eq!(run_pid_in("/elsewhere/vswitch-compare.5.1/f"), None);
+    }
 }

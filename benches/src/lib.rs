@@ -1,4 +1,4 @@
-//! The machinery behind `vswitch-compare`: namespaces, processes, load generators, systems, report.
+//! The machinery behind `vswitch-compare`: namespaces, processes, load generators (UDP, DNS), systems, report.
 //!
 //! `vswitch-compare` builds each system under test in network namespaces it creates itself,
 //! measures it with the same workloads, and tears it down. Everything it creates (namespaces,
@@ -8,6 +8,8 @@
 
 pub mod cmd;
 pub mod cpu;
+pub mod dns;
+pub mod dnsload;
 pub mod machine;
 pub mod netns;
 pub mod report;

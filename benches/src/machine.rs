@@ -17,6 +17,9 @@ pub struct Machine {
     pub kernel: String,
     pub iperf3: String,
     pub vswitchd: Option<String>,
+    /// Versions of the DNS comparison's tools, when installed.
+    pub dnsmasq: Option<String>,
+    pub dnsperf: Option<String>,
     pub date_utc: String,
 }
 
@@ -42,6 +45,11 @@ impl Machine {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
             iperf3: first_line("iperf3", "--version").unwrap_or_else(|| "missing".into()),
             vswitchd: vswitchd.and_then(|p| first_line(p.to_str()?, "--version")),
+            dnsmasq: first_line("dnsmasq", "--version"),
+            // dnsperf has no --version; its help ends with "Version 2.10.0".
+            dnsperf: cmd::run_within("dnsperf", &["-h"], Duration::from_secs(5)).ok().and_then(|s| {
+                s.lines().find(|l| l.starts_with("Version ")).map(|l| format!("dnsperf {}", l.trim_start_matches("Version ")))
+            }),
             date_utc: first_line("date", "-u").unwrap_or_default(),
         }
     }
@@ -49,10 +57,15 @@ impl Machine {
 
 /// Tools the comparison runs, and the Debian package of each.
 const TOOLS: [(&str, &str); 5] = [("ip", "iproute2"), ("ss", "iproute2"), ("iperf3", "iperf3"), ("kill", "procps"), ("sysctl", "procps")];
+/// Tools the DNS comparison runs (dnsperf is optional: a cross-check).
+const DNS_TOOLS: [(&str, &str); 3] = [("ip", "iproute2"), ("kill", "procps"), ("dnsmasq", "dnsmasq-base")];
 
-/// Fails, naming what to install, unless every tool is there and we run as root.
-pub fn check_prerequisites() -> Result<()> {
-    let mut missing: Vec<&str> = TOOLS.iter().filter(|(t, _)| cmd::which(t).is_none()).map(|(_, p)| *p).collect();
+/// Fails, naming what to install, unless every tool the asked comparisons need is there
+/// (switching and routing: `network`; DNS: `dns`) and we run as root.
+pub fn check_prerequisites(network: bool, dns: bool) -> Result<()> {
+    let tools = TOOLS.iter().filter(|_| network).chain(DNS_TOOLS.iter().filter(|_| dns));
+    let mut missing: Vec<&str> = tools.filter(|(t, _)| cmd::which(t).is_none()).map(|(_, p)| *p).collect();
+    missing.sort_unstable();
     missing.dedup();
     let mut problems = Vec::new();
     if !missing.is_empty() {

@@ -2,9 +2,15 @@
 //!
 //! Names are `vsb<pid>-<n>-<role>`: the PID of this process makes them unique per run and lets
 //! [`leftovers`] recognise namespaces of runs that were killed before they could clean up.
+//!
+//! vswitchd writes `/etc/netns/<name>/resolv.conf` for every named namespace it connects to a
+//! network with DNS, and leaves it there when it is stopped with the namespace still connected
+//! (its state would connect it again at the next start): deleting one of our namespaces
+//! removes that file too ([`remove_etc_netns`]).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::{self, JoinHandle};
@@ -16,6 +22,10 @@ use crate::{err, Result};
 pub const PREFIX: &str = "vsb";
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
+/// Where iproute2 finds a named namespace's own /etc files, and vswitchd writes resolv.conf.
+pub const ETC_NETNS: &str = "/etc/netns";
+/// How the resolv.conf files vswitchd writes begin (ctl/src/resolvconf.rs); no other is removed.
+const VSWITCHD_MARK: &str = "# Written by vswitchd";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -72,7 +82,21 @@ impl Drop for Netns {
         if let Err(e) = cmd::run("ip", &["netns", "del", &self.name]) {
             eprintln!("warning: cannot delete namespace {}: {e}", self.name);
         }
+        remove_etc_netns(&self.name);
     }
+}
+
+/// Removes the resolv.conf vswitchd wrote for the namespace `name`, if it is one vswitchd
+/// wrote, and then `/etc/netns/<name>` if that left it empty. Whether something was removed.
+pub fn remove_etc_netns(name: &str) -> bool {
+    let dir = Path::new(ETC_NETNS).join(name);
+    let file = dir.join("resolv.conf");
+    let mut removed = false;
+    if std::fs::read_to_string(&file).is_ok_and(|t| t.starts_with(VSWITCHD_MARK)) {
+        removed = std::fs::remove_file(&file).is_ok();
+    }
+    // Only when empty: anything else there is not ours.
+    removed | std::fs::remove_dir(&dir).is_ok()
 }
 
 /// Moves the calling thread into the named network namespace. Sockets it opens afterwards
@@ -112,12 +136,27 @@ pub fn join<T>(h: JoinHandle<Result<T>>, what: &str) -> Result<T> {
 
 /// Namespaces named like ours whose creating process is gone: leftovers of a killed run.
 pub fn leftovers() -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(NETNS_DIR) else { return Vec::new() };
+    names_of_killed_runs(NETNS_DIR)
+}
+
+/// Directories in /etc/netns of our namespaces whose creating process is gone (vswitchd's
+/// resolv.conf, see [`remove_etc_netns`]).
+pub fn etc_leftovers() -> Vec<String> {
+    names_of_killed_runs(ETC_NETNS)
+}
+
+fn names_of_killed_runs(dir: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(dir) else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|name| {
             let Some(rest) = name.strip_prefix(PREFIX) else { return false };
             let Some((pid, _)) = rest.split_once('-') else { return false };
-            pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            pid.parse::<u32>().is_ok_and(gone)
         })
         .collect()
+}
+
+/// Whether `pid` is another process than this one, and no longer exists: a killed run's.
+pub fn gone(pid: u32) -> bool {
+    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -11,7 +11,7 @@ use crate::systems::Kind;
 
 /// What was measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Workload {
     /// iperf3, one TCP stream.
     Tcp,
@@ -19,7 +19,30 @@ pub enum Workload {
     Udp,
     /// UDP ping-pong round trips.
     Rtt,
+    /// DNS queries for names the server knows itself (endpoints; dnsmasq's --host-record).
+    DnsLocal,
+    /// DNS queries for upstream names the forwarder has cached.
+    DnsCached,
 }
+
+impl Workload {
+    pub fn is_dns(self) -> bool {
+        matches!(self, Workload::DnsLocal | Workload::DnsCached)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workload::Tcp => "tcp",
+            Workload::Udp => "udp",
+            Workload::Rtt => "rtt",
+            Workload::DnsLocal => "dns-local",
+            Workload::DnsCached => "dns-cached",
+        }
+    }
+}
+
+/// The DNS workloads, in the order the tables show them.
+pub const DNS_WORKLOADS: [Workload; 2] = [Workload::DnsLocal, Workload::DnsCached];
 
 /// One measurement of one workload on one system.
 #[derive(Debug, Clone, Serialize)]
@@ -96,11 +119,82 @@ impl Report {
         self.summary(system, mtu, w, metric).map_or_else(|| "–".to_string(), |s| s.cell(dp))
     }
 
-    /// The tables, as Markdown.
+    fn has(&self, dns: bool) -> bool {
+        self.samples.iter().any(|s| s.workload.is_dns() == dns)
+    }
+
+    /// The tables, as Markdown: switching and routing (TCP, UDP, RTT) and DNS, each if measured.
     pub fn tables(&self) -> String {
-        let base = self.base_mtu();
         let mut out = String::new();
         let _ = writeln!(out, "Median of the rounds, (min–max) across them.\n");
+        if self.has(false) || !self.has(true) {
+            out.push_str(&self.network_tables());
+        }
+        if self.has(true) {
+            if self.has(false) {
+                out.push('\n');
+            }
+            out.push_str(&self.dns_table());
+        }
+        out
+    }
+
+    /// The systems in the switching and routing tables (not dnsmasq).
+    fn network_systems(&self) -> Vec<Kind> {
+        self.systems.iter().copied().filter(|s| !s.dns_only()).collect()
+    }
+
+    /// The DNS table: one row per workload and system.
+    fn dns_table(&self) -> String {
+        let base = self.base_mtu();
+        let mut out = String::from(
+            "| system | workload | kqps | p50 µs | p99 µs | p50 µs, 1 in flight | p99 µs, 1 in flight | lost / errors | server CPU % | \
+             client CPU % | machine CPU % | background CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        let mut dnsperf = Vec::new();
+        for w in DNS_WORKLOADS {
+            for &s in &self.systems {
+                if !self.samples.iter().any(|x| x.system == s && x.workload == w) {
+                    continue;
+                }
+                let c = |metric: &str, dp: usize| self.cell(s, base, w, metric, dp);
+                let median =
+                    |metric: &str| self.summary(s, base, w, metric).map_or_else(|| "–".to_string(), |x| format!("{:.0}", x.median));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
+                    s.as_str(),
+                    w.as_str(),
+                    c("kqps", 1),
+                    c("p50_us", 0),
+                    c("p99_us", 0),
+                    c("one_p50_us", 1),
+                    c("one_p99_us", 1),
+                    median("lost"),
+                    median("errors"),
+                    median("srv_cpu_pct"),
+                    median("client_cpu_pct"),
+                    median("vm_cpu_pct"),
+                    c("bg_cpu_pct", 0)
+                );
+                // Beside our own figure of the same round: dnsperf runs once, rounds vary.
+                for x in self.samples.iter().filter(|x| x.system == s && x.workload == w && x.mtu == base) {
+                    if let (Some(d), Some(ours)) = (x.metrics.get("dnsperf_kqps"), x.metrics.get("kqps")) {
+                        dnsperf.push(format!("{} {} round {}: dnsperf {d:.1} kqps, ours {ours:.1}", s.as_str(), w.as_str(), x.round + 1));
+                    }
+                }
+            }
+        }
+        if !dnsperf.is_empty() {
+            let _ = writeln!(out, "\ndnsperf cross-check, same window of queries in flight: {}.", dnsperf.join("; "));
+        }
+        out
+    }
+
+    fn network_tables(&self) -> String {
+        let base = self.base_mtu();
+        let systems = self.network_systems();
+        let mut out = String::new();
         // Throughput.
         let mut head = String::from("| system |");
         let mut rule = String::from("|---|");
@@ -111,7 +205,7 @@ impl Report {
         let _ = write!(head, " UDP 64 B rx kpps | UDP tx kpps | UDP loss % |");
         rule.push_str("---|---|---|");
         let _ = writeln!(out, "{head}\n{rule}");
-        for &s in &self.systems {
+        for &s in &systems {
             let mut row = format!("| {} |", s.as_str());
             for &m in &self.mtus {
                 let _ = write!(row, " {} |", self.cell(s, m, Workload::Tcp, "gbps", 2));
@@ -143,7 +237,7 @@ impl Report {
         let _ = write!(head, " fwd CPU % {} | machine CPU % {} |", names.join(" / "), names.join(" / "));
         rule.push_str("---|---|");
         let _ = writeln!(out, "{head}\n{rule}");
-        for &s in &self.systems {
+        for &s in &systems {
             let mut row = format!(
                 "| {} | {} | {} | {} |",
                 s.as_str(),
@@ -166,7 +260,8 @@ impl Report {
         out
     }
 
-    /// (label, mtu, workload, metric, lower is better) of every figure compared in the ratios.
+    /// (label, mtu, workload, metric, lower is better) of every figure compared in the ratios:
+    /// the switching and routing figures first, then the DNS ones.
     fn compared(&self) -> Vec<(String, u32, Workload, &'static str, bool)> {
         let base = self.base_mtu();
         let mut v: Vec<_> = self.mtus.iter().map(|&m| (format!("TCP {m} Gbit/s"), m, Workload::Tcp, "gbps", false)).collect();
@@ -174,6 +269,14 @@ impl Report {
         v.push(("RTT p50".into(), base, Workload::Rtt, "p50_us", true));
         v.push(("RTT p99".into(), base, Workload::Rtt, "p99_us", true));
         v.push(("RTT avg".into(), base, Workload::Rtt, "avg_us", true));
+        for w in DNS_WORKLOADS {
+            let n = w.as_str();
+            v.push((format!("{n} qps"), base, w, "kqps", false));
+            v.push((format!("{n} p50"), base, w, "p50_us", true));
+            v.push((format!("{n} p99"), base, w, "p99_us", true));
+            v.push((format!("{n} p50, 1 in flight"), base, w, "one_p50_us", true));
+            v.push((format!("{n} p99, 1 in flight"), base, w, "one_p99_us", true));
+        }
         v
     }
 
@@ -187,37 +290,55 @@ impl Report {
     /// bridge and the null forwarder; routed vswitch against kernel routing and the null
     /// forwarder (which cannot route: its two-namespace L2 figure is the ceiling of vswitch's
     /// port I/O, which routing shares).
+    /// The DNS comparison's pair is vswitch / dnsmasq.
     pub fn pairs(&self) -> Vec<(Kind, Kind)> {
-        const PAIRS: [(Kind, Kind); 4] = [
+        const PAIRS: [(Kind, Kind); 5] = [
             (Kind::Vswitch, Kind::Bridge),
             (Kind::Vswitch, Kind::Null),
             (Kind::VswitchRouted, Kind::KernelRouter),
             (Kind::VswitchRouted, Kind::Null),
+            (Kind::Vswitch, Kind::Dnsmasq),
         ];
         PAIRS.into_iter().filter(|(n, d)| self.systems.contains(n) && self.systems.contains(d)).collect()
     }
 
-    /// Each compared pair's ratio for each figure, as Markdown.
+    /// The pairs that compare figures of `w`: DNS figures against dnsmasq only, the others
+    /// against everything else.
+    fn pairs_for(&self, w: Workload) -> Vec<(Kind, Kind)> {
+        self.pairs().into_iter().filter(|(_, d)| d.dns_only() == w.is_dns()).collect()
+    }
+
+    /// Each compared pair's ratio for each figure, as Markdown: one table for switching and
+    /// routing, one for DNS, each when it has a pair and samples.
     pub fn ratios(&self) -> String {
-        let pairs = self.pairs();
-        if pairs.is_empty() {
-            return String::new();
-        }
-        let mut out = String::from("| figure (ratio of medians) |");
-        for (n, d) in &pairs {
-            let _ = write!(out, " {} / {} |", n.as_str(), d.as_str());
-        }
-        out.push_str("\n|---|");
-        out.push_str(&"---|".repeat(pairs.len()));
-        out.push('\n');
-        let f = |r: Option<f64>| r.map_or_else(|| "–".to_string(), |r| format!("{r:.2}"));
-        for (label, m, w, metric, lower) in self.compared() {
-            let note = if lower { " (lower is better)" } else { "" };
-            let _ = write!(out, "| {label}{note} |");
-            for &(n, d) in &pairs {
-                let _ = write!(out, " {} |", f(self.ratio(n, d, m, w, metric)));
+        let mut out = String::new();
+        for dns in [false, true] {
+            let figures: Vec<_> = self.compared().into_iter().filter(|f| f.2.is_dns() == dns).collect();
+            let Some(first) = figures.first() else { continue };
+            let pairs = self.pairs_for(first.2);
+            // A family without samples is left out, unless nothing at all was measured.
+            if pairs.is_empty() || (!self.has(dns) && (dns || self.has(true))) {
+                continue;
             }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str("| figure (ratio of medians) |");
+            for (n, d) in &pairs {
+                let _ = write!(out, " {} / {} |", n.as_str(), d.as_str());
+            }
+            out.push_str("\n|---|");
+            out.push_str(&"---|".repeat(pairs.len()));
             out.push('\n');
+            let f = |r: Option<f64>| r.map_or_else(|| "–".to_string(), |r| format!("{r:.2}"));
+            for (label, m, w, metric, lower) in figures {
+                let note = if lower { " (lower is better)" } else { "" };
+                let _ = write!(out, "| {label}{note} |");
+                for &(n, d) in &pairs {
+                    let _ = write!(out, " {} |", f(self.ratio(n, d, m, w, metric)));
+                }
+                out.push('\n');
+            }
         }
         out
     }
@@ -239,7 +360,7 @@ impl Report {
             .into_iter()
             .map(|(label, m, w, metric, lower)| {
                 let mut r = json!({ "figure": label, "mtu": m, "workload": w, "metric": metric, "lower_is_better": lower });
-                for (n, d) in self.pairs() {
+                for (n, d) in self.pairs_for(w) {
                     // `vswitch_over_bridge`, `vswitch_routed_over_kernel_router`…
                     let key = format!("{}_over_{}", n.as_str(), d.as_str()).replace('-', "_");
                     r[key] = json!(self.ratio(n, d, m, w, metric));
@@ -280,6 +401,8 @@ mod tests {
             kernel: String::new(),
             iperf3: String::new(),
             vswitchd: None,
+            dnsmasq: None,
+            dnsperf: None,
             date_utc: String::new(),
         };
         Report { machine, config: Value::Null, systems, mtus: vec![1500], samples: Vec::new(), notes: Vec::new(), errors: Vec::new() }
@@ -301,6 +424,49 @@ mod tests {
         assert_eq!(json["ratios"][0]["vswitch_routed_over_kernel_router"], 0.5);
         assert!(json["ratios"][0].get("vswitch_over_bridge").is_none());
         assert!(r.tables().contains("| kernel-router | 10.00 |"), "{}", r.tables());
+    }
+
+    fn dns(system: Kind, w: Workload, kqps: f64, p50: f64) -> Sample {
+        let metrics = [("kqps".to_string(), kqps), ("p50_us".to_string(), p50)].into_iter().collect();
+        Sample { system, mtu: 1500, round: 0, workload: w, metrics }
+    }
+
+    #[test]
+    fn dns_rows_and_ratios_against_dnsmasq_only() {
+        let mut r = report(vec![Kind::Bridge, Kind::Vswitch, Kind::Null, Kind::Dnsmasq]);
+        r.samples = vec![
+            tcp(Kind::Bridge, 10.0),
+            tcp(Kind::Vswitch, 5.0),
+            dns(Kind::Dnsmasq, Workload::DnsLocal, 100.0, 400.0),
+            dns(Kind::Vswitch, Workload::DnsLocal, 50.0, 800.0),
+            dns(Kind::Dnsmasq, Workload::DnsCached, 80.0, 500.0),
+        ];
+        let t = r.tables();
+        assert!(!t.contains("| dnsmasq | –"), "no dnsmasq row in the switching tables: {t}");
+        assert!(t.contains("| dnsmasq | dns-local | 100.0 | 400 |"), "{t}");
+        assert!(t.contains("| vswitch | dns-local | 50.0 | 800 |"), "{t}");
+        assert!(t.contains("| dnsmasq | dns-cached | 80.0 |"), "{t}");
+        assert!(!t.contains("| vswitch | dns-cached"), "no row without samples: {t}");
+        let ratios = r.ratios();
+        assert!(ratios.contains("| figure (ratio of medians) | vswitch / bridge | vswitch / null |\n"), "{ratios}");
+        assert!(ratios.contains("| figure (ratio of medians) | vswitch / dnsmasq |\n"), "{ratios}");
+        assert!(ratios.contains("| dns-local qps | 0.50 |"), "{ratios}");
+        assert!(ratios.contains("| dns-local p50 (lower is better) | 2.00 |"), "{ratios}");
+        assert!(ratios.contains("| TCP 1500 Gbit/s | 0.50 | – |"), "{ratios}");
+        let json = r.to_json();
+        let local = json["ratios"].as_array().unwrap().iter().find(|f| f["figure"] == "dns-local qps").unwrap();
+        assert_eq!(local["vswitch_over_dnsmasq"], 0.5);
+        assert!(local.get("vswitch_over_bridge").is_none());
+        assert_eq!(json["samples"][2]["workload"], "dns-local");
+    }
+
+    #[test]
+    fn a_dns_only_run_prints_only_dns_tables() {
+        let mut r = report(vec![Kind::Dnsmasq, Kind::Vswitch]);
+        r.samples = vec![dns(Kind::Dnsmasq, Workload::DnsLocal, 100.0, 400.0), dns(Kind::Vswitch, Workload::DnsLocal, 50.0, 800.0)];
+        assert!(!r.tables().contains("TCP"), "{}", r.tables());
+        assert!(!r.ratios().contains("TCP"), "{}", r.ratios());
+        assert_eq!(r.pairs(), vec![(Kind::Vswitch, Kind::Dnsmasq)]);
     }
 
     #[test]

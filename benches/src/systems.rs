@@ -10,6 +10,8 @@
 //!   route via its bridge's address.
 //! - `vswitch-routed`: vswitchd with two networks that may route to each other (`route-to`);
 //!   `a` connected to the first, `b` to the second; vswitchd's gateway routes between them.
+//! - `dnsmasq`: the DNS comparison's peer of vswitch's embedded DNS, built by [`crate::dns`]
+//!   (which builds vswitch for that comparison too).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -51,6 +53,8 @@ pub enum Kind {
     KernelRouter,
     /// vswitchd routing between two networks (route-to).
     VswitchRouted,
+    /// dnsmasq serving local names and forwarding (the DNS comparison only).
+    Dnsmasq,
 }
 
 impl Kind {
@@ -61,7 +65,23 @@ impl Kind {
             Kind::Null => "null",
             Kind::KernelRouter => "kernel-router",
             Kind::VswitchRouted => "vswitch-routed",
+            Kind::Dnsmasq => "dnsmasq",
         }
+    }
+
+    /// Whether the system runs vswitchd.
+    pub fn uses_vswitchd(self) -> bool {
+        matches!(self, Kind::Vswitch | Kind::Null | Kind::VswitchRouted)
+    }
+
+    /// Whether it only takes part in the DNS comparison (no switching to measure).
+    pub fn dns_only(self) -> bool {
+        self == Kind::Dnsmasq
+    }
+
+    /// Whether it takes part in the DNS comparison.
+    pub fn serves_dns(self) -> bool {
+        matches!(self, Kind::Dnsmasq | Kind::Vswitch)
     }
 
     /// Whether the kernel forwards (no forwarding process to watch).
@@ -172,6 +192,7 @@ pub fn start(kind: Kind, mtu: u32, opts: &DaemonOptions) -> Result<Running> {
         Kind::Vswitch | Kind::Null => vswitch(kind, mtu, opts)?,
         Kind::KernelRouter => kernel_router(mtu)?,
         Kind::VswitchRouted => vswitch_routed(mtu, opts)?,
+        Kind::Dnsmasq => return Err(err("dnsmasq forwards no frames: it takes part in the DNS comparison only (--scenario dns)")),
     };
     r.setup = t.elapsed();
     Ok(r)
@@ -224,8 +245,8 @@ fn vswitch_routed(mtu: u32, opts: &DaemonOptions) -> Result<Running> {
         let [na, nb] = ROUTED_NETWORKS;
         daemon.ctl(&["network", "create", "--subnet", ROUTED_SUBNETS[0], "-o", &mtu_opt, na])?;
         daemon.ctl(&["network", "create", "--subnet", ROUTED_SUBNETS[1], "-o", &mtu_opt, "-o", &format!("route-to={na}"), nb])?;
-        let ip_a = connect(&daemon, na, &a)?;
-        let ip_b = connect(&daemon, nb, &b)?;
+        let ip_a = connect(&daemon, na, &a, &[])?;
+        let ip_b = connect(&daemon, nb, &b, &[])?;
         Ok(Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a, ip_b })
     };
     let pair = match setup() {
@@ -243,8 +264,8 @@ fn vswitch(kind: Kind, mtu: u32, opts: &DaemonOptions) -> Result<Running> {
     let daemon = start_daemon(kind, d.as_ref(), opts)?;
     let setup = || -> Result<Pair> {
         daemon.ctl(&["network", "create", "--subnet", SUBNET, "-o", &format!("com.docker.network.driver.mtu={mtu}"), NETWORK])?;
-        let ip_a = connect(&daemon, NETWORK, &a)?;
-        let ip_b = connect(&daemon, NETWORK, &b)?;
+        let ip_a = connect(&daemon, NETWORK, &a, &[])?;
+        let ip_b = connect(&daemon, NETWORK, &b, &[])?;
         Ok(Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a, ip_b })
     };
     let pair = match setup() {
@@ -256,7 +277,8 @@ fn vswitch(kind: Kind, mtu: u32, opts: &DaemonOptions) -> Result<Running> {
     Ok(Running { kind, mtu, pair, daemon: Some(daemon), namespaces, setup: Duration::ZERO })
 }
 
-fn start_daemon(kind: Kind, ns: Option<&Netns>, opts: &DaemonOptions) -> Result<Daemon> {
+/// Starts vswitchd (in `ns`, else in the caller's namespace) and waits until its API answers.
+pub(crate) fn start_daemon(kind: Kind, ns: Option<&Netns>, opts: &DaemonOptions) -> Result<Daemon> {
     let vswitchd = opts.bin_dir.join("vswitchd");
     let ctl = opts.bin_dir.join("vswitchctl");
     for p in [&vswitchd, &ctl] {
@@ -264,7 +286,7 @@ fn start_daemon(kind: Kind, ns: Option<&Netns>, opts: &DaemonOptions) -> Result<
             return Err(err(format!("{} not found: build it with `cargo build --release -p vswitch-ctl` or pass --bin-dir", p.display())));
         }
     }
-    let dir = TempDir::create(&std::env::temp_dir(), &format!("vswitch-compare.{}.{}", std::process::id(), seq()), opts.keep)?;
+    let dir = cmd::temp_dir(opts.keep)?;
     let socket = dir.path().join("vswitchd.sock");
     let state = dir.path().join("state");
     let log = dir.path().join("vswitchd.log");
@@ -302,10 +324,14 @@ fn start_daemon(kind: Kind, ns: Option<&Netns>, opts: &DaemonOptions) -> Result<
     }
 }
 
-/// Connects `ns` to `network` and returns the IPv4 address IPAM gave it.
-fn connect(daemon: &Daemon, network: &str, ns: &Netns) -> Result<Ipv4Addr> {
+/// Connects `ns` to `network` (with `extra` options of `network connect`: `--name`, `--alias`)
+/// and returns the IPv4 address IPAM gave it.
+pub(crate) fn connect(daemon: &Daemon, network: &str, ns: &Netns, extra: &[&str]) -> Result<Ipv4Addr> {
     let before = addresses(&daemon.ctl_json(&["network", "inspect", network])?);
-    daemon.ctl(&["network", "connect", network, ns.name()])?;
+    let mut args = vec!["network", "connect"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[network, ns.name()]);
+    daemon.ctl(&args)?;
     let after = addresses(&daemon.ctl_json(&["network", "inspect", network])?);
     // The endpoint named like the namespace, else the one address that is new.
     let named = after.iter().find(|(name, _)| name == ns.name()).map(|(_, ip)| *ip);
@@ -332,13 +358,8 @@ fn addresses(inspect: &Value) -> Vec<(String, Ipv4Addr)> {
         .collect()
 }
 
-fn path_str(p: &Path) -> Result<String> {
+pub(crate) fn path_str(p: &Path) -> Result<String> {
     p.to_str().map(str::to_string).ok_or_else(|| err(format!("path {} is not UTF-8", p.display())))
-}
-
-fn seq() -> u32 {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ fn send_batch(sock: &UdpSocket, bufs: &mut [u8], payload: usize) -> io::Result<u
     Ok(n as usize)
 }
 
-fn mmsghdr(iov: &mut libc::iovec, name: *mut libc::c_void, namelen: libc::socklen_t) -> libc::mmsghdr {
+pub(crate) fn mmsghdr(iov: &mut libc::iovec, name: *mut libc::c_void, namelen: libc::socklen_t) -> libc::mmsghdr {
     libc::mmsghdr {
         msg_hdr: libc::msghdr {
             msg_name: name,

@@ -137,6 +137,9 @@ impl Default for Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = run("ip", &["netns", "del", &self.name]);
+        // `ip netns del` leaves /etc/netns/NAME (the resolv.conf the daemon wrote, when the
+        // daemon stops before it notices the namespace is gone).
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
     }
 }
 

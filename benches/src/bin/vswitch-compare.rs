@@ -1,16 +1,18 @@
 //! vswitch-compare: vswitch vs the Linux bridge vs vswitch's null forwarder (`--scenario l2`),
-//! routed vswitch vs Linux kernel routing vs the null forwarder (`--scenario l3`), or all five
-//! (`--scenario all`): built, measured, torn down.
+//! routed vswitch vs Linux kernel routing vs the null forwarder (`--scenario l3`), vswitch's
+//! embedded DNS vs dnsmasq (`--scenario dns`), or all of them (`--scenario all`): built,
+//! measured, torn down.
 //!
 //! For each MTU and each round, each system is built fresh in namespaces of its own, measured
 //! with every workload, and torn down; the order of the systems rotates from round to round so
-//! that none always runs first. TCP runs at every MTU; UDP packet rate and round trips at the
-//! first MTU only. Run as root:
+//! that none always runs first. TCP runs at every MTU; UDP packet rate, round trips and DNS at
+//! the first MTU only. Run as root:
 //!
 //! ```text
 //! cargo build --release -p vswitch-bench -p vswitch-ctl
 //! sudo target/release/vswitch-compare --json results/compare.json
 //! sudo target/release/vswitch-compare --scenario l3 --json results/compare-l3.json
+//! sudo target/release/vswitch-compare --scenario dns --json results/compare-dns.json
 //! ```
 
 use std::path::PathBuf;
@@ -19,14 +21,15 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
+use vswitch_bench::dns::{self, DnsOptions, DnsSystem};
 use vswitch_bench::machine::{self, Machine};
-use vswitch_bench::report::{Report, Sample, Workload};
-use vswitch_bench::systems::{self, DaemonOptions, Kind, Running};
+use vswitch_bench::report::{Report, Sample, Workload, DNS_WORKLOADS};
+use vswitch_bench::systems::{self, Daemon, DaemonOptions, Kind, Running};
 use vswitch_bench::{cmd, netns, workloads, Result};
 
-/// Compares vswitch with the Linux bridge and with vswitch's null forwarder, and vswitch's
-/// routing with Linux kernel routing (`--scenario l3`), in network namespaces it creates and
-/// removes itself.
+/// Compares vswitch with the Linux bridge and with vswitch's null forwarder, vswitch's routing
+/// with Linux kernel routing (`--scenario l3`), and vswitch's embedded DNS with dnsmasq
+/// (`--scenario dns`), in network namespaces it creates and removes itself.
 #[derive(Debug, Parser)]
 #[command(name = "vswitch-compare", version)]
 struct Cli {
@@ -34,16 +37,18 @@ struct Cli {
     command: Option<Command>,
     /// Which comparison: `l2` (bridge, vswitch, null: two namespaces on one network), `l3`
     /// (kernel-router, vswitch-routed, null: two namespaces on two networks routed by the
-    /// gateway; the null forwarder cannot route, its L2 figure is the I/O ceiling), or `all`.
+    /// gateway; the null forwarder cannot route, its L2 figure is the I/O ceiling), `dns`
+    /// (dnsmasq, vswitch: queries for local names and cached upstream names), or `all`.
     #[arg(long, value_enum, default_value_t = Scenario::L2)]
     scenario: Scenario,
     /// Systems to measure (overrides --scenario).
     #[arg(long, value_enum, value_delimiter = ',')]
     systems: Option<Vec<Kind>>,
-    /// Workloads to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Workload::Tcp, Workload::Udp, Workload::Rtt])]
-    workloads: Vec<Workload>,
-    /// Link MTUs for TCP; UDP and round trips run at the first.
+    /// Workloads to run (default: tcp,udp,rtt; with --scenario dns dns-local,dns-cached; with
+    /// all, every one). DNS workloads run on dnsmasq and vswitch only, the others on the rest.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workloads: Option<Vec<Workload>>,
+    /// Link MTUs for TCP; UDP, round trips and DNS run at the first.
     #[arg(long, value_delimiter = ',', default_values_t = [1500u32, 65520])]
     mtus: Vec<u32>,
     /// Rounds; each round measures every system once, in rotating order.
@@ -67,6 +72,28 @@ struct Cli {
     /// Upper bound in seconds of each latency run.
     #[arg(long, default_value_t = 10)]
     rtt_time: u32,
+    /// DNS: names of each kind (local; upstream), asked in turn.
+    #[arg(long, default_value_t = 100)]
+    dns_names: usize,
+    /// DNS: sockets of the load generator.
+    #[arg(long, default_value_t = 4)]
+    dns_sockets: usize,
+    /// DNS: queries in flight per socket.
+    #[arg(long, default_value_t = 32)]
+    dns_window: usize,
+    /// DNS: seconds of each measured load (after 0.5 s of warm-up).
+    #[arg(long, default_value_t = 5)]
+    dns_time: u32,
+    /// DNS: seconds of each latency run with one query in flight.
+    #[arg(long, default_value_t = 2)]
+    dns_latency_time: u32,
+    /// DNS: milliseconds after which an unanswered query counts as lost.
+    #[arg(long, default_value_t = 1000)]
+    dns_timeout_ms: u64,
+    /// DNS: skip the dnsperf cross-check (once per system and workload, in the first round,
+    /// when dnsperf is installed).
+    #[arg(long)]
+    no_dnsperf: bool,
     /// vswitchd worker threads (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
@@ -91,6 +118,7 @@ struct Cli {
 enum Scenario {
     L2,
     L3,
+    Dns,
     All,
 }
 
@@ -99,14 +127,26 @@ impl Scenario {
         match self {
             Scenario::L2 => vec![Kind::Bridge, Kind::Vswitch, Kind::Null],
             Scenario::L3 => vec![Kind::KernelRouter, Kind::VswitchRouted, Kind::Null],
-            Scenario::All => vec![Kind::Bridge, Kind::Vswitch, Kind::KernelRouter, Kind::VswitchRouted, Kind::Null],
+            Scenario::Dns => vec![Kind::Dnsmasq, Kind::Vswitch],
+            Scenario::All => vec![Kind::Bridge, Kind::Vswitch, Kind::KernelRouter, Kind::VswitchRouted, Kind::Null, Kind::Dnsmasq],
+        }
+    }
+
+    fn workloads(self) -> Vec<Workload> {
+        let net = [Workload::Tcp, Workload::Udp, Workload::Rtt];
+        match self {
+            Scenario::L2 | Scenario::L3 => net.to_vec(),
+            Scenario::Dns => DNS_WORKLOADS.to_vec(),
+            Scenario::All => net.into_iter().chain(DNS_WORKLOADS).collect(),
         }
     }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Delete namespaces left behind by runs that were killed (named vsb<PID>-…, PID gone).
+    /// Remove what runs that were killed left behind: their vswitchd and dnsmasq processes,
+    /// namespaces (vsb<PID>-…), host veths (vsb<PID>h…), vswitchd's resolv.conf files in
+    /// /etc/netns, and temporary directories (not those kept with --keep-logs).
     Cleanup,
 }
 
@@ -127,12 +167,23 @@ fn main() -> ExitCode {
 }
 
 fn cleanup() -> Result<bool> {
-    let left = netns::leftovers();
-    if left.is_empty() {
-        println!("nothing to clean up");
-    }
     let mut ok = true;
-    for ns in left {
+    let mut any = false;
+    // Processes first, so that no vswitchd rewrites a file or holds a port while the rest goes.
+    for (pid, cmdline) in cmd::leftover_processes() {
+        any = true;
+        // The start of the command line: program and first options (dnsmasq's run long).
+        let short: String = cmdline.chars().take(100).collect();
+        let more = if short.len() < cmdline.len() { "…" } else { "" };
+        if cmd::terminate(pid, Duration::from_secs(3)) {
+            println!("stopped process {pid}: {short}{more}");
+        } else {
+            eprintln!("cannot stop process {pid}: {short}{more}");
+            ok = false;
+        }
+    }
+    for ns in netns::leftovers() {
+        any = true;
         match cmd::run("ip", &["netns", "del", &ns]) {
             Ok(_) => println!("deleted namespace {ns}"),
             Err(e) => {
@@ -141,26 +192,92 @@ fn cleanup() -> Result<bool> {
             }
         }
     }
+    for link in dns::leftover_links() {
+        any = true;
+        match cmd::run("ip", &["link", "del", &link]) {
+            Ok(_) => println!("deleted link {link}"),
+            Err(e) => {
+                eprintln!("{e}");
+                ok = false;
+            }
+        }
+    }
+    for name in netns::etc_leftovers() {
+        any = true;
+        if netns::remove_etc_netns(&name) {
+            println!("removed {}/{name}", netns::ETC_NETNS);
+        } else {
+            eprintln!("left {}/{name}: it holds files vswitchd did not write", netns::ETC_NETNS);
+        }
+    }
+    for dir in cmd::leftover_dirs() {
+        any = true;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => println!("removed {}", dir.display()),
+            Err(e) => {
+                eprintln!("cannot remove {}: {e}", dir.display());
+                ok = false;
+            }
+        }
+    }
+    if !any {
+        println!("nothing to clean up");
+    }
     Ok(ok)
 }
 
+/// What killed runs left behind, in one line for a note; empty if nothing.
+fn leftovers_line() -> String {
+    let mut parts = Vec::new();
+    let n = cmd::leftover_processes().len();
+    if n > 0 {
+        parts.push(format!("{n} process(es)"));
+    }
+    let ns = netns::leftovers();
+    if !ns.is_empty() {
+        parts.push(format!("{} namespace(s) ({})", ns.len(), ns.join(" ")));
+    }
+    let links = dns::leftover_links();
+    if !links.is_empty() {
+        parts.push(format!("{} link(s) ({})", links.len(), links.join(" ")));
+    }
+    let dirs = cmd::leftover_dirs().len() + netns::etc_leftovers().len();
+    if dirs > 0 {
+        parts.push(format!("{dirs} directory(ies)"));
+    }
+    parts.join(", ")
+}
+
 fn compare(cli: &Cli) -> Result<bool> {
-    machine::check_prerequisites()?;
-    let left = netns::leftovers();
+    let systems = cli.systems.clone().unwrap_or_else(|| cli.scenario.systems());
+    let all_workloads = cli.workloads.clone().unwrap_or_else(|| cli.scenario.workloads());
+    let (dns_workloads, net_workloads): (Vec<Workload>, Vec<Workload>) = all_workloads.iter().partition(|w| w.is_dns());
+    // DNS workloads run on the systems that serve DNS, the others on those that forward frames.
+    let net_systems: Vec<Kind> = systems.iter().copied().filter(|s| !s.dns_only() && !net_workloads.is_empty()).collect();
+    let dns_systems: Vec<Kind> = systems.iter().copied().filter(|s| s.serves_dns() && !dns_workloads.is_empty()).collect();
+    if net_systems.is_empty() && dns_systems.is_empty() {
+        return Err(vswitch_bench::err(format!(
+            "nothing to measure: no system of {:?} runs any of the workloads {:?} (DNS workloads: dnsmasq, vswitch)",
+            systems.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            all_workloads.iter().map(|w| w.as_str()).collect::<Vec<_>>()
+        )));
+    }
+    machine::check_prerequisites(!net_systems.is_empty(), !dns_systems.is_empty())?;
+    let left = leftovers_line();
     if !left.is_empty() {
-        eprintln!("note: {} namespace(s) from killed runs remain ({}); `vswitch-compare cleanup` removes them", left.len(), left.join(" "));
+        eprintln!("note: killed runs left {left}; `vswitch-compare cleanup` removes them");
     }
     let bin_dir = match &cli.bin_dir {
         Some(d) => d.clone(),
         None => std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default(),
     };
-    let systems = cli.systems.clone().unwrap_or_else(|| cli.scenario.systems());
-    let uses_daemon = systems.iter().any(|s| !s.is_kernel());
+    let systems: Vec<Kind> = systems.into_iter().filter(|s| net_systems.contains(s) || dns_systems.contains(s)).collect();
+    let uses_daemon = net_systems.iter().chain(&dns_systems).any(|s| s.uses_vswitchd());
     if uses_daemon {
         for b in ["vswitchd", "vswitchctl"] {
             if !bin_dir.join(b).is_file() {
                 return Err(vswitch_bench::err(format!(
-                    "{} not found: build it with `cargo build --release -p vswitch-ctl`, pass --bin-dir, or use --systems bridge,kernel-router",
+                    "{} not found: build it with `cargo build --release -p vswitch-ctl`, pass --bin-dir, or use --systems bridge,kernel-router,dnsmasq",
                     bin_dir.join(b).display()
                 )));
             }
@@ -175,21 +292,40 @@ fn compare(cli: &Cli) -> Result<bool> {
         keep: cli.keep_logs,
         extra_args: cli.daemon_args.clone(),
     };
+    let dns_opts = DnsOptions {
+        names: cli.dns_names,
+        sockets: cli.dns_sockets,
+        window: cli.dns_window,
+        secs: cli.dns_time,
+        one_secs: cli.dns_latency_time,
+        timeout: Duration::from_millis(cli.dns_timeout_ms),
+        mtu: cli.mtus.first().copied().unwrap_or(1500),
+    };
     print_machine(&machine);
     let config = json!({
-        "systems": systems, "workloads": cli.workloads, "mtus": cli.mtus, "runs": cli.runs,
+        "systems": systems, "workloads": all_workloads, "mtus": cli.mtus, "runs": cli.runs,
         "tcp_secs": cli.time, "udp_secs": cli.udp_time, "udp_payload": cli.udp_size, "udp_pps": cli.udp_pps,
         "udp_batch": vswitch_bench::udp::BATCH, "rtt_count": cli.rtt_count, "rtt_max_secs": cli.rtt_time,
+        "dns_names": cli.dns_names, "dns_sockets": cli.dns_sockets, "dns_window": cli.dns_window, "dns_secs": cli.dns_time,
+        "dns_latency_secs": cli.dns_latency_time, "dns_timeout_ms": cli.dns_timeout_ms, "dnsperf": !cli.no_dnsperf,
         "vswitchd_workers": workers, "vswitchd_args": cli.daemon_args, "vswitchd_own_netns": opts.own_netns,
         "bin_dir": bin_dir,
     });
     println!(
-        "systems {:?}, workloads {:?}, MTUs {:?}, {} round(s); vswitchd --workers {workers}\n",
+        "systems {:?}, workloads {:?}, MTUs {:?}, {} round(s); vswitchd --workers {workers}",
         systems.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        cli.workloads,
-        cli.mtus,
+        all_workloads.iter().map(|w| w.as_str()).collect::<Vec<_>>(),
+        if net_systems.is_empty() { &cli.mtus[..cli.mtus.len().min(1)] } else { &cli.mtus[..] },
         cli.runs
     );
+    if !dns_systems.is_empty() {
+        println!(
+            "DNS: {} local and {} upstream names; {} socket(s) × {} in flight for {} s (after 0.5 s of warm-up), then 1 in flight \
+             for {} s; lost after {} ms",
+            cli.dns_names, cli.dns_names, cli.dns_sockets, cli.dns_window, cli.dns_time, cli.dns_latency_time, cli.dns_timeout_ms
+        );
+    }
+    println!();
     let mut report = Report {
         machine,
         config,
@@ -201,17 +337,34 @@ fn compare(cli: &Cli) -> Result<bool> {
     };
     let started = Instant::now();
     for (mi, &mtu) in cli.mtus.iter().enumerate() {
-        let workloads: Vec<Workload> = cli.workloads.iter().copied().filter(|w| *w == Workload::Tcp || mi == 0).collect();
-        if workloads.is_empty() {
+        let workloads: Vec<Workload> = net_workloads.iter().copied().filter(|w| *w == Workload::Tcp || mi == 0).collect();
+        if workloads.is_empty() || net_systems.is_empty() {
             continue;
         }
         for round in 0..cli.runs {
-            let n = systems.len();
+            let n = net_systems.len();
             for k in 0..n {
-                let system = systems[(round + k) % n];
+                let system = net_systems[(round + k) % n];
                 let tag = format!("[mtu {mtu} round {}/{}] {}", round + 1, cli.runs, system.as_str());
                 match systems::start(system, mtu, &opts) {
                     Ok(running) => measure(cli, &mut report, running, round, &workloads, &tag),
+                    Err(e) => {
+                        eprintln!("{tag}: setup failed: {e}");
+                        report.errors.push(format!("{tag}: setup failed: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    if !dns_systems.is_empty() {
+        let dnsperf = !cli.no_dnsperf && cmd::which("dnsperf").is_some();
+        for round in 0..cli.runs {
+            let n = dns_systems.len();
+            for k in 0..n {
+                let system = dns_systems[(round + k) % n];
+                let tag = format!("[dns round {}/{}] {}", round + 1, cli.runs, system.as_str());
+                match dns::start(system, &opts, &dns_opts) {
+                    Ok(sys) => measure_dns(&mut report, sys, round, &dns_workloads, &dns_opts, dnsperf && round == 0, &tag),
                     Err(e) => {
                         eprintln!("{tag}: setup failed: {e}");
                         report.errors.push(format!("{tag}: setup failed: {e}"));
@@ -247,7 +400,13 @@ fn compare(cli: &Cli) -> Result<bool> {
 
 fn print_machine(m: &Machine) {
     println!("machine: {} CPU(s), {}, {:.1} GiB; kernel {}", m.nproc, m.cpu, m.mem_gib, m.kernel);
-    println!("tools: {}; vswitchd: {}", m.iperf3, m.vswitchd.as_deref().unwrap_or("not used / unknown"));
+    println!(
+        "tools: {}; {}; {}; vswitchd: {}",
+        m.iperf3,
+        m.dnsmasq.as_deref().unwrap_or("dnsmasq missing"),
+        m.dnsperf.as_deref().unwrap_or("dnsperf missing"),
+        m.vswitchd.as_deref().unwrap_or("not used / unknown")
+    );
     println!("date: {}", m.date_utc);
 }
 
@@ -294,6 +453,8 @@ fn measure(cli: &Cli, report: &mut Report, mut running: Running, round: usize, w
                 );
                 to_metrics(&s)
             }),
+            // Filtered out before: they run in measure_dns.
+            Workload::DnsLocal | Workload::DnsCached => Err(vswitch_bench::err("DNS workloads run in the DNS comparison")),
         };
         match res {
             Ok(metrics) => report.samples.push(Sample { system: running.kind, mtu: running.mtu, round, workload: w, metrics }),
@@ -304,30 +465,82 @@ fn measure(cli: &Cli, report: &mut Report, mut running: Running, round: usize, w
         }
     }
     if let Some(d) = running.daemon.as_mut() {
-        // What the switch itself counted: drops explain losses.
-        match d.ctl_json(&["stats"]) {
-            Ok(stats) => {
-                let line = drops_line(&stats);
-                if !line.is_empty() {
-                    eprintln!("{tag}: vswitchd counted {line}");
-                }
-                eprintln!("{tag}: vswitchd ports: {}", traffic_line(&stats));
-                report.notes.push(format!("{tag}: stats {}", compact(&stats)));
+        finish_daemon(report, d, tag);
+    }
+}
+
+/// Records what vswitchd counted (drops explain losses; the DNS counters say what answered),
+/// then stops it and records how that went and what it logged.
+fn finish_daemon(report: &mut Report, d: &mut Daemon, tag: &str) {
+    match d.ctl_json(&["stats"]) {
+        Ok(stats) => {
+            let line = drops_line(&stats);
+            if !line.is_empty() {
+                eprintln!("{tag}: vswitchd counted {line}");
             }
-            Err(e) => report.notes.push(format!("{tag}: `vswitchctl stats` failed: {e}")),
+            eprintln!("{tag}: vswitchd ports: {}", traffic_line(&stats));
+            if let Some(dns) = stats.get("Dns").filter(|v| v.get("Queries").and_then(Value::as_u64).unwrap_or(0) > 0) {
+                eprintln!("{tag}: vswitchd DNS: {}", compact(dns));
+            }
+            report.notes.push(format!("{tag}: stats {}", compact(&stats)));
         }
-        let (took, killed) = d.stop();
-        let errors: Vec<String> = d.log().lines().filter(|l| l.contains(" ERROR ") || l.contains(" WARN ")).map(str::to_string).collect();
-        if killed || took > Duration::from_secs(2) {
-            report.notes.push(format!(
-                "{tag}: vswitchd took {:.1} s to stop{}",
-                took.as_secs_f64(),
-                if killed { " and was killed" } else { "" }
-            ));
+        Err(e) => report.notes.push(format!("{tag}: `vswitchctl stats` failed: {e}")),
+    }
+    let (took, killed) = d.stop();
+    let errors: Vec<String> = d.log().lines().filter(|l| l.contains(" ERROR ") || l.contains(" WARN ")).map(str::to_string).collect();
+    if killed || took > Duration::from_secs(2) {
+        report.notes.push(format!(
+            "{tag}: vswitchd took {:.1} s to stop{}",
+            took.as_secs_f64(),
+            if killed { " and was killed" } else { "" }
+        ));
+    }
+    if !errors.is_empty() {
+        eprintln!("{tag}: vswitchd logged {} warning(s)/error(s), first: {}", errors.len(), errors[0]);
+        report.notes.push(format!("{tag}: vswitchd log: {}", errors.join(" | ")));
+    }
+}
+
+/// Runs the DNS workloads on one built system, then tears it down (on return, by drop).
+fn measure_dns(report: &mut Report, mut sys: DnsSystem, round: usize, workloads: &[Workload], o: &DnsOptions, dnsperf: bool, tag: &str) {
+    let link = sys.host_link().map_or_else(String::new, |l| format!("; host link {l}"));
+    eprintln!("{tag}: ready in {:.2} s ({}{link})", sys.setup.as_secs_f64(), sys.namespaces().join(" "));
+    let mtu = o.mtu;
+    for &w in workloads {
+        match dns::run(&sys, w, o, dnsperf) {
+            Ok(s) => {
+                eprintln!(
+                    "{tag}: {} {:.1} kqps{}, p50 {:.0} µs, p99 {:.0} µs; 1 in flight p50 {:.1} µs, p99 {:.1} µs; \
+                     {} lost, {} errors, {} strays; server cpu {}, client cpu {:.0}%, machine cpu {:.0}% (before: {:.0}%)",
+                    w.as_str(),
+                    s.kqps,
+                    s.dnsperf_kqps.map_or_else(String::new, |d| format!(" (dnsperf {d:.1} kqps, {} lost)", s.dnsperf_lost.unwrap_or(0.0))),
+                    s.p50_us,
+                    s.p99_us,
+                    s.one_p50_us,
+                    s.one_p99_us,
+                    s.lost,
+                    s.errors,
+                    s.strays,
+                    pct(s.srv_cpu_pct),
+                    s.client_cpu_pct,
+                    s.vm_cpu_pct,
+                    s.bg_cpu_pct
+                );
+                report.samples.push(Sample { system: sys.kind, mtu, round, workload: w, metrics: to_metrics(&s) });
+            }
+            Err(e) => {
+                eprintln!("{tag}: {} failed: {e}", w.as_str());
+                report.errors.push(format!("{tag}: {}: {e}", w.as_str()));
+            }
         }
-        if !errors.is_empty() {
-            eprintln!("{tag}: vswitchd logged {} warning(s)/error(s), first: {}", errors.len(), errors[0]);
-            report.notes.push(format!("{tag}: vswitchd log: {}", errors.join(" | ")));
+    }
+    if let Some(d) = sys.daemon.as_mut() {
+        finish_daemon(report, d, tag);
+    } else {
+        for line in sys.dnsmasq_counters() {
+            eprintln!("{tag}: dnsmasq {line}");
+            report.notes.push(format!("{tag}: dnsmasq {line}"));
         }
     }
 }
