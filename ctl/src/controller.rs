@@ -25,6 +25,7 @@ use crate::model::{new_id, opt, Driver, Endpoint, IpamConfig, Network, Sandbox, 
 use crate::provision::{self, TapSpec};
 use crate::resolvconf;
 use crate::store::Store;
+use vswitch_nat::slirp::{Engine, EngineNet};
 
 /// What the user asked of a new endpoint beyond its addresses.
 #[derive(Debug)]
@@ -98,6 +99,7 @@ pub struct Controller {
     leases: Arc<LeaseDb>,
     l3: Arc<L3>,
     dns: Arc<Dns>,
+    engine: Arc<Engine>,
 }
 
 const DEFAULT_MTU: u32 = 1500;
@@ -138,6 +140,7 @@ impl Controller {
         leases: Arc<LeaseDb>,
         l3: Arc<L3>,
         dns: Arc<Dns>,
+        engine: Arc<Engine>,
     ) -> Result<Self, ApiError> {
         let loaded = store.load()?;
         let first = loaded.is_none();
@@ -151,6 +154,7 @@ impl Controller {
             leases,
             l3,
             dns,
+            engine,
         };
         c.state.version = STATE_VERSION;
         if first {
@@ -184,6 +188,56 @@ impl Controller {
         self.sync_l3();
         self.sync_pools();
         self.sync_dns();
+        self.sync_engine();
+    }
+
+    /// The networks whose containers reach the host and the world through the slirp engine.
+    fn sync_engine(&self) {
+        let nets = self
+            .state
+            .networks
+            .iter()
+            .filter(|n| n.uplink())
+            .filter_map(|n| {
+                let nid = *self.nets.get(&n.id)?;
+                Some((
+                    nid,
+                    EngineNet { mac: n.gateway_mac(), v4: n.gateway4(), v6: n.gateway6(), host_loopback: n.host_loopback(), mtu: n.mtu },
+                ))
+            })
+            .collect();
+        self.engine.set_networks(nets);
+    }
+
+    /// Connection tracking's flows (`conntrack ls`), named by network.
+    pub fn conntrack(&self) -> Value {
+        let by_nid: HashMap<NetId, &str> =
+            self.state.networks.iter().filter_map(|n| self.nets.get(&n.id).map(|&id| (id, n.name.as_str()))).collect();
+        let rows: Vec<Value> = self
+            .engine
+            .flows()
+            .iter()
+            .map(|f| {
+                let r = &f.row;
+                json!({
+                    "Network": by_nid.get(&f.net).copied().unwrap_or("?"),
+                    "Proto": r.proto.name(),
+                    "Source": r.src.to_string(),
+                    "Destination": r.dst.to_string(),
+                    "State": r.state.name(),
+                    "AgeMs": r.age_ms,
+                    "ExpiresInMs": r.expires_in_ms,
+                    "Packets": r.packets,
+                    "Bytes": r.bytes,
+                })
+            })
+            .collect();
+        Value::Array(rows)
+    }
+
+    /// Closes every flow (`conntrack flush`): their host sockets are released.
+    pub fn conntrack_flush(&self) {
+        self.engine.flush();
     }
 
     /// The DNS names of every DNS-enabled network, published whole, and the resolv.conf of
@@ -263,8 +317,8 @@ impl Controller {
                     ipv4: net4,
                     ipv6: net6,
                     internal: n.internal,
-                    uplink: false,
-                    host_loopback: false,
+                    uplink: n.uplink(),
+                    host_loopback: n.host_loopback(),
                 },
             )
             .map_err(bad)?;
@@ -630,11 +684,14 @@ impl Controller {
             .transpose()
             .map_err(|e| ApiError::bad_request(format!("option {}: {e}", opt::DNS_SERVERS)))?
             .unwrap_or_default();
-        let dns_disabled = match req.options.get(opt::DNS_DISABLE).map(String::as_str) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(v) => return Err(ApiError::bad_request(format!("option {}={v:?} is invalid: expected true or false", opt::DNS_DISABLE))),
+        let flag = |key: &str| match req.options.get(key).map(String::as_str) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(v) => Err(ApiError::bad_request(format!("option {key}={v:?} is invalid: expected true or false"))),
         };
+        let dns_disabled = flag(opt::DNS_DISABLE)?;
+        flag(opt::MASQUERADE)?;
+        flag(opt::HOST_LOOPBACK)?;
         let mtu = parse_u32_opt(&req.options, opt::MTU, DEFAULT_MTU, 68..=65521)?;
         let aging_secs = parse_u32_opt(&req.options, opt::AGING, DEFAULT_AGING, 0..=1_000_000)?;
         let mac_limit = parse_u32_opt(&req.options, opt::MAC_LIMIT, DEFAULT_MAC_LIMIT, 0..=1_000_000)?;
@@ -926,6 +983,8 @@ impl Controller {
         let Some(pos) = self.state.endpoints.iter().position(|e| e.id == id) else { return };
         let ep = self.state.endpoints.remove(pos);
         if let Some(&nid) = self.nets.get(&ep.network_id) {
+            // Its flows' host sockets go with it.
+            self.engine.forget_in(nid, ep.ipv4.map(IpAddr::V4).into_iter().chain(ep.ipv6.map(IpAddr::V6)).collect());
             for ip in ep.ipv4.map(IpAddr::V4).into_iter().chain(ep.ipv6.map(IpAddr::V6)) {
                 self.l3.remove_neighbor(nid, ip);
             }
@@ -1195,6 +1254,7 @@ impl Controller {
                 "DhcpReplies": r.dhcp_replies, "DnsFrames": r.dns,
             },
             "Dns": self.dns.stats(),
+            "Nat": engine_stats(&self.engine.counters()),
             "Fdb": { "Entries": self.dp.fdb().len(), "TableBytes": self.dp.fdb().table_bytes() },
         })
     }
@@ -1222,6 +1282,26 @@ pub fn fill_kernel_drops(stats: &mut Value) {
             p["SandboxRxDropped"] = json!(k.rx_dropped);
         }
     }
+}
+
+/// The engine's counters as `stats` shows them.
+fn engine_stats(c: &vswitch_nat::slirp::EngineCounters) -> Value {
+    json!({
+        "FramesIn": c.frames_in, "FramesOut": c.frames_out,
+        "TcpOpen": c.tcp_open, "TcpOpened": c.tcp_opened, "TcpClosed": c.tcp_closed, "TcpRefused": c.tcp_refused,
+        "TcpConnectFailed": c.tcp_connect_failed, "TcpConnectTimeout": c.tcp_connect_timeout,
+        "TcpResetByContainer": c.tcp_reset_by_container, "TcpResetByHost": c.tcp_reset_by_host, "TcpStray": c.tcp_stray,
+        "UdpOpen": c.udp_open, "UdpFlows": c.udp_flows, "UdpUnreachable": c.udp_unreachable,
+        "IcmpOpen": c.icmp_open, "IcmpFlows": c.icmp_flows, "FlowsExpired": c.flows_expired,
+        "BytesToHost": c.bytes_to_host, "BytesFromHost": c.bytes_from_host,
+        "Drops": {
+            "malformed": c.drop_malformed, "checksum": c.drop_checksum, "unsupported": c.drop_unsupported,
+            "no_network": c.drop_no_network, "denied": c.drop_denied, "spoofed": c.drop_spoofed,
+            "flow_table_full": c.drop_flow_table_full, "ping_not_permitted": c.drop_ping_not_permitted,
+            "host_socket_failed": c.drop_host_socket_failed, "host_send_failed": c.drop_host_send_failed,
+            "too_big": c.too_big, "tx_failed": c.tx_failed,
+        },
+    })
 }
 
 /// The networks that exist after a first start, like Docker's.

@@ -26,6 +26,11 @@ pub mod opt {
     pub const DNS_SERVERS: &str = "vswitch.dns.servers";
     /// "true": no DNS server at the gateway and no names published (`--dns-disable`).
     pub const DNS_DISABLE: &str = "vswitch.dns.disable";
+    /// "false": no way out of the network (no NAT engine), as Docker's bridge driver reads it.
+    pub const MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+    /// "true": TCP and UDP to the gateway's address reach the host's loopback (off by default,
+    /// as slirp4netns's --disable-host-loopback is the safe side).
+    pub const HOST_LOOPBACK: &str = "host-loopback";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +131,16 @@ impl Network {
     /// in Docker (the default bridge has no name resolution), unless disabled.
     pub fn dns_enabled(&self) -> bool {
         self.driver == Driver::Bridge && !self.is_predefined() && !self.dns_disabled
+    }
+
+    /// Whether containers reach the host and the world through the NAT engine.
+    pub fn uplink(&self) -> bool {
+        self.driver == Driver::Bridge && !self.internal && self.options.get(opt::MASQUERADE).is_none_or(|v| v != "false")
+    }
+
+    /// Whether the gateway's address stands for the host's loopback (needs the uplink).
+    pub fn host_loopback(&self) -> bool {
+        self.uplink() && self.options.get(opt::HOST_LOOPBACK).is_some_and(|v| v == "true")
     }
 
     pub fn is_predefined(&self) -> bool {

@@ -146,6 +146,18 @@ async fn neigh(State(c): State<Shared>, Query(q): Query<FdbQuery>) -> Result<Jso
     run(c, move |c| c.neigh(q.network.as_deref()).map(Json)).await
 }
 
+async fn conntrack(State(c): State<Shared>) -> Result<Json<Value>, ApiError> {
+    run(c, |c| Ok(Json(c.conntrack()))).await
+}
+
+async fn conntrack_flush(State(c): State<Shared>) -> Result<StatusCode, ApiError> {
+    run(c, |c| {
+        c.conntrack_flush();
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such API endpoint: see `vswitchctl --help` for what the daemon serves")
 }
@@ -182,6 +194,8 @@ pub fn router(ctl: Shared) -> Router {
         .route("/stats", get(stats))
         .route("/routes", get(routes).post(add_route).delete(remove_route))
         .route("/neigh", get(neigh))
+        .route("/conntrack", get(conntrack))
+        .route("/conntrack/flush", post(conntrack_flush))
         .fallback(not_found)
         .with_state(ctl)
 }

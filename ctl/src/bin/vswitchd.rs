@@ -13,6 +13,7 @@ use vswitch_ctl::dns::{Dns, DnsHandle};
 use vswitch_ctl::leases::LeaseDb;
 use vswitch_ctl::store::Store;
 use vswitch_ctl::{server, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use vswitch_nat::slirp::{Engine, EngineLimits};
 use vswitch_router::{Gateways, L3};
 use vswitch_switch::{Dataplane, DataplaneConfig, Hooks, L3Handler, Mode, SlowPathHandler};
 
@@ -65,13 +66,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     gateways.set_l3(l3.clone());
     let handler: Arc<dyn SlowPathHandler> = gateways.clone();
     let router: Arc<dyn L3Handler> = l3.clone();
-    let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: Some(router), uplink: false })?);
+    let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: Some(router), uplink: true })?);
     let leases = Arc::new(LeaseDb::open(&args.state_dir)?);
     gateways.set_leases(leases.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(8).enable_all().build()?;
     let dns = Dns::new(&args.resolv_conf, rt.handle().clone(), dp.slow_waker());
     gateways.set_dns(Arc::new(DnsHandle(dns.clone())));
-    let ctl = Controller::start(store, dp.clone(), gateways, leases, l3, dns).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let uplink = dp.uplink().ok_or_else(|| anyhow::anyhow!("the data plane has no uplink"))?;
+    let engine = Arc::new(Engine::start(uplink, EngineLimits::default())?);
+    let ctl = Controller::start(store, dp.clone(), gateways, leases, l3, dns, engine).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctl = Arc::new(Mutex::new(ctl));
     let socket = args.socket.clone();
     rt.block_on(async move {

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::client::{self, ClientError};
 use crate::DEFAULT_SOCKET;
 
+mod conntrack;
 mod fdb;
 mod network;
 mod route;
@@ -50,6 +51,9 @@ enum Cmd {
     /// Show the gateway's neighbour (ARP/NDP) cache.
     #[command(subcommand)]
     Neigh(route::NeighCmd),
+    /// Show or flush the flows carried to the host and the world.
+    #[command(subcommand)]
+    Conntrack(conntrack::ConntrackCmd),
 }
 
 /// What a command needs to talk to the daemon and print.
@@ -98,6 +102,7 @@ pub fn main() -> i32 {
         Cmd::Stats(c) => c.exec(&ctx),
         Cmd::Route(c) => c.exec(&ctx),
         Cmd::Neigh(c) => c.exec(&ctx),
+        Cmd::Conntrack(c) => c.exec(&ctx),
     };
     match r {
         Ok(()) => 0,

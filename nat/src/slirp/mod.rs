@@ -1,0 +1,955 @@
+//! The slirp engine: containers reach the host and the world through ordinary host sockets, unprivileged (TCP, UDP, ICMP echo).
+//!
+//! The router hands the uplink every IP frame whose destination no route covers (and, with
+//! `host_loopback`, TCP and UDP to the gateway's own address), as `[virtio_net_hdr][Ethernet]`,
+//! GSO super-frames included. The engine, on a thread of its own, terminates those flows and
+//! carries them on host sockets:
+//! - TCP: a userspace TCP endpoint per connection (smoltcp) facing the container, a
+//!   non-blocking host connection behind it; the container's SYN is answered only once the
+//!   host accepted (see the `tcp` module for large segments, backpressure, closing and timers).
+//! - UDP: a connected host socket per (container address and port, destination); replies are
+//!   built as frames from the destination, fragmented when over the network's MTU.
+//! - ICMP echo: a ping socket per (container, destination, echo identifier).
+//!
+//! Destinations: the network's gateway address means the host itself (127.0.0.1 or ::1), and
+//! only with `host_loopback`; anything else goes where it was addressed.
+//!
+//! Every flow is an entry of the network's [`Conntrack`] table, whose timeouts close idle ones
+//! and whose rows `vswitchctl conntrack ls` shows; new flows past [`EngineLimits::max_flows`]
+//! in all, or [`EngineLimits::per_source`] for one container address, are refused (a RST for
+//! TCP) and counted, and existing ones carry on. Every frame dropped is counted with its reason.
+//!
+//! The thread blocks only in `epoll_wait`: host sockets are non-blocking, frames to containers
+//! go through [`FrameIo::transmit`], which never waits. Other threads talk to it through a
+//! channel and an eventfd ([`Engine::set_networks`], [`Engine::forget`], [`Engine::flows`],
+//! [`Engine::flush`]).
+
+mod frame;
+mod icmp;
+mod sys;
+mod tcp;
+#[cfg(test)]
+mod tests;
+mod udp;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use vswitch_switch::sys::EventFd;
+use vswitch_switch::{Mac, Uplink};
+
+pub use vswitch_switch::{NetId, PortId};
+
+use crate::{Conntrack, CtRow, Dir, FlowId, FlowKey, Proto, TcpFlags, Timeouts};
+use frame::{Dest, Packet, Reject, FRONT, GSO_UDP_L4, MAX_IP, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use icmp::IcmpFlow;
+use sys::{Event, Poller};
+use tcp::{Connect, Ctx, Refuser, SentLog, TcpConn, TcpParams};
+use udp::UdpFlow;
+
+/// A network the engine serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineNet {
+    /// The gateway's MAC: the source of every frame sent to the network's containers.
+    pub mac: Mac,
+    /// The gateway's addresses: traffic to them goes to the host's loopback (with `host_loopback`).
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+    /// Whether the gateway's address stands for the host's loopback; off, traffic to it is dropped.
+    pub host_loopback: bool,
+    /// The largest IP packet the network's containers take: replies are cut to it (TCP segments
+    /// by the container's kernel, through GSO; UDP and ICMP replies as IP fragments).
+    pub mtu: u32,
+}
+
+/// Where frames come from and where they go: [`Uplink`] in the daemon, an in-memory double in
+/// tests. Used from the engine's thread only.
+pub trait FrameIo: Send + 'static {
+    /// Readable (level-triggered) while frames wait.
+    fn wake_fd(&self) -> RawFd;
+    /// Called before [`pop`](Self::pop)ping, when [`wake_fd`](Self::wake_fd) was readable.
+    fn drain_wake(&self);
+    /// Hands the next frame, `[virtio_net_hdr][Ethernet frame]` from `port` of network `net`, to
+    /// `f`; false when none waits.
+    fn pop(&self, f: &mut dyn FnMut(NetId, PortId, &[u8])) -> bool;
+    /// Writes `wire` (`[virtio_net_hdr][Ethernet frame]`) into `port` without waiting; false if
+    /// it could not (the port is gone).
+    fn transmit(&self, port: PortId, wire: &[u8]) -> bool;
+}
+
+impl FrameIo for Uplink {
+    fn wake_fd(&self) -> RawFd {
+        Uplink::wake_fd(self)
+    }
+
+    fn drain_wake(&self) {
+        Uplink::drain_wake(self)
+    }
+
+    fn pop(&self, f: &mut dyn FnMut(NetId, PortId, &[u8])) -> bool {
+        let Some(frame) = Uplink::pop(self) else { return false };
+        f(frame.net, frame.port, frame.buf.wire());
+        self.recycle(frame.buf);
+        true
+    }
+
+    fn transmit(&self, port: PortId, wire: &[u8]) -> bool {
+        Uplink::transmit(self, port, wire)
+    }
+}
+
+/// Limits and timeouts of an [`Engine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Flows open at once, all networks together (default 65536); new ones beyond are refused.
+    pub max_flows: usize,
+    /// Flows open at once from one container address (default 4096).
+    pub per_source: usize,
+    /// When idle flows are closed (connection tracking's; UDP: 30 s unreplied, 120 s replied).
+    pub timeouts: Timeouts,
+    /// Bytes each TCP connection buffers per direction (default 256 KiB): the window announced
+    /// to the container (scaled) and the most bytes in flight toward it. Pages are touched only
+    /// as far as a connection fills them.
+    pub tcp_buffer: usize,
+    /// A connection whose container acknowledges nothing for this long is reset (default 120 s).
+    pub tcp_timeout_ms: u64,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        Self { max_flows: 65_536, per_source: 4096, timeouts: Timeouts::default(), tcp_buffer: 256 * 1024, tcp_timeout_ms: 120_000 }
+    }
+}
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident, )*) => {
+        /// What the engine did and dropped since it started (a snapshot; `*_open` are gauges).
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct EngineCounters {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        /// The engine thread's counters: written by it alone, read by anyone.
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $( $name: AtomicU64, )*
+        }
+
+        impl Counters {
+            fn snapshot(&self) -> EngineCounters {
+                EngineCounters { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Frames taken from the uplink.
+    frames_in,
+    /// Frames sent to containers.
+    frames_out,
+    /// TCP connections established with the host and answered to the container.
+    tcp_opened,
+    /// TCP connections closed gracefully, both ways.
+    tcp_closed,
+    /// SYNs answered with a RST because the host refused the connection.
+    tcp_refused,
+    /// SYNs answered with a RST because the host connection failed otherwise (unreachable, no route, ...).
+    tcp_connect_failed,
+    /// SYNs dropped because the host connection timed out.
+    tcp_connect_timeout,
+    /// Connections the container reset (or stopped answering): reset toward the host too.
+    tcp_reset_by_container,
+    /// Connections the host reset (or failed): reset toward the container too.
+    tcp_reset_by_host,
+    /// Segments of no known connection, answered with a RST.
+    tcp_stray,
+    /// UDP flows opened.
+    udp_flows,
+    /// ICMP echo flows opened.
+    icmp_flows,
+    /// Flows closed by their idle timeout.
+    flows_expired,
+    /// Payload bytes written to host sockets.
+    bytes_to_host,
+    /// Payload bytes read from host sockets.
+    bytes_from_host,
+    /// ICMP errors the host reported for UDP flows (port or host unreachable).
+    udp_unreachable,
+    /// Open TCP connections (gauge).
+    tcp_open,
+    /// Open UDP flows (gauge).
+    udp_open,
+    /// Open ICMP echo flows (gauge).
+    icmp_open,
+    /// Dropped: truncated or inconsistent frames, bad addresses.
+    drop_malformed,
+    /// Dropped: a bad IPv4 header or transport checksum.
+    drop_checksum,
+    /// Dropped: not IPv4/IPv6, not TCP/UDP/ICMP echo, IP fragments, IPv6 extension headers.
+    drop_unsupported,
+    /// Dropped: from a network the engine has no configuration for.
+    drop_no_network,
+    /// Dropped: to the gateway without `host_loopback`, or to an address no host socket may reach (loopback, multicast).
+    drop_denied,
+    /// Dropped: a flow's packet from another MAC or port than the one that opened it.
+    drop_spoofed,
+    /// Refused: the flow limit (total or per source) was reached.
+    drop_flow_table_full,
+    /// Refused: `net.ipv4.ping_group_range` forbids ping sockets to this user.
+    drop_ping_not_permitted,
+    /// Refused: a host socket could not be made (out of descriptors, ...).
+    drop_host_socket_failed,
+    /// Dropped: a host socket did not take a datagram (its buffer full, an error).
+    drop_host_send_failed,
+    /// Dropped: a reply too large to be framed.
+    too_big,
+    /// Frames to containers that could not be written (the port gone).
+    tx_failed,
+}
+
+/// Adds to a counter. The engine's thread is the only writer, so a load and a store will do
+/// (no locked instruction on the packet path).
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// Moves a gauge by one (the engine's thread is its only writer).
+fn gauge(c: &AtomicU64, delta: i64) {
+    c.store(c.load(Ordering::Relaxed).saturating_add_signed(delta), Ordering::Relaxed);
+}
+
+/// One flow, for `vswitchctl conntrack ls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowRow {
+    pub net: NetId,
+    /// As connection tracking has it: orig is the container's direction (its address and port,
+    /// the destination it addressed), reply the host's.
+    pub row: CtRow,
+}
+
+impl fmt::Display for FlowRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "net {} {}", self.net, self.row)
+    }
+}
+
+enum Request {
+    Networks,
+    Forget(Option<NetId>, Vec<IpAddr>),
+    Flush,
+    Flows(mpsc::SyncSender<Vec<FlowRow>>),
+}
+
+struct Shared {
+    nets: ArcSwap<HashMap<NetId, EngineNet>>,
+    counters: Counters,
+    /// Wakes the engine for a request or to stop.
+    ctl: EventFd,
+    stop: AtomicBool,
+}
+
+/// The slirp engine: a thread carrying containers' flows on host sockets (see the module
+/// documentation). Dropping it stops the thread and closes every flow.
+pub struct Engine {
+    shared: Arc<Shared>,
+    requests: mpsc::Sender<Request>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine").field("running", &self.running()).finish_non_exhaustive()
+    }
+}
+
+const WAKE_TOKEN: u64 = 0;
+const CTL_TOKEN: u64 = 1;
+const FIRST_FLOW_TOKEN: u64 = 2;
+/// Frames taken from the uplink in one round, before sockets and timers get a turn.
+const FRAME_BUDGET: usize = 256;
+/// Datagrams read from one host socket in one round.
+const DGRAM_BUDGET: usize = 64;
+/// At most one warning about ping sockets per this many milliseconds.
+const PING_WARN_MS: u64 = 60_000;
+
+impl Engine {
+    /// Starts the engine's thread on `io`, serving no network until [`set_networks`](Self::set_networks).
+    pub fn start(io: impl FrameIo, limits: EngineLimits) -> io::Result<Engine> {
+        let poller = Poller::new(256)?;
+        let ctl = EventFd::new()?;
+        poller.add_level(io.wake_fd(), WAKE_TOKEN)?;
+        poller.add_level(ctl.raw(), CTL_TOKEN)?;
+        let shared = Arc::new(Shared {
+            nets: ArcSwap::from_pointee(HashMap::new()),
+            counters: Counters::default(),
+            ctl,
+            stop: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel();
+        let core = Core::new(shared.clone(), rx, poller, limits);
+        let thread = std::thread::Builder::new().name("vswitch-slirp".into()).spawn(move || core.run(&io))?;
+        Ok(Engine { shared, requests: tx, thread: Some(thread) })
+    }
+
+    fn request(&self, r: Request) {
+        if self.requests.send(r).is_ok() {
+            self.shared.ctl.notify();
+        }
+    }
+
+    /// Replaces the networks served, whole; flows of networks no longer there are closed (their
+    /// host sockets reset).
+    pub fn set_networks(&self, nets: HashMap<NetId, EngineNet>) {
+        self.shared.nets.store(Arc::new(nets));
+        self.request(Request::Networks);
+    }
+
+    /// Closes every flow of these container addresses, in every network (an endpoint
+    /// disconnected): their host sockets are released (TCP ones reset), nothing is sent to the
+    /// container.
+    pub fn forget(&self, addrs: Vec<IpAddr>) {
+        self.request(Request::Forget(None, addrs));
+    }
+
+    /// [`forget`](Self::forget) in one network only: where networks reuse addresses (every
+    /// slirp4netns sandbox is 10.0.2.100), the endpoint's own network.
+    pub fn forget_in(&self, net: NetId, addrs: Vec<IpAddr>) {
+        self.request(Request::Forget(Some(net), addrs));
+    }
+
+    /// Closes every flow (`conntrack flush`): TCP connections are reset both ways.
+    pub fn flush(&self) {
+        self.request(Request::Flush);
+    }
+
+    pub fn counters(&self) -> EngineCounters {
+        self.shared.counters.snapshot()
+    }
+
+    /// Whether the engine's thread still runs (it stops only when dropped, or on a bug).
+    pub fn running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Every open flow, for `conntrack ls` (waits for the engine's thread to list them).
+    pub fn flows(&self) -> Vec<FlowRow> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.request(Request::Flows(tx));
+        rx.recv().unwrap_or_default()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.ctl.notify();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A flow's own data in connection tracking.
+#[derive(Debug)]
+struct FlowVal {
+    /// Its epoll token (never reused), by which readiness and timers find it.
+    token: u64,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Tcp(Box<TcpConn>),
+    Udp(UdpFlow),
+    Icmp(IcmpFlow),
+}
+
+/// How a flow leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// It is over (or replaced): sockets closed as they are.
+    Quiet,
+    /// TCP is reset toward the host, and toward the container too if `container`.
+    Reset { container: bool },
+}
+
+/// The engine thread's state.
+struct Core {
+    shared: Arc<Shared>,
+    requests: mpsc::Receiver<Request>,
+    poller: Poller,
+    limits: EngineLimits,
+    params: TcpParams,
+    nets: Arc<HashMap<NetId, EngineNet>>,
+    tables: HashMap<NetId, Conntrack<FlowVal>>,
+    tokens: HashMap<u64, (NetId, FlowId)>,
+    next_token: u64,
+    /// (when, token) of TCP connections' timers, one per connection at most (its `deadline`).
+    timers: BTreeSet<(u64, u64)>,
+    /// Tokens of datagram sockets with more to read than one round took.
+    again: Vec<u64>,
+    refuser: Option<Refuser>,
+    /// Frames to containers are built here (TCP).
+    txbuf: Vec<u8>,
+    /// Datagrams from the host are read here, with room for headers in front.
+    rxbuf: Vec<u8>,
+    /// IP fragments are built here.
+    fragbuf: Vec<u8>,
+    sent: SentLog,
+    /// IP lengths of the datagrams one round read from a host socket.
+    lens: Vec<usize>,
+    removed: Vec<(FlowKey, FlowVal)>,
+    start: Instant,
+    /// The IP identification of the next datagram built.
+    ident: u32,
+    ping_warned: Option<u64>,
+    more_frames: bool,
+}
+
+impl Core {
+    fn new(shared: Arc<Shared>, requests: mpsc::Receiver<Request>, poller: Poller, limits: EngineLimits) -> Self {
+        Core {
+            nets: shared.nets.load_full(),
+            shared,
+            requests,
+            poller,
+            limits,
+            params: TcpParams { buffer: limits.tcp_buffer.clamp(4096, 64 << 20), timeout_ms: limits.tcp_timeout_ms },
+            tables: HashMap::new(),
+            tokens: HashMap::new(),
+            next_token: FIRST_FLOW_TOKEN,
+            timers: BTreeSet::new(),
+            again: Vec::new(),
+            refuser: None,
+            txbuf: Vec::new(),
+            rxbuf: vec![0; FRONT + MAX_IP],
+            fragbuf: Vec::new(),
+            sent: Vec::new(),
+            lens: Vec::new(),
+            removed: Vec::new(),
+            start: Instant::now(),
+            ident: std::process::id().wrapping_mul(0x9e37_79b9),
+            ping_warned: None,
+            more_frames: true,
+        }
+    }
+
+    /// Milliseconds since the engine started (never 0).
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
+    }
+
+    fn sweep_every(&self) -> u64 {
+        let t = &self.limits.timeouts;
+        (t.udp_ms.min(t.icmp_ms).min(t.tcp_close_ms) / 4).clamp(10, 1000)
+    }
+
+    fn run(mut self, io: &dyn FrameIo) {
+        let shared = self.shared.clone();
+        let c = &shared.counters;
+        let now = self.now();
+        self.refuser = Some(Refuser::new(&mut Ctx { io, counters: c, buf: &mut self.txbuf, sent: &mut self.sent, now }));
+        self.sent.clear();
+        let mut events = Vec::with_capacity(256);
+        let mut next_sweep: u64 = 0;
+        while !shared.stop.load(Ordering::Acquire) {
+            let now = self.now();
+            let mut timeout = next_sweep.saturating_sub(now);
+            if let Some((t, _)) = self.timers.first() {
+                timeout = timeout.min(t.saturating_sub(now));
+            }
+            if self.more_frames || !self.again.is_empty() {
+                timeout = 0;
+            }
+            events.clear();
+            if let Err(e) = self.poller.wait(timeout.min(1000) as i32, &mut events) {
+                log::error!("slirp engine: epoll_wait failed: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            let now = self.now();
+            for ev in &events {
+                match ev.token {
+                    WAKE_TOKEN => {
+                        io.drain_wake();
+                        self.more_frames = true;
+                    }
+                    CTL_TOKEN => {
+                        shared.ctl.drain();
+                        self.handle_requests(io, c, now);
+                    }
+                    _ => self.ready(io, c, *ev, now),
+                }
+            }
+            if self.more_frames {
+                self.frames(io, c, now);
+            }
+            for token in std::mem::take(&mut self.again) {
+                self.ready(io, c, Event { token, readable: true, ..Event::default() }, now);
+            }
+            self.run_timers(io, c, now);
+            if now >= next_sweep {
+                self.sweep(io, c, now);
+                next_sweep = now + self.sweep_every();
+            }
+        }
+    }
+
+    fn handle_requests(&mut self, io: &dyn FrameIo, c: &Counters, now: u64) {
+        while let Ok(r) = self.requests.try_recv() {
+            match r {
+                Request::Networks => {
+                    self.nets = self.shared.nets.load_full();
+                    let gone: Vec<NetId> = self.tables.keys().filter(|n| !self.nets.contains_key(n)).copied().collect();
+                    for net in gone {
+                        if let Some(mut t) = self.tables.remove(&net) {
+                            t.retain(|_, _| false, &mut self.removed);
+                        }
+                        self.dispose_removed(io, c, Close::Reset { container: false }, now);
+                    }
+                }
+                Request::Forget(only, addrs) => {
+                    for (_, t) in self.tables.iter_mut().filter(|(n, _)| only.is_none_or(|o| o == **n)) {
+                        t.retain(|k, _| !addrs.contains(&k.src.ip()), &mut self.removed);
+                    }
+                    self.dispose_removed(io, c, Close::Reset { container: false }, now);
+                }
+                Request::Flush => {
+                    for t in self.tables.values_mut() {
+                        t.retain(|_, _| false, &mut self.removed);
+                    }
+                    self.dispose_removed(io, c, Close::Reset { container: true }, now);
+                }
+                Request::Flows(tx) => {
+                    let rows = self.tables.iter().flat_map(|(&net, t)| t.rows(now).map(move |row| FlowRow { net, row })).collect();
+                    let _ = tx.send(rows);
+                }
+            }
+        }
+    }
+
+    fn frames(&mut self, io: &dyn FrameIo, c: &Counters, now: u64) {
+        for _ in 0..FRAME_BUDGET {
+            if !io.pop(&mut |net, port, wire| self.frame(io, c, net, port, wire, now)) {
+                self.more_frames = false;
+                return;
+            }
+        }
+    }
+
+    /// One frame from a container.
+    fn frame(&mut self, io: &dyn FrameIo, c: &Counters, net: NetId, port: PortId, wire: &[u8], now: u64) {
+        add(&c.frames_in, 1);
+        let Some(cfg) = self.nets.get(&net) else { return add(&c.drop_no_network, 1) };
+        let pkt = match frame::parse(wire) {
+            Ok(p) => p,
+            Err(Reject::Malformed) => return add(&c.drop_malformed, 1),
+            Err(Reject::Checksum) => return add(&c.drop_checksum, 1),
+            Err(Reject::Unsupported) => return add(&c.drop_unsupported, 1),
+        };
+        if pkt.src_mac.is_multicast() || pkt.src_mac.is_zero() || !unicast(pkt.src) || pkt.src == pkt.dst {
+            return add(&c.drop_malformed, 1);
+        }
+        let Some(host) = host_address(cfg, pkt.dst) else { return add(&c.drop_denied, 1) };
+        let dest = Dest { port, mac: pkt.src_mac, gw_mac: cfg.mac, mtu: (cfg.mtu as usize).clamp(576, MAX_IP) };
+        match pkt.proto {
+            PROTO_TCP => self.tcp_frame(io, c, net, &pkt, host, dest, now),
+            PROTO_UDP => self.udp_frame(c, net, &pkt, host, dest, now),
+            PROTO_ICMP | PROTO_ICMPV6 => self.icmp_frame(c, net, &pkt, host, dest, now),
+            _ => add(&c.drop_unsupported, 1),
+        }
+    }
+
+    fn table(&mut self, net: NetId) -> &mut Conntrack<FlowVal> {
+        table_of(&mut self.tables, net, &self.limits)
+    }
+
+    /// Whether a new flow from `src` in `net` fits the limits; counted when not.
+    fn admit(&mut self, net: NetId, src: IpAddr, c: &Counters) -> bool {
+        let total: usize = self.tables.values().map(|t| t.len()).sum();
+        let from_src = self.tables.get(&net).map_or(0, |t| t.count_for(src));
+        if total >= self.limits.max_flows || from_src >= self.limits.per_source {
+            add(&c.drop_flow_table_full, 1);
+            return false;
+        }
+        true
+    }
+
+    fn token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
+    }
+
+    /// Answers a TCP segment with a RST (unless it is one).
+    fn refuse(&mut self, io: &dyn FrameIo, c: &Counters, ip: &[u8], dest: Dest, now: u64) {
+        if let Some(r) = &mut self.refuser {
+            r.refuse(ip, dest, &mut Ctx { io, counters: c, buf: &mut self.txbuf, sent: &mut self.sent, now });
+        }
+        self.sent.clear();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_frame(&mut self, io: &dyn FrameIo, c: &Counters, net: NetId, pkt: &Packet<'_>, host: IpAddr, dest: Dest, now: u64) {
+        let l4 = pkt.l4;
+        let (sport, dport, flags) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]), l4[13]);
+        let f = TcpFlags::from_bits(flags);
+        let syn = f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK) && !f.contains(TcpFlags::RST);
+        let key = FlowKey::new(Proto::Tcp, SocketAddr::new(pkt.src, sport), SocketAddr::new(pkt.dst, dport));
+        let table = table_of(&mut self.tables, net, &self.limits);
+        if let Some(id) = table.id_of(&key) {
+            let Some(Kind::Tcp(conn)) = table.get_mut(id).map(|f| &mut f.value.kind) else { return };
+            if !same_origin(conn.dest(), &dest) {
+                return add(&c.drop_spoofed, 1);
+            }
+            if !(syn && conn.reusable()) {
+                let mut ctx = Ctx { io, counters: c, buf: &mut self.txbuf, sent: &mut self.sent, now };
+                let done = conn.on_segment(pkt.ip, pkt.ip.len() - l4.len(), &mut ctx);
+                table.on_tcp(id, Dir::Orig, f, now);
+                table.on_packet(id, Dir::Orig, pkt.ip.len(), now);
+                return self.after_tcp(io, c, net, id, done, now);
+            }
+            // A new connection on the ports of one that is over.
+            if let Some((_, v)) = table.remove(id) {
+                self.dispose(io, c, v, Close::Quiet, now);
+            }
+        }
+        if !syn {
+            add(&c.tcp_stray, 1);
+            return self.refuse(io, c, pkt.ip, dest, now);
+        }
+        if !self.admit(net, pkt.src, c) {
+            return self.refuse(io, c, pkt.ip, dest, now);
+        }
+        let token = self.token();
+        let tcp_at = pkt.ip.len() - l4.len();
+        let local = SocketAddr::new(pkt.dst, dport);
+        let (conn, connected) =
+            match TcpConn::connect(pkt.ip, tcp_at, local, SocketAddr::new(host, dport), dest, self.params, &self.poller, token) {
+                Ok(r) => r,
+                Err(e) => {
+                    connect_failed(c, &e);
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        return;
+                    }
+                    return self.refuse(io, c, pkt.ip, dest, now);
+                }
+            };
+        let table = self.table(net);
+        let Ok((id, _)) = table.get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Tcp(Box::new(conn)) }) else {
+            add(&c.drop_flow_table_full, 1);
+            return self.refuse(io, c, pkt.ip, dest, now);
+        };
+        table.on_tcp(id, Dir::Orig, f, now);
+        table.on_packet(id, Dir::Orig, pkt.ip.len(), now);
+        self.tokens.insert(token, (net, id));
+        gauge(&c.tcp_open, 1);
+        if connected {
+            self.tcp_host(io, c, net, id, Event { token, writable: true, ..Event::default() }, now);
+        }
+    }
+
+    /// Readiness of a TCP connection's host socket.
+    fn tcp_host(&mut self, io: &dyn FrameIo, c: &Counters, net: NetId, id: FlowId, ev: Event, now: u64) {
+        let Some(table) = self.tables.get_mut(&net) else { return };
+        let Some(Kind::Tcp(conn)) = table.get_mut(id).map(|f| &mut f.value.kind) else { return };
+        let mut ctx = Ctx { io, counters: c, buf: &mut self.txbuf, sent: &mut self.sent, now };
+        if !conn.connecting() {
+            let done = conn.on_host(&ev, &mut ctx);
+            return self.after_tcp(io, c, net, id, done, now);
+        }
+        match conn.poll_connect(&ev, &mut ctx) {
+            Connect::Pending => {}
+            Connect::Opened => self.after_tcp(io, c, net, id, false, now),
+            Connect::Dropped => {
+                self.sent.clear();
+                if let Some((_, v)) = table.remove(id) {
+                    self.dispose(io, c, v, Close::Quiet, now);
+                }
+            }
+            Connect::Failed(e) => {
+                connect_failed(c, &e);
+                let dest = *conn.dest();
+                let syn = conn.syn().map(<[u8]>::to_vec);
+                if let Some((_, v)) = table.remove(id) {
+                    self.dispose(io, c, v, Close::Quiet, now);
+                }
+                if let Some(syn) = syn.filter(|_| e.kind() != io::ErrorKind::TimedOut) {
+                    self.refuse(io, c, &syn, dest, now);
+                }
+            }
+        }
+    }
+
+    /// After a TCP connection ran: tells connection tracking what it sent, and either removes
+    /// it (`done`) or schedules its timer.
+    fn after_tcp(&mut self, io: &dyn FrameIo, c: &Counters, net: NetId, id: FlowId, done: bool, now: u64) {
+        let Some(table) = self.tables.get_mut(&net) else { return };
+        for (flags, len) in self.sent.drain(..) {
+            table.on_tcp(id, Dir::Reply, TcpFlags::from_bits(flags), now);
+            table.on_packet(id, Dir::Reply, len as usize, now);
+        }
+        if done {
+            if let Some((_, v)) = table.remove(id) {
+                self.dispose(io, c, v, Close::Quiet, now);
+            }
+            return;
+        }
+        let Some(flow) = table.get_mut(id) else { return };
+        let token = flow.value.token;
+        let Kind::Tcp(conn) = &mut flow.value.kind else { return };
+        let next = conn.next_poll(now);
+        if next != conn.deadline {
+            if let Some(old) = conn.deadline {
+                self.timers.remove(&(old, token));
+            }
+            if let Some(t) = next {
+                self.timers.insert((t, token));
+            }
+            conn.deadline = next;
+        }
+    }
+
+    fn run_timers(&mut self, io: &dyn FrameIo, c: &Counters, now: u64) {
+        while let Some(&(t, token)) = self.timers.first() {
+            if t > now {
+                return;
+            }
+            self.timers.pop_first();
+            let Some(&(net, id)) = self.tokens.get(&token) else { continue };
+            let Some(table) = self.tables.get_mut(&net) else { continue };
+            let Some(Kind::Tcp(conn)) = table.get_mut(id).map(|f| &mut f.value.kind) else { continue };
+            conn.deadline = None;
+            let done = conn.on_timer(&mut Ctx { io, counters: c, buf: &mut self.txbuf, sent: &mut self.sent, now });
+            self.after_tcp(io, c, net, id, done, now);
+        }
+    }
+
+    /// Readiness of a host socket.
+    fn ready(&mut self, io: &dyn FrameIo, c: &Counters, ev: Event, now: u64) {
+        let Some(&(net, id)) = self.tokens.get(&ev.token) else { return };
+        let Some(table) = self.tables.get_mut(&net) else { return };
+        let Some(flow) = table.get_mut(id) else { return };
+        let mut more = false;
+        let mut lens = std::mem::take(&mut self.lens);
+        match &flow.value.kind {
+            Kind::Tcp(_) => return self.tcp_host(io, c, net, id, ev, now),
+            Kind::Udp(u) => {
+                for i in 0..=DGRAM_BUDGET {
+                    if i == DGRAM_BUDGET {
+                        more = true;
+                        break;
+                    }
+                    self.ident = self.ident.wrapping_add(1);
+                    match u.recv_one(&mut self.rxbuf, &mut self.fragbuf, self.ident, io, c) {
+                        None => break,
+                        Some(0) => {}
+                        Some(n) => lens.push(n),
+                    }
+                }
+            }
+            Kind::Icmp(p) => {
+                for i in 0..=DGRAM_BUDGET {
+                    if i == DGRAM_BUDGET {
+                        more = true;
+                        break;
+                    }
+                    self.ident = self.ident.wrapping_add(1);
+                    match p.recv_one(&mut self.rxbuf, &mut self.fragbuf, self.ident, io, c) {
+                        None => break,
+                        Some(0) => {}
+                        Some(n) => lens.push(n),
+                    }
+                }
+            }
+        }
+        for n in lens.drain(..) {
+            table.on_packet(id, Dir::Reply, n, now);
+        }
+        self.lens = lens;
+        if more {
+            self.again.push(ev.token);
+        }
+    }
+
+    fn udp_frame(&mut self, c: &Counters, net: NetId, pkt: &Packet<'_>, host: IpAddr, dest: Dest, now: u64) {
+        let l4 = pkt.l4;
+        let (sport, dport) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
+        let container = SocketAddr::new(pkt.src, sport);
+        let remote = SocketAddr::new(pkt.dst, dport);
+        let key = FlowKey::new(Proto::Udp, container, remote);
+        let id = match self.table(net).id_of(&key) {
+            Some(id) => id,
+            None => {
+                if !self.admit(net, pkt.src, c) {
+                    return;
+                }
+                let token = self.token();
+                let flow = match UdpFlow::open(container, remote, SocketAddr::new(host, dport), dest, &self.poller, token) {
+                    Ok(f) => f,
+                    Err(_) => return add(&c.drop_host_socket_failed, 1),
+                };
+                let Ok((id, _)) = self.table(net).get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Udp(flow) }) else {
+                    return add(&c.drop_flow_table_full, 1);
+                };
+                self.tokens.insert(token, (net, id));
+                gauge(&c.udp_open, 1);
+                add(&c.udp_flows, 1);
+                id
+            }
+        };
+        let table = self.table(net);
+        let Some(Kind::Udp(flow)) = table.get_mut(id).map(|f| &mut f.value.kind) else { return };
+        if !same_origin(&flow.dest, &dest) {
+            return add(&c.drop_spoofed, 1);
+        }
+        let payload = &l4[8..];
+        // A UDP GSO super-datagram (UDP_L4) is several datagrams of gso_size; UFO (UDP) is one.
+        let size = if pkt.vnet.gso_type == GSO_UDP_L4 { usize::from(pkt.vnet.gso_size) } else { payload.len().max(1) };
+        for seg in payload.chunks(size).chain(payload.is_empty().then_some(&payload[..0])) {
+            match flow.send(seg) {
+                Ok(n) => add(&c.bytes_to_host, n as u64),
+                Err(_) => add(&c.drop_host_send_failed, 1),
+            }
+        }
+        table.on_packet(id, Dir::Orig, pkt.ip.len(), now);
+    }
+
+    fn icmp_frame(&mut self, c: &Counters, net: NetId, pkt: &Packet<'_>, host: IpAddr, dest: Dest, now: u64) {
+        let l4 = pkt.l4;
+        // Echo requests only; errors and everything else have no socket to go to.
+        if l4[0] != if pkt.src.is_ipv6() { 128 } else { 8 } || l4[1] != 0 {
+            return add(&c.drop_unsupported, 1);
+        }
+        let echo_id = u16::from_be_bytes([l4[4], l4[5]]);
+        let key = FlowKey::icmp_echo(pkt.src, pkt.dst, echo_id);
+        let id = match self.table(net).id_of(&key) {
+            Some(id) => id,
+            None => {
+                if !self.admit(net, pkt.src, c) {
+                    return;
+                }
+                let token = self.token();
+                let flow = match IcmpFlow::open(pkt.src, pkt.dst, host, echo_id, dest, &self.poller, token) {
+                    Ok(f) => f,
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+                        add(&c.drop_ping_not_permitted, 1);
+                        if self.ping_warned.is_none_or(|t| now.saturating_sub(t) >= PING_WARN_MS) {
+                            self.ping_warned = Some(now);
+                            log::warn!(
+                                "slirp: ping sockets are not permitted to this user (net.ipv4.ping_group_range); ICMP echo from containers is dropped"
+                            );
+                        }
+                        return;
+                    }
+                    Err(_) => return add(&c.drop_host_socket_failed, 1),
+                };
+                let Ok((id, _)) = self.table(net).get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Icmp(flow) }) else {
+                    return add(&c.drop_flow_table_full, 1);
+                };
+                self.tokens.insert(token, (net, id));
+                gauge(&c.icmp_open, 1);
+                add(&c.icmp_flows, 1);
+                id
+            }
+        };
+        let table = self.table(net);
+        let Some(Kind::Icmp(flow)) = table.get_mut(id).map(|f| &mut f.value.kind) else { return };
+        if !same_origin(&flow.dest, &dest) {
+            return add(&c.drop_spoofed, 1);
+        }
+        match flow.send(l4) {
+            Ok(n) => add(&c.bytes_to_host, n as u64),
+            Err(_) => add(&c.drop_host_send_failed, 1),
+        }
+        table.on_packet(id, Dir::Orig, pkt.ip.len(), now);
+    }
+
+    /// Collects idle flows.
+    fn sweep(&mut self, io: &dyn FrameIo, c: &Counters, now: u64) {
+        for t in self.tables.values_mut() {
+            t.expire(now, &mut self.removed);
+        }
+        add(&c.flows_expired, self.removed.len() as u64);
+        self.dispose_removed(io, c, Close::Reset { container: true }, now);
+    }
+
+    fn dispose_removed(&mut self, io: &dyn FrameIo, c: &Counters, how: Close, now: u64) {
+        let mut removed = std::mem::take(&mut self.removed);
+        for (_, v) in removed.drain(..) {
+            self.dispose(io, c, v, how, now);
+        }
+        self.removed = removed;
+    }
+
+    /// Releases a flow taken out of its table.
+    fn dispose(&mut self, io: &dyn FrameIo, c: &Counters, v: FlowVal, how: Close, now: u64) {
+        self.tokens.remove(&v.token);
+        match v.kind {
+            Kind::Tcp(mut conn) => {
+                gauge(&c.tcp_open, -1);
+                if let Some(t) = conn.deadline {
+                    self.timers.remove(&(t, v.token));
+                }
+                if let Close::Reset { container } = how {
+                    conn.abort(container, &mut Ctx { io, counters: c, buf: &mut self.txbuf, sent: &mut self.sent, now });
+                    self.sent.clear();
+                }
+            }
+            Kind::Udp(_) => gauge(&c.udp_open, -1),
+            Kind::Icmp(_) => gauge(&c.icmp_open, -1),
+        }
+    }
+}
+
+/// Network `net`'s table, made on first use.
+fn table_of<'t>(tables: &'t mut HashMap<NetId, Conntrack<FlowVal>>, net: NetId, limits: &EngineLimits) -> &'t mut Conntrack<FlowVal> {
+    tables.entry(net).or_insert_with(|| Conntrack::new(limits.max_flows, limits.timeouts))
+}
+
+fn connect_failed(c: &Counters, e: &io::Error) {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => add(&c.tcp_refused, 1),
+        Some(libc::ETIMEDOUT) => add(&c.tcp_connect_timeout, 1),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => add(&c.drop_host_socket_failed, 1),
+        _ => add(&c.tcp_connect_failed, 1),
+    }
+}
+
+/// A later packet of a flow must come from where its first one did.
+fn same_origin(a: &Dest, b: &Dest) -> bool {
+    a.port == b.port && a.mac == b.mac
+}
+
+/// An address a container may send from.
+fn unicast(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_loopback() || a.to_ipv4_mapped().is_some()),
+    }
+}
+
+/// Where the host should send what a container addressed to `dst`: the host's loopback for the
+/// gateway's address (with `host_loopback`), the address itself otherwise; None when no host
+/// socket may go there.
+fn host_address(net: &EngineNet, dst: IpAddr) -> Option<IpAddr> {
+    let host = match dst {
+        IpAddr::V4(a) if net.v4 == Some(a) => net.host_loopback.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        IpAddr::V6(a) if net.v6 == Some(a) => net.host_loopback.then_some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        a if unicast(a) => Some(a),
+        _ => None,
+    };
+    // Tests feed random frames: whatever they address, no socket may leave the machine.
+    #[cfg(test)]
+    let host = host.filter(IpAddr::is_loopback);
+    host
+}

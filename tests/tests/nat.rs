@@ -1,0 +1,193 @@
+//! End-to-end outbound NAT through the slirp engine: curl, iperf3, UDP and ping from a
+//! namespace to servers on the host's loopback (through the gateway address, when allowed) and
+//! to an "outside" namespace the test reaches from the host over a veth of its own.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vswitch_tests::*;
+
+/// An HTTP server on `addr` (port 0: any) answering every request with `body`; records each
+/// client's address. Stops with the test process.
+fn http_server(addr: &str, body: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind(addr).expect("bind");
+    let port = l.local_addr().unwrap().port();
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let p = peers.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let mut s = s;
+                p.lock().unwrap().push(s.peer_addr().map(|a| a.to_string()).unwrap_or_default());
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    if req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            });
+        }
+    });
+    (port, peers)
+}
+
+/// A UDP server on 127.0.0.1 that answers each datagram with "echo:" and the datagram.
+fn udp_echo() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = s.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let mut out = b"echo:".to_vec();
+            out.extend_from_slice(&buf[..n]);
+            let _ = s.send_to(&out, from);
+        }
+    });
+    port
+}
+
+#[test]
+fn tcp_and_udp_reach_the_host_loopback_only_when_allowed() {
+    if !root_or_skip("tcp_and_udp_reach_the_host_loopback_only_when_allowed") {
+        return;
+    }
+    let (port, peers) = http_server("127.0.0.1:0", "hello from the host");
+    let udp = udp_echo();
+    let d = Daemon::start();
+    let (a, b) = (Netns::new(), Netns::new());
+    d.ctl_ok(&["network", "create", "--subnet", "10.70.1.0/24", "-o", "host-loopback=true", "open"]);
+    d.ctl_ok(&["network", "create", "--subnet", "10.70.2.0/24", "shut"]);
+    d.ctl_ok(&["network", "connect", "open", &a.name]);
+    d.ctl_ok(&["network", "connect", "shut", &b.name]);
+    let url = format!("http://10.70.1.1:{port}/");
+    let got = a.exec_ok(&["curl", "-sS", "--max-time", "5", &url]);
+    assert_eq!(got, "hello from the host");
+    assert!(peers.lock().unwrap().iter().all(|p| p.starts_with("127.0.0.1:")), "{peers:?}");
+    // Without host-loopback the gateway's address is only the gateway.
+    let shut = b.exec(&["curl", "-sS", "--max-time", "2", &format!("http://10.70.2.1:{port}/")]);
+    assert!(!shut.status.success(), "host loopback reached without -o host-loopback=true");
+    // UDP request and response.
+    let echo = a.exec_ok(&["bash", "-c", &format!("printf ping | socat -t2 - UDP:10.70.1.1:{udp}")]);
+    assert_eq!(echo, "echo:ping");
+    let s = d.ctl_json(&["stats"]);
+    assert!(s["Nat"]["TcpOpened"].as_u64().unwrap() >= 1 && s["Nat"]["UdpFlows"].as_u64().unwrap() >= 1, "{}", s["Nat"]);
+    let flows = d.ctl_json(&["conntrack", "ls"]);
+    assert!(
+        flows.as_array().unwrap().iter().any(|f| f["Proto"] == "udp" && f["Source"].as_str().unwrap().starts_with("10.70.1.2:")),
+        "{flows}"
+    );
+    // A refused port is refused at once (RST), not a timeout.
+    let closed = free_port();
+    let t = std::time::Instant::now();
+    let r = a.exec(&["curl", "-sS", "--max-time", "5", &format!("http://10.70.1.1:{closed}/")]);
+    assert!(!r.status.success() && t.elapsed() < Duration::from_secs(3), "{:?}", String::from_utf8_lossy(&r.stderr));
+    assert!(d.ctl_json(&["stats"])["Nat"]["TcpRefused"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn iperf3_to_the_host_and_back() {
+    if !root_or_skip("iperf3_to_the_host_and_back") {
+        return;
+    }
+    let port = free_port().to_string();
+    let server = Proc(Some(
+        std::process::Command::new("iperf3")
+            .args(["-s", "-B", "127.0.0.1", "-p", &port])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("iperf3"),
+    ));
+    assert!(eventually(5, || std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_ok()));
+    let d = Daemon::start();
+    let a = Netns::new();
+    d.ctl_ok(&["network", "create", "--subnet", "10.71.0.0/24", "-o", "host-loopback=true", "fast"]);
+    d.ctl_ok(&["network", "connect", "fast", &a.name]);
+    for reverse in [false, true] {
+        let mut args = vec!["iperf3", "-c", "10.71.0.1", "-p", &port, "-t", "2", "-J"];
+        if reverse {
+            args.push("-R");
+        }
+        let out = a.exec_ok(&args);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+        let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+        eprintln!(
+            "iperf3 {} through the slirp engine: {:.2} Gbit/s",
+            if reverse { "host -> namespace" } else { "namespace -> host" },
+            bps / 1e9
+        );
+        assert!(bps > 1e6, "{out}");
+    }
+    drop(server);
+}
+
+/// A namespace standing for "the world": reached from the host's namespace over a veth of the
+/// test's own with a /30 nobody else uses; removed on drop.
+struct Outside {
+    ns: Netns,
+    _veth: Veth,
+    addr: String,
+}
+
+fn outside(third: u8) -> Outside {
+    let ns = Netns::new();
+    let veth = Veth::new(&ns, "eth0");
+    let host = format!("10.201.{third}.1");
+    let addr = format!("10.201.{third}.2");
+    ok("ip", &["addr", "add", &format!("{host}/30"), "dev", &veth.host]);
+    ok("ip", &["link", "set", &veth.host, "up"]);
+    ns.exec_ok(&["ip", "addr", "add", &format!("{addr}/30"), "dev", "eth0"]);
+    ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+    ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+    Outside { ns, _veth: veth, addr }
+}
+
+#[test]
+fn ping_and_tcp_to_the_world_through_host_sockets() {
+    if !root_or_skip("ping_and_tcp_to_the_world_through_host_sockets") {
+        return;
+    }
+    let third = (std::process::id() % 200) as u8 + 20;
+    let o = outside(third);
+    let d = Daemon::start();
+    let a = Netns::new();
+    d.ctl_ok(&["network", "create", "--subnet", "10.72.0.0/24", "world"]);
+    d.ctl_ok(&["network", "connect", "world", &a.name]);
+    // ICMP echo through a ping socket: the outside sees the host, the container its replies.
+    assert!(a.ping(&o.addr, 3), "ping {} through the engine", o.addr);
+    assert!(d.ctl_json(&["stats"])["Nat"]["IcmpFlows"].as_u64().unwrap() >= 1);
+    // TCP to a server in the outside namespace.
+    let srv = o.ns.spawn(&["bash", "-c", "printf 'HTTP/1.0 200 OK\\r\\n\\r\\nfrom outside' | nc -N -l 8081"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let got = a.exec_ok(&["curl", "-sS", "--max-time", "5", &format!("http://{}:8081/", o.addr)]);
+    assert_eq!(got, "from outside");
+    drop(srv);
+    // Disconnect releases every flow of the endpoint.
+    d.ctl_ok(&["network", "disconnect", "world", &a.name]);
+    assert!(eventually(3, || d.ctl_json(&["conntrack", "ls"]).as_array().unwrap().is_empty()), "flows left after disconnect");
+}
+
+#[test]
+fn internal_networks_have_no_way_out() {
+    if !root_or_skip("internal_networks_have_no_way_out") {
+        return;
+    }
+    let (port, _) = http_server("127.0.0.1:0", "nope");
+    let d = Daemon::start();
+    let a = Netns::new();
+    d.ctl_ok(&["network", "create", "--subnet", "10.73.0.0/24", "--internal", "-o", "host-loopback=true", "sealed"]);
+    d.ctl_ok(&["network", "connect", "sealed", &a.name]);
+    let r = a.exec(&["curl", "-sS", "--max-time", "2", &format!("http://10.73.0.1:{port}/")]);
+    assert!(!r.status.success(), "an --internal network reached the host");
+    assert_eq!(d.ctl_json(&["stats"])["Nat"]["FramesIn"].as_u64().unwrap(), 0, "nothing reached the engine");
+}
