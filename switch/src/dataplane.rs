@@ -417,7 +417,7 @@ fn slow_thread(shared: Arc<Shared>, handler: Option<Arc<dyn SlowPathHandler>>) {
     while !shared.stop.load(Relaxed) {
         let _ = epoll.wait(&mut events, &mut ready, timeout);
         if let (Some(ring), Some(h)) = (&shared.slow, &handler) {
-            ring.wake.drain();
+            ring.begin_drain();
             let topo = shared.topo.load();
             // Bounded, so a broadcast storm cannot starve aging or shutdown.
             for _ in 0..crate::slowpath::SLOW_RING {

@@ -73,6 +73,9 @@ pub(crate) struct SlowRing {
     free: ArrayQueue<PacketBuf>,
     full: ArrayQueue<Punted>,
     pub wake: EventFd,
+    /// Set by the first push after the slow thread started draining, so that a burst costs one
+    /// eventfd write, not one per frame; the slow thread clears it before it drains.
+    pending: std::sync::atomic::AtomicBool,
 }
 
 impl SlowRing {
@@ -81,7 +84,7 @@ impl SlowRing {
         for _ in 0..SLOW_RING {
             let _ = free.push(PacketBuf::with_frame_capacity(SLOW_FRAME));
         }
-        Ok(Self { free, full: ArrayQueue::new(SLOW_RING), wake: EventFd::new()? })
+        Ok(Self { free, full: ArrayQueue::new(SLOW_RING), wake: EventFd::new()?, pending: std::sync::atomic::AtomicBool::new(false) })
     }
 
     /// Copies `wire` (`[vnet hdr][frame]`) onto the ring.
@@ -96,7 +99,11 @@ impl SlowRing {
         complete_checksum(hdr, &mut buf.wire_mut()[VNET_HDR_LEN..]);
         match self.full.push(Punted { buf, net, port }) {
             Ok(()) => {
-                self.wake.notify();
+                // After the push: a drain that began before it either sees the frame or has
+                // cleared `pending` first, so this swap finds it false and wakes the thread.
+                if !self.pending.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    self.wake.notify();
+                }
                 Ok(())
             }
             Err(p) => {
@@ -104,6 +111,13 @@ impl SlowRing {
                 Err(Drop::SlowPathFull)
             }
         }
+    }
+
+    /// Called by the slow thread before it drains the ring: later pushes wake it again.
+    pub(crate) fn begin_drain(&self) {
+        self.wake.drain();
+        // A swap, not a store: reading the pushers' release makes their frames visible to the pops that follow.
+        self.pending.swap(false, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
