@@ -88,6 +88,14 @@ pub struct ConnectReq {
     /// Create the interface without addresses: the sandbox's DHCP client asks for them.
     #[serde(default, rename = "DHCP")]
     pub dhcp: bool,
+    /// Published ports, as `-p` takes them: `[ip:][hostport:]containerport[/proto]`.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Ports the container serves (`--expose`), published on ephemeral host ports by `PublishAll`.
+    #[serde(default)]
+    pub expose: Vec<String>,
+    #[serde(default)]
+    pub publish_all: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -22,10 +22,11 @@ use crate::error::ApiError;
 use crate::ipam;
 use crate::leases::{LeaseDb, Pool};
 use crate::model::{new_id, opt, Driver, Endpoint, IpamConfig, Network, Sandbox, State, UserRoute, STATE_VERSION};
+use crate::ports::PortMapping;
 use crate::provision::{self, TapSpec};
 use crate::resolvconf;
 use crate::store::Store;
-use vswitch_nat::slirp::{Engine, EngineNet};
+use vswitch_nat::slirp::{Engine, EngineNet, PortForward, PublishError};
 
 /// What the user asked of a new endpoint beyond its addresses.
 #[derive(Debug)]
@@ -34,6 +35,7 @@ struct EpOpts {
     mac: Option<Mac>,
     aliases: Vec<String>,
     dhcp: bool,
+    ports: Vec<PortMapping>,
 }
 
 /// The addresses IPAM gave a new endpoint.
@@ -76,6 +78,7 @@ impl Addrs {
             prefix6: self.v6.map_or(0, |a| a.1),
             aliases,
             dhcp: false,
+            ports: Vec::new(),
         }
     }
 }
@@ -100,6 +103,9 @@ pub struct Controller {
     l3: Arc<L3>,
     dns: Arc<Dns>,
     engine: Arc<Engine>,
+    /// Each endpoint's forwards in the engine, and the last forward id given out.
+    published: HashMap<String, Vec<u64>>,
+    next_forward: u64,
 }
 
 const DEFAULT_MTU: u32 = 1500;
@@ -155,6 +161,8 @@ impl Controller {
             l3,
             dns,
             engine,
+            published: HashMap::new(),
+            next_forward: 0,
         };
         c.state.version = STATE_VERSION;
         if first {
@@ -166,7 +174,12 @@ impl Controller {
         let mut changed = first;
         for ep in c.state.endpoints.clone() {
             match c.reattach(&ep) {
-                Ok(true) => {}
+                Ok(true) => {
+                    let mut e = ep.clone();
+                    if let Err(err) = c.publish_ports(&mut e) {
+                        log::warn!("endpoint {} on {}: its ports are not published: {err}", ep.name, c.net_name(&ep.network_id));
+                    }
+                }
                 Ok(false) => {
                     log::warn!("endpoint {} ({}) on {}: its sandbox is gone; removing it", ep.name, ep.ifname, c.net_name(&ep.network_id));
                     c.forget_endpoint(&ep.id);
@@ -870,15 +883,37 @@ impl Controller {
         if want_mac == Some(net.gateway_mac()) {
             return Err(ApiError::conflict(format!("MAC address {} is the gateway's on network {}", net.gateway_mac(), net.name)));
         }
+        let mut ports = Vec::new();
+        for p in &req.ports {
+            ports.extend(crate::ports::parse_publish(p).map_err(ApiError::bad_request)?);
+        }
+        let mut exposed = Vec::new();
+        for p in &req.expose {
+            exposed.extend(crate::ports::parse_expose(p).map_err(ApiError::bad_request)?);
+        }
+        if req.publish_all {
+            let extra: Vec<PortMapping> =
+                exposed.into_iter().filter(|e| !ports.iter().any(|p| p.proto == e.proto && p.container_port == e.container_port)).collect();
+            ports.extend(extra);
+        }
+        if !ports.is_empty() && !net.uplink() {
+            return Err(ApiError::bad_request(format!(
+                "network {} has no way in or out (--internal or masquerade off): ports cannot be published",
+                net.name
+            )));
+        }
+        if !ports.is_empty() && (req.dhcp || addrs.v4.is_none() && addrs.v6.is_none()) {
+            return Err(ApiError::bad_request("published ports need a static address: not with --dhcp"));
+        }
         match (&req.veth, &req.container) {
             (Some(_), Some(_)) => Err(ApiError::bad_request("give either a sandbox or --veth, not both")),
             (None, None) => Err(ApiError::bad_request("missing sandbox: give a namespace name, a path or a PID (or --veth IFNAME)")),
             (Some(_), None) if req.dhcp => Err(ApiError::bad_request("--dhcp is for sandboxes: a veth's far end configures itself")),
             (Some(ifname), None) => {
-                self.connect_veth(&net, addrs, ifname, EpOpts { name: req.name, mac: want_mac, aliases: epc.aliases, dhcp: false })
+                self.connect_veth(&net, addrs, ifname, EpOpts { name: req.name, mac: want_mac, aliases: epc.aliases, dhcp: false, ports })
             }
             (None, Some(sb)) => {
-                self.connect_sandbox(&net, addrs, sb, EpOpts { name: req.name, mac: want_mac, aliases: epc.aliases, dhcp: req.dhcp })
+                self.connect_sandbox(&net, addrs, sb, EpOpts { name: req.name, mac: want_mac, aliases: epc.aliases, dhcp: req.dhcp, ports })
             }
         }
     }
@@ -887,14 +922,15 @@ impl Controller {
         if let Some(e) = self.state.endpoints.iter().find(|e| e.veth && e.ifname == ifname) {
             return Err(ApiError::conflict(format!("interface {ifname} is already attached to network {}", self.net_name(&e.network_id))));
         }
-        let ep = addrs.endpoint(net, None, o.name.unwrap_or_else(|| ifname.to_string()), ifname.to_string(), true, o.mac, o.aliases);
+        let mut ep = addrs.endpoint(net, None, o.name.unwrap_or_else(|| ifname.to_string()), ifname.to_string(), true, o.mac, o.aliases);
+        ep.ports = o.ports;
         let port = provision::open_veth(ifname, self.dp.workers()).map_err(|e| ApiError::bad_request(e.to_string()))?;
         self.attach_port(&ep, net, Arc::new(port), None)?;
         self.commit_endpoint(ep, None)
     }
 
     fn connect_sandbox(&mut self, net: &Network, addrs: Addrs, sb_spec: &str, o: EpOpts) -> Result<Endpoint, ApiError> {
-        let EpOpts { name, mac: want_mac, aliases, dhcp } = o;
+        let EpOpts { name, mac: want_mac, aliases, dhcp, ports } = o;
         let ns = provision::resolve_sandbox(sb_spec)?;
         let existing = self.state.sandboxes.iter().find(|s| s.dev == ns.dev && s.ino == ns.ino).cloned();
         let cname = name.clone().unwrap_or_else(|| existing.as_ref().map_or(ns.default_name.clone(), |s| s.name.clone()));
@@ -925,6 +961,7 @@ impl Controller {
         let first = mine.is_empty();
         let mut ep = addrs.endpoint(net, Some(sandbox.id.clone()), cname, ifname, false, want_mac, aliases);
         ep.dhcp = dhcp;
+        ep.ports = ports;
         let spec = self.tap_spec(&ep, net, first);
         let (tap, created) = provision::ensure_tap(&sandbox.netns, spec, true)?;
         let tap = Arc::new(tap);
@@ -939,7 +976,12 @@ impl Controller {
     }
 
     /// Persists a provisioned endpoint; on failure undoes the provisioning.
-    fn commit_endpoint(&mut self, ep: Endpoint, sandbox: Option<Sandbox>) -> Result<Endpoint, ApiError> {
+    fn commit_endpoint(&mut self, mut ep: Endpoint, sandbox: Option<Sandbox>) -> Result<Endpoint, ApiError> {
+        // Bound before anything is acknowledged: a port someone holds fails the connect whole.
+        if let Err(e) = self.publish_ports(&mut ep) {
+            self.detach(&ep);
+            return Err(e);
+        }
         let new_sandbox = sandbox.as_ref().is_some_and(|s| !self.state.sandboxes.iter().any(|x| x.id == s.id));
         if new_sandbox {
             self.state.sandboxes.push(sandbox.clone().expect("checked"));
@@ -950,11 +992,103 @@ impl Controller {
             if new_sandbox {
                 self.state.sandboxes.pop();
             }
+            self.unpublish_ports(&ep.id);
             self.detach(&ep);
             return Err(e.into());
         }
         self.sync_derived();
         Ok(ep)
+    }
+
+    /// Binds every published port of `ep` on the host and hands it to the engine, filling in
+    /// the host ports picked for ephemeral ones. On an error nothing stays published.
+    fn publish_ports(&mut self, ep: &mut Endpoint) -> Result<(), ApiError> {
+        let Some(&nid) = self.nets.get(&ep.network_id) else { return Ok(()) };
+        let target = ep.ipv4.map(IpAddr::V4).or(ep.ipv6.map(IpAddr::V6));
+        let mut done = Vec::new();
+        let mut r = Ok(());
+        'all: for m in ep.ports.iter_mut() {
+            let Some(target) = target else { break };
+            // No address given: every IPv4 and every IPv6 address, on one port number.
+            let hosts: Vec<IpAddr> = match m.host_ip {
+                Some(ip) => vec![ip],
+                None => vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()],
+            };
+            for (i, host) in hosts.into_iter().enumerate() {
+                self.next_forward += 1;
+                let fwd = PortForward {
+                    id: self.next_forward,
+                    proto: match m.proto {
+                        crate::ports::Proto::Tcp => vswitch_nat::Proto::Tcp,
+                        crate::ports::Proto::Udp => vswitch_nat::Proto::Udp,
+                    },
+                    host: std::net::SocketAddr::new(host, m.host_port),
+                    net: nid,
+                    container: std::net::SocketAddr::new(target, m.container_port),
+                    container_mac: ep.mac,
+                };
+                match self.engine.publish(fwd) {
+                    Ok(bound) => {
+                        m.host_port = bound.port();
+                        done.push(self.next_forward);
+                    }
+                    // The host has no IPv6: the IPv4 half of an any-address mapping serves alone.
+                    Err(PublishError::Io(e)) if i == 1 && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
+                    Err(e) => {
+                        r = Err(ApiError::conflict(format!("cannot publish {m}: {e}")));
+                        break 'all;
+                    }
+                }
+            }
+        }
+        match r {
+            Ok(()) => {
+                self.published.insert(ep.id.clone(), done);
+                Ok(())
+            }
+            Err(e) => {
+                for id in done {
+                    self.engine.unpublish(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn unpublish_ports(&mut self, endpoint_id: &str) {
+        for id in self.published.remove(endpoint_id).unwrap_or_default() {
+            self.engine.unpublish(id);
+        }
+    }
+
+    /// `port NAME`: the published ports of the endpoints named NAME (or of a sandbox so named).
+    pub fn ports(&self, name: &str) -> Result<Value, ApiError> {
+        let sandbox = self.state.sandboxes.iter().find(|s| s.name == name).map(|s| s.id.as_str());
+        let eps: Vec<&Endpoint> =
+            self.state.endpoints.iter().filter(|e| e.name == name || (sandbox.is_some() && e.sandbox_id.as_deref() == sandbox)).collect();
+        if eps.is_empty() {
+            return Err(ApiError::not_found(format!("no such container: {name}")));
+        }
+        let mut rows = Vec::new();
+        for e in eps {
+            for m in &e.ports {
+                let hosts: Vec<String> = match m.host_ip {
+                    Some(IpAddr::V6(a)) => vec![format!("[{a}]")],
+                    Some(a) => vec![a.to_string()],
+                    None => vec!["0.0.0.0".into(), "[::]".into()],
+                };
+                for h in hosts {
+                    rows.push(json!({
+                        "Network": self.net_name(&e.network_id),
+                        "ContainerPort": format!("{}/{}", m.container_port, m.proto.as_str()),
+                        "HostIp": h,
+                        "HostPort": m.host_port,
+                        "Line": format!("{}/{} -> {h}:{}", m.container_port, m.proto.as_str(), m.host_port),
+                    }));
+                }
+            }
+        }
+        Ok(Value::Array(rows))
     }
 
     /// Takes an endpoint out of the data plane and deletes its interface.
@@ -982,6 +1116,7 @@ impl Controller {
     fn forget_endpoint(&mut self, id: &str) {
         let Some(pos) = self.state.endpoints.iter().position(|e| e.id == id) else { return };
         let ep = self.state.endpoints.remove(pos);
+        self.unpublish_ports(&ep.id);
         if let Some(&nid) = self.nets.get(&ep.network_id) {
             // Its flows' host sockets go with it.
             self.engine.forget_in(nid, ep.ipv4.map(IpAddr::V4).into_iter().chain(ep.ipv6.map(IpAddr::V6)).collect());
@@ -1293,6 +1428,9 @@ fn engine_stats(c: &vswitch_nat::slirp::EngineCounters) -> Value {
         "TcpResetByContainer": c.tcp_reset_by_container, "TcpResetByHost": c.tcp_reset_by_host, "TcpStray": c.tcp_stray,
         "UdpOpen": c.udp_open, "UdpFlows": c.udp_flows, "UdpUnreachable": c.udp_unreachable,
         "IcmpOpen": c.icmp_open, "IcmpFlows": c.icmp_flows, "FlowsExpired": c.flows_expired,
+        "PublishedPorts": c.pub_ports, "PublishedTcpOpened": c.pub_tcp_opened, "PublishedTcpRefused": c.pub_tcp_refused,
+        "PublishedUdpFlows": c.pub_udp_flows, "PublishedBytesIn": c.pub_bytes_in, "PublishedBytesOut": c.pub_bytes_out,
+        "PublishedDropped": c.pub_dropped,
         "BytesToHost": c.bytes_to_host, "BytesFromHost": c.bytes_from_host,
         "Drops": {
             "malformed": c.drop_malformed, "checksum": c.drop_checksum, "unsupported": c.drop_unsupported,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ipam;
 pub mod leases;
 pub mod model;
+pub mod ports;
 pub mod provision;
 pub mod resolvconf;
 pub mod server;

@@ -209,6 +209,10 @@ pub struct Endpoint {
     /// Its addresses are handed out by DHCP instead of configured by us.
     #[serde(default)]
     pub dhcp: bool,
+    /// Published ports (`-p`, `-P`), with the host port the engine bound (ephemeral ones too,
+    /// so a restart binds the same).
+    #[serde(default)]
+    pub ports: Vec<crate::ports::PortMapping>,
 }
 
 /// A route the user added: `dst` reached through `via`, a host on `network_id`.

@@ -146,6 +146,15 @@ async fn neigh(State(c): State<Shared>, Query(q): Query<FdbQuery>) -> Result<Jso
     run(c, move |c| c.neigh(q.network.as_deref()).map(Json)).await
 }
 
+#[derive(serde::Deserialize)]
+struct PortsQuery {
+    container: String,
+}
+
+async fn ports(State(c): State<Shared>, Query(q): Query<PortsQuery>) -> Result<Json<Value>, ApiError> {
+    run(c, move |c| c.ports(&q.container).map(Json)).await
+}
+
 async fn conntrack(State(c): State<Shared>) -> Result<Json<Value>, ApiError> {
     run(c, |c| Ok(Json(c.conntrack()))).await
 }
@@ -195,6 +204,7 @@ pub fn router(ctl: Shared) -> Router {
         .route("/routes", get(routes).post(add_route).delete(remove_route))
         .route("/neigh", get(neigh))
         .route("/conntrack", get(conntrack))
+        .route("/ports", get(ports))
         .route("/conntrack/flush", post(conntrack_flush))
         .fallback(not_found)
         .with_state(ctl)

@@ -174,8 +174,11 @@ pub struct NetworkL3 {
     /// Destinations no route covers leave through the uplink (the NAT engine: the host and
     /// the world). Off: they are unreachable, as on an `--internal` network.
     pub uplink: bool,
-    /// TCP and UDP to the gateway's own address (but DNS and DHCP, which the gateway serves)
-    /// go to the uplink too, which carries them to the host's loopback (`host-loopback`).
+    /// The NAT engine carries new TCP and UDP flows to the gateway's own address to the host's
+    /// loopback (`host-loopback`); off, it refuses them. The router itself does not look: on a
+    /// network with the uplink, TCP and UDP to the gateway's address (but DNS and DHCP, which the
+    /// gateway serves) always go to the uplink, where they may also be a container's answers to
+    /// published ports' clients that appear to come from the gateway (host-loopback or not).
     pub host_loopback: bool,
 }
 
@@ -496,7 +499,6 @@ struct NetRt {
     ipv4: Option<Ipv4Net>,
     ipv6: Option<Ipv6Net>,
     uplink: bool,
-    host_loopback: bool,
     /// Networks this one may route to, besides itself; sorted.
     egress: Box<[NetId]>,
     state: Arc<NetState>,
@@ -586,7 +588,6 @@ impl L3 {
                 ipv4: n.ipv4,
                 ipv6: n.ipv6,
                 uplink: n.uplink && !n.internal,
-                host_loopback: n.host_loopback && n.uplink && !n.internal,
                 egress,
                 state,
             });
@@ -699,9 +700,10 @@ fn segment_len(gso: Gso, v6: bool, proto: u8, l3: usize, l4: &[u8]) -> Result<us
 }
 
 /// RFC 1624 eqn. 3: the checksum `hc` after a 16-bit word of the data changed from `old` to `new`.
-/// Whether a packet to the gateway's address goes on to the host's loopback: TCP and UDP, but
-/// not the services the gateway answers itself (DNS on 53, DHCP on 67 and 547). `l4` is the
-/// transport header onward; IPv6 extension headers are not looked through.
+/// Whether a packet to the gateway's address goes on to the uplink (the NAT engine: the host's
+/// loopback, published ports' flows): TCP and UDP, but not the services the gateway answers
+/// itself (DNS on 53, DHCP on 67 and 547). `l4` is the transport header onward; IPv6 extension
+/// headers are not looked through.
 fn to_host(proto: u8, l4: &[u8]) -> bool {
     let Some(ports) = l4.first_chunk::<4>() else { return false };
     let dport = u16::from_be_bytes([ports[2], ports[3]]);
@@ -761,7 +763,7 @@ impl Live {
             return Forward::Drop(Martian);
         }
         if inn.ipv4.is_some_and(|g| g.addr() == dst) {
-            return if inn.host_loopback && to_host(proto, &ip[ihl.min(total)..total]) { Forward::Uplink } else { Forward::Local };
+            return if inn.uplink && to_host(proto, &ip[ihl.min(total)..total]) { Forward::Uplink } else { Forward::Local };
         }
         if dst.is_broadcast() || dst.is_multicast() {
             return Forward::Local;
@@ -853,7 +855,7 @@ impl Live {
             return Forward::Drop(Martian);
         }
         if inn.ipv6.is_some_and(|g| g.addr() == dst) {
-            return if inn.host_loopback && to_host(next, &ip[IPV6_HDR_LEN..total]) { Forward::Uplink } else { Forward::Local };
+            return if inn.uplink && to_host(next, &ip[IPV6_HDR_LEN..total]) { Forward::Uplink } else { Forward::Local };
         }
         if dst.is_multicast() || dst.is_unicast_link_local() {
             return Forward::Local;

@@ -15,7 +15,7 @@ use crate::counters::Drop;
 use crate::dataplane::Shared;
 use crate::packet::{PacketBuf, VNET_HDR_LEN};
 use crate::sys::EventFd;
-use crate::{NetId, PortId};
+use crate::{Mac, NetId, PortId};
 
 /// Frames that can wait for the engine at once.
 pub const UPLINK_RING: usize = 512;
@@ -104,6 +104,32 @@ impl Uplink {
         let Some(dst) = topo.port(port) else { return false };
         crate::worker::transmit(dst, self.0.workers.len() + 1, wire);
         true
+    }
+
+    /// Writes `wire` to the port of `net` where `mac` was learned, or to every port of `net` when
+    /// none was (as a worker floods a frame to an unknown unicast MAC), counted on the uplink's own
+    /// counter block. The NAT engine reaches a container this way before the container sent it
+    /// anything (published ports). False if it went nowhere.
+    pub fn transmit_to(&self, net: NetId, mac: Mac, wire: &[u8]) -> bool {
+        let topo = self.0.topo.load();
+        let w = self.0.workers.len() + 1;
+        // The network check guards against an entry that outlived its port while the id went
+        // to a port of another network.
+        match self.0.fdb.lookup(net, mac).and_then(|p| topo.port(p)) {
+            Some(dst) if dst.net == net => {
+                crate::worker::transmit(dst, w, wire);
+                true
+            }
+            _ => {
+                let Some(n) = topo.network(net) else { return false };
+                let mut sent = false;
+                for dst in n.ports.iter().filter_map(|&p| topo.port(p)) {
+                    crate::worker::transmit(dst, w, wire);
+                    sent = true;
+                }
+                sent
+            }
+        }
     }
 
     /// The network a port belongs to now (None once it is removed).

@@ -11,6 +11,7 @@ use crate::DEFAULT_SOCKET;
 mod conntrack;
 mod fdb;
 mod network;
+mod port;
 mod route;
 mod stats;
 mod table;
@@ -39,7 +40,7 @@ pub enum Format {
 enum Cmd {
     /// Manage networks.
     #[command(subcommand)]
-    Network(network::NetworkCmd),
+    Network(Box<network::NetworkCmd>),
     /// Show the forwarding database.
     #[command(subcommand)]
     Fdb(fdb::FdbCmd),
@@ -54,6 +55,8 @@ enum Cmd {
     /// Show or flush the flows carried to the host and the world.
     #[command(subcommand)]
     Conntrack(conntrack::ConntrackCmd),
+    /// List a container's published ports (`80/tcp -> 0.0.0.0:8080`).
+    Port(port::PortCmd),
 }
 
 /// What a command needs to talk to the daemon and print.
@@ -103,6 +106,7 @@ pub fn main() -> i32 {
         Cmd::Route(c) => c.exec(&ctx),
         Cmd::Neigh(c) => c.exec(&ctx),
         Cmd::Conntrack(c) => c.exec(&ctx),
+        Cmd::Port(c) => c.exec(&ctx),
     };
     match r {
         Ok(()) => 0,

@@ -288,6 +288,16 @@ pub(super) struct Connect {
     /// the address IPAM reserved for it, and a default route.
     #[arg(long, conflicts_with_all = ["veth", "ip6"])]
     dhcp: bool,
+    /// Publish a container port on the host: [ip:][hostport:]containerport[/tcp|udp], ports or
+    /// ranges (8000-8010:80-90); no host port: an ephemeral one (repeatable).
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every --expose'd port on an ephemeral host port.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// A port the container serves: PORT[-PORT][/tcp|udp] (repeatable; published by -P).
+    #[arg(long)]
+    expose: Vec<String>,
 }
 
 impl Connect {
@@ -297,6 +307,9 @@ impl Connect {
             "Name": self.name,
             "Veth": self.veth,
             "DHCP": self.dhcp,
+            "Ports": self.publish,
+            "Expose": self.expose,
+            "PublishAll": self.publish_all,
             "EndpointConfig": { "IPAMConfig": { "IPv4Address": self.ip, "IPv6Address": self.ip6 }, "MacAddress": self.mac, "Aliases": self.alias },
         });
         let v = ctx.call("POST", &format!("/networks/{}/connect", seg(&self.network)), Some(&body))?;

@@ -1,4 +1,4 @@
-//! `vswitchctl stats`: per-port counters with every drop reason, per-worker, gateway and DNS totals.
+//! `vswitchctl stats`: per-port counters with every drop reason, per-worker, gateway, DNS and NAT totals.
 
 use clap::Args;
 use serde_json::Value;
@@ -78,6 +78,23 @@ impl StatsCmd {
             n(d, "UpstreamErrors"),
             n(d, "Truncated"),
             n(d, "Dropped")
+        );
+        let t = &v["Nat"];
+        let drops: Vec<String> = t["Drops"]
+            .as_object()
+            .map(|m| m.iter().filter(|(_, c)| c.as_u64().unwrap_or(0) > 0).map(|(k, c)| format!("{k}={c}")).collect())
+            .unwrap_or_default();
+        println!(
+            "nat: {} tcp open ({} opened, {} refused), {} udp flows open, {} icmp flows open, {} published ports, {} bytes to host, {} from host, drops: {}",
+            n(t, "TcpOpen"),
+            n(t, "TcpOpened"),
+            n(t, "TcpRefused"),
+            n(t, "UdpOpen"),
+            n(t, "IcmpOpen"),
+            n(t, "PublishedPorts"),
+            n(t, "BytesToHost"),
+            n(t, "BytesFromHost"),
+            if drops.is_empty() { "-".to_string() } else { drops.join(",") }
         );
         println!("fdb: {} entries, {} bytes of tables", v["Fdb"]["Entries"], v["Fdb"]["TableBytes"]);
         Ok(())

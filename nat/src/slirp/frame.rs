@@ -7,7 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vswitch_switch::packet::VNET_HDR_LEN;
-use vswitch_switch::Mac;
+use vswitch_switch::{Mac, NetId, PortId};
+
+use super::FrameIo;
 
 pub(crate) const ETH_HDR_LEN: usize = 14;
 pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -206,13 +208,33 @@ pub(crate) fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u64 {
     addrs + u64::from(proto) + len as u64
 }
 
+/// How frames reach a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Through the port its frames came from (the flows it opened).
+    Port(PortId),
+    /// To its MAC in this network, through whichever port the switch learned it on: a published
+    /// port's flow starts before the container sent anything.
+    Mac(NetId),
+}
+
 /// Where to send frames to a container, and from which MAC.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Dest {
-    pub(crate) port: vswitch_switch::PortId,
+    pub(crate) via: Via,
     pub(crate) mac: Mac,
     pub(crate) gw_mac: Mac,
     pub(crate) mtu: usize,
+}
+
+impl Dest {
+    /// Hands a frame to `io` toward the container, without waiting; false if it could not go.
+    pub(crate) fn send(&self, io: &dyn FrameIo, wire: &[u8]) -> bool {
+        match self.via {
+            Via::Port(port) => io.transmit(port, wire),
+            Via::Mac(net) => io.transmit_to(net, self.mac, wire),
+        }
+    }
 }
 
 /// Writes a zeroed virtio-net header and the Ethernet header at the start of `f`.
@@ -387,7 +409,7 @@ mod tests {
 
     #[test]
     fn fragments_cover_the_datagram() {
-        let d = Dest { port: 1, mac: Mac([2, 0, 0, 0, 0, 2]), gw_mac: Mac([2, 0, 0, 0, 0, 1]), mtu: 1500 };
+        let d = Dest { via: Via::Port(1), mac: Mac([2, 0, 0, 0, 0, 2]), gw_mac: Mac([2, 0, 0, 0, 0, 1]), mtu: 1500 };
         for (src, dst) in [
             (IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1)), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
             (IpAddr::V6("2001:db8::1".parse().unwrap()), IpAddr::V6("fd00::2".parse().unwrap())),

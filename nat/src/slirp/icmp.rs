@@ -99,7 +99,7 @@ impl IcmpFlow {
         frame::write_echo_reply(buf, len, self.remote, self.container, self.id, seq);
         let proto = if v6 { PROTO_ICMPV6 } else { PROTO_ICMP };
         let ok = frame::emit(buf, len, scratch, &self.dest, self.remote, self.container, proto, ident, &mut |f| {
-            if io.transmit(self.dest.port, f) {
+            if self.dest.send(io, f) {
                 add(&c.frames_out, 1);
             } else {
                 add(&c.tx_failed, 1);

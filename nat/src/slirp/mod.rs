@@ -1,9 +1,9 @@
 //! The slirp engine: containers reach the host and the world through ordinary host sockets, unprivileged (TCP, UDP, ICMP echo).
 //!
-//! The router hands the uplink every IP frame whose destination no route covers (and, with
-//! `host_loopback`, TCP and UDP to the gateway's own address), as `[virtio_net_hdr][Ethernet]`,
-//! GSO super-frames included. The engine, on a thread of its own, terminates those flows and
-//! carries them on host sockets:
+//! The router hands the uplink every IP frame whose destination no route covers (and TCP and
+//! UDP to the gateway's own address), as `[virtio_net_hdr][Ethernet]`, GSO super-frames
+//! included. The engine, on a thread of its own, terminates those flows and carries them on
+//! host sockets:
 //! - TCP: a userspace TCP endpoint per connection (smoltcp) facing the container, a
 //!   non-blocking host connection behind it; the container's SYN is answered only once the
 //!   host accepted (see the `tcp` module for large segments, backpressure, closing and timers).
@@ -12,7 +12,13 @@
 //! - ICMP echo: a ping socket per (container, destination, echo identifier).
 //!
 //! Destinations: the network's gateway address means the host itself (127.0.0.1 or ::1), and
-//! only with `host_loopback`; anything else goes where it was addressed.
+//! only with `host_loopback` (new flows to it are refused otherwise, TCP with a RST); anything
+//! else goes where it was addressed.
+//!
+//! Published ports ([`Engine::publish`], the `publish` module) work the other way: host sockets
+//! whose clients' connections and datagrams the engine carries to a container. A frame from a
+//! container is looked up among its own flows and as the answer of a published port's flow
+//! before it is taken for a new flow of its own.
 //!
 //! Every flow is an entry of the network's [`Conntrack`] table, whose timeouts close idle ones
 //! and whose rows `vswitchctl conntrack ls` shows; new flows past [`EngineLimits::max_flows`]
@@ -20,12 +26,13 @@
 //! TCP) and counted, and existing ones carry on. Every frame dropped is counted with its reason.
 //!
 //! The thread blocks only in `epoll_wait`: host sockets are non-blocking, frames to containers
-//! go through [`FrameIo::transmit`], which never waits. Other threads talk to it through a
+//! go through [`FrameIo::transmit`] and [`FrameIo::transmit_to`], which never wait. Other threads talk to it through a
 //! channel and an eventfd ([`Engine::set_networks`], [`Engine::forget`], [`Engine::flows`],
-//! [`Engine::flush`]).
+//! [`Engine::flush`], [`Engine::publish`], [`Engine::unpublish`]).
 
 mod frame;
 mod icmp;
+mod publish;
 mod sys;
 mod tcp;
 #[cfg(test)]
@@ -38,7 +45,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -46,11 +53,13 @@ use arc_swap::ArcSwap;
 use vswitch_switch::sys::EventFd;
 use vswitch_switch::{Mac, Uplink};
 
+pub use publish::{PortForward, PublishError};
 pub use vswitch_switch::{NetId, PortId};
 
 use crate::{Conntrack, CtRow, Dir, FlowId, FlowKey, Proto, TcpFlags, Timeouts};
-use frame::{Dest, Packet, Reject, FRONT, GSO_UDP_L4, MAX_IP, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use frame::{Dest, Packet, Reject, Via, FRONT, GSO_UDP_L4, MAX_IP, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use icmp::IcmpFlow;
+use publish::Listener;
 use sys::{Event, Poller};
 use tcp::{Connect, Ctx, Refuser, SentLog, TcpConn, TcpParams};
 use udp::UdpFlow;
@@ -60,7 +69,8 @@ use udp::UdpFlow;
 pub struct EngineNet {
     /// The gateway's MAC: the source of every frame sent to the network's containers.
     pub mac: Mac,
-    /// The gateway's addresses: traffic to them goes to the host's loopback (with `host_loopback`).
+    /// The gateway's addresses: traffic to them goes to the host's loopback (with `host_loopback`),
+    /// and published ports' clients the container could not answer appear to come from them.
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
     /// Whether the gateway's address stands for the host's loopback; off, traffic to it is dropped.
@@ -83,6 +93,10 @@ pub trait FrameIo: Send + 'static {
     /// Writes `wire` (`[virtio_net_hdr][Ethernet frame]`) into `port` without waiting; false if
     /// it could not (the port is gone).
     fn transmit(&self, port: PortId, wire: &[u8]) -> bool;
+    /// Writes `wire` to the port of network `net` where `mac` was learned (every port of the
+    /// network when it was not), without waiting; false if it went nowhere. Published ports
+    /// reach containers that have sent nothing yet this way.
+    fn transmit_to(&self, net: NetId, mac: Mac, wire: &[u8]) -> bool;
 }
 
 impl FrameIo for Uplink {
@@ -104,6 +118,10 @@ impl FrameIo for Uplink {
     fn transmit(&self, port: PortId, wire: &[u8]) -> bool {
         Uplink::transmit(self, port, wire)
     }
+
+    fn transmit_to(&self, net: NetId, mac: Mac, wire: &[u8]) -> bool {
+        Uplink::transmit_to(self, net, mac, wire)
+    }
 }
 
 /// Limits and timeouts of an [`Engine`].
@@ -111,7 +129,8 @@ impl FrameIo for Uplink {
 pub struct EngineLimits {
     /// Flows open at once, all networks together (default 65536); new ones beyond are refused.
     pub max_flows: usize,
-    /// Flows open at once from one container address (default 4096).
+    /// Flows open at once from or to one container address (default 4096): its own flows and
+    /// its published ports' together.
     pub per_source: usize,
     /// When idle flows are closed (connection tracking's; UDP: 30 s unreplied, 120 s replied).
     pub timeouts: Timeouts,
@@ -214,6 +233,22 @@ counters! {
     too_big,
     /// Frames to containers that could not be written (the port gone).
     tx_failed,
+    /// Published ports' TCP connections the container took (answered the SYN).
+    pub_tcp_opened,
+    /// Published ports' TCP connections the container refused (a RST) or never answered: the client was reset.
+    pub_tcp_refused,
+    /// Published ports' UDP flows (client addresses) opened.
+    pub_udp_flows,
+    /// Payload bytes from published ports' clients to containers.
+    pub_bytes_in,
+    /// Payload bytes from containers to published ports' clients.
+    pub_bytes_out,
+    /// Published ports' connections (reset) and datagrams dropped: the network not served, no
+    /// gateway address to stand for the client, the flow limits (also in `drop_flow_table_full`),
+    /// a socket error, or a datagram the client's socket did not take.
+    pub_dropped,
+    /// Published ports (gauge).
+    pub_ports,
 }
 
 /// Adds to a counter. The engine's thread is the only writer, so a load and a store will do
@@ -231,8 +266,10 @@ fn gauge(c: &AtomicU64, delta: i64) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowRow {
     pub net: NetId,
-    /// As connection tracking has it: orig is the container's direction (its address and port,
-    /// the destination it addressed), reply the host's.
+    /// As connection tracking has it: orig is the direction of whoever opened the flow. For the
+    /// container's own flows that is the container (its address and port, the destination it
+    /// addressed); for a published port's, the client (as the container sees it: its own address,
+    /// or the gateway's) and the container's address and port.
     pub row: CtRow,
 }
 
@@ -247,10 +284,14 @@ enum Request {
     Forget(Option<NetId>, Vec<IpAddr>),
     Flush,
     Flows(mpsc::SyncSender<Vec<FlowRow>>),
+    Publish(Box<Listener>),
+    Unpublish(u64),
 }
 
 struct Shared {
     nets: ArcSwap<HashMap<NetId, EngineNet>>,
+    /// Published ports and the addresses they are bound to, as the callers of `publish` see them.
+    published: Mutex<HashMap<u64, (PortForward, SocketAddr)>>,
     counters: Counters,
     /// Wakes the engine for a request or to stop.
     ctl: EventFd,
@@ -290,6 +331,7 @@ impl Engine {
         poller.add_level(ctl.raw(), CTL_TOKEN)?;
         let shared = Arc::new(Shared {
             nets: ArcSwap::from_pointee(HashMap::new()),
+            published: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             ctl,
             stop: AtomicBool::new(false),
@@ -300,10 +342,12 @@ impl Engine {
         Ok(Engine { shared, requests: tx, thread: Some(thread) })
     }
 
-    fn request(&self, r: Request) {
-        if self.requests.send(r).is_ok() {
+    fn request(&self, r: Request) -> bool {
+        let sent = self.requests.send(r).is_ok();
+        if sent {
             self.shared.ctl.notify();
         }
+        sent
     }
 
     /// Replaces the networks served, whole; flows of networks no longer there are closed (their
@@ -314,8 +358,9 @@ impl Engine {
     }
 
     /// Closes every flow of these container addresses, in every network (an endpoint
-    /// disconnected): their host sockets are released (TCP ones reset), nothing is sent to the
-    /// container.
+    /// disconnected), their published ports' included: their host sockets are released (TCP
+    /// ones reset), nothing is sent to the container. Published ports stay published
+    /// ([`unpublish`](Self::unpublish) them).
     pub fn forget(&self, addrs: Vec<IpAddr>) {
         self.request(Request::Forget(None, addrs));
     }
@@ -346,6 +391,42 @@ impl Engine {
         self.request(Request::Flows(tx));
         rx.recv().unwrap_or_default()
     }
+
+    /// Publishes a port: binds its host socket now, on the caller's thread (non-blocking; TCP
+    /// listening with SO_REUSEADDR, as docker-proxy does; IPv6 addresses IPv6 only, so that
+    /// `0.0.0.0` and `[::]` are published separately), so that a port taken is reported, with who
+    /// holds it, before anything is acknowledged; then hands it to the engine's thread. Returns
+    /// the address bound (port 0 picks one). The network need not be served yet: until it is,
+    /// its clients are turned away (`pub_dropped`).
+    pub fn publish(&self, fwd: PortForward) -> Result<SocketAddr, PublishError> {
+        let mut published = self.shared.published.lock().unwrap_or_else(|e| e.into_inner());
+        if published.contains_key(&fwd.id) {
+            return Err(PublishError::Exists(fwd.id));
+        }
+        let (sock, bound) = publish::bind(&fwd)?;
+        let listener = Listener { fwd: fwd.clone(), sock, token: 0, clients: HashMap::new() };
+        if !self.request(Request::Publish(Box::new(listener))) {
+            return Err(PublishError::Io(io::Error::other("the slirp engine has stopped")));
+        }
+        published.insert(fwd.id, (fwd, bound));
+        Ok(bound)
+    }
+
+    /// Closes a published port's host socket and every flow of it (TCP reset both ways). Unknown
+    /// ids are ignored.
+    pub fn unpublish(&self, id: u64) {
+        let gone = self.shared.published.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        if gone.is_some() {
+            self.request(Request::Unpublish(id));
+        }
+    }
+
+    /// The published ports, with the addresses they are bound to, by id.
+    pub fn published(&self) -> Vec<(PortForward, SocketAddr)> {
+        let mut v: Vec<_> = self.shared.published.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        v.sort_by_key(|(f, _)| f.id);
+        v
+    }
 }
 
 impl Drop for Engine {
@@ -364,6 +445,19 @@ struct FlowVal {
     /// Its epoll token (never reused), by which readiness and timers find it.
     token: u64,
     kind: Kind,
+    /// A published port's flow (None: one the container opened).
+    inbound: Option<Inbound>,
+}
+
+/// What a published port's flow is, beyond its key.
+#[derive(Debug, Clone, Copy)]
+struct Inbound {
+    /// The published port's id.
+    fwd: u64,
+    net: NetId,
+    container: IpAddr,
+    /// The client as the host sees it.
+    client: SocketAddr,
 }
 
 #[derive(Debug)]
@@ -371,6 +465,9 @@ enum Kind {
     Tcp(Box<TcpConn>),
     Udp(UdpFlow),
     Icmp(IcmpFlow),
+    /// A published UDP port's client: datagrams go to the container at this destination; its
+    /// answers leave through the published socket.
+    UdpIn(Dest),
 }
 
 /// How a flow leaves.
@@ -413,6 +510,14 @@ struct Core {
     ident: u32,
     ping_warned: Option<u64>,
     more_frames: bool,
+    /// Published ports by id, and their ids by epoll token.
+    listeners: HashMap<u64, Listener>,
+    listener_tokens: HashMap<u64, u64>,
+    /// Published ports' flows per container (they are keyed by client, so connection tracking's
+    /// per-source count does not see them).
+    inbound_per: HashMap<(NetId, IpAddr), usize>,
+    /// Where the search for a free source port starts when a client's own is taken.
+    probe: u16,
 }
 
 impl Core {
@@ -440,6 +545,10 @@ impl Core {
             ident: std::process::id().wrapping_mul(0x9e37_79b9),
             ping_warned: None,
             more_frames: true,
+            listeners: HashMap::new(),
+            listener_tokens: HashMap::new(),
+            inbound_per: HashMap::new(),
+            probe: 0,
         }
     }
 
@@ -519,7 +628,8 @@ impl Core {
                 }
                 Request::Forget(only, addrs) => {
                     for (_, t) in self.tables.iter_mut().filter(|(n, _)| only.is_none_or(|o| o == **n)) {
-                        t.retain(|k, _| !addrs.contains(&k.src.ip()), &mut self.removed);
+                        // A published port's flow is the container's by its destination.
+                        t.retain(|k, f| !addrs.contains(&f.value.inbound.as_ref().map_or(k.src.ip(), |i| i.container)), &mut self.removed);
                     }
                     self.dispose_removed(io, c, Close::Reset { container: false }, now);
                 }
@@ -533,6 +643,8 @@ impl Core {
                     let rows = self.tables.iter().flat_map(|(&net, t)| t.rows(now).map(move |row| FlowRow { net, row })).collect();
                     let _ = tx.send(rows);
                 }
+                Request::Publish(l) => self.add_listener(*l, c),
+                Request::Unpublish(id) => self.remove_listener(io, c, id, now),
             }
         }
     }
@@ -559,12 +671,16 @@ impl Core {
         if pkt.src_mac.is_multicast() || pkt.src_mac.is_zero() || !unicast(pkt.src) || pkt.src == pkt.dst {
             return add(&c.drop_malformed, 1);
         }
-        let Some(host) = host_address(cfg, pkt.dst) else { return add(&c.drop_denied, 1) };
-        let dest = Dest { port, mac: pkt.src_mac, gw_mac: cfg.mac, mtu: (cfg.mtu as usize).clamp(576, MAX_IP) };
+        // None: no new flow may go there (an existing one, a published port's, may well be there).
+        let host = host_address(cfg, pkt.dst);
+        let dest = Dest { via: Via::Port(port), mac: pkt.src_mac, gw_mac: cfg.mac, mtu: net_mtu(cfg) };
         match pkt.proto {
             PROTO_TCP => self.tcp_frame(io, c, net, &pkt, host, dest, now),
             PROTO_UDP => self.udp_frame(c, net, &pkt, host, dest, now),
-            PROTO_ICMP | PROTO_ICMPV6 => self.icmp_frame(c, net, &pkt, host, dest, now),
+            PROTO_ICMP | PROTO_ICMPV6 => match host {
+                Some(host) => self.icmp_frame(c, net, &pkt, host, dest, now),
+                None => add(&c.drop_denied, 1),
+            },
             _ => add(&c.drop_unsupported, 1),
         }
     }
@@ -573,10 +689,11 @@ impl Core {
         table_of(&mut self.tables, net, &self.limits)
     }
 
-    /// Whether a new flow from `src` in `net` fits the limits; counted when not.
+    /// Whether a new flow of container `src` in `net` (from it, or to it through a published
+    /// port) fits the limits; counted when not.
     fn admit(&mut self, net: NetId, src: IpAddr, c: &Counters) -> bool {
         let total: usize = self.tables.values().map(|t| t.len()).sum();
-        let from_src = self.tables.get(&net).map_or(0, |t| t.count_for(src));
+        let from_src = self.tables.get(&net).map_or(0, |t| t.count_for(src)) + self.inbound_per.get(&(net, src)).copied().unwrap_or(0);
         if total >= self.limits.max_flows || from_src >= self.limits.per_source {
             add(&c.drop_flow_table_full, 1);
             return false;
@@ -599,23 +716,26 @@ impl Core {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn tcp_frame(&mut self, io: &dyn FrameIo, c: &Counters, net: NetId, pkt: &Packet<'_>, host: IpAddr, dest: Dest, now: u64) {
+    fn tcp_frame(&mut self, io: &dyn FrameIo, c: &Counters, net: NetId, pkt: &Packet<'_>, host: Option<IpAddr>, dest: Dest, now: u64) {
         let l4 = pkt.l4;
         let (sport, dport, flags) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]), l4[13]);
         let f = TcpFlags::from_bits(flags);
         let syn = f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK) && !f.contains(TcpFlags::RST);
         let key = FlowKey::new(Proto::Tcp, SocketAddr::new(pkt.src, sport), SocketAddr::new(pkt.dst, dport));
         let table = table_of(&mut self.tables, net, &self.limits);
-        if let Some(id) = table.id_of(&key) {
+        // The container's own connection (orig), or its answer on a published port's (reply).
+        if let Some((id, dir)) = table.find(&key) {
             let Some(Kind::Tcp(conn)) = table.get_mut(id).map(|f| &mut f.value.kind) else { return };
-            if !same_origin(conn.dest(), &dest) {
+            // A published port's connection is only ever answered by the container; the other
+            // way round, the container would be sending as someone else.
+            if !same_origin(conn.dest(), &dest) || conn.inbound() != (dir == Dir::Reply) {
                 return add(&c.drop_spoofed, 1);
             }
-            if !(syn && conn.reusable()) {
+            if dir == Dir::Reply || !(syn && conn.reusable()) {
                 let mut ctx = Ctx { io, counters: c, buf: &mut self.txbuf, sent: &mut self.sent, now };
                 let done = conn.on_segment(pkt.ip, pkt.ip.len() - l4.len(), &mut ctx);
-                table.on_tcp(id, Dir::Orig, f, now);
-                table.on_packet(id, Dir::Orig, pkt.ip.len(), now);
+                table.on_tcp(id, dir, f, now);
+                table.on_packet(id, dir, pkt.ip.len(), now);
                 return self.after_tcp(io, c, net, id, done, now);
             }
             // A new connection on the ports of one that is over.
@@ -627,6 +747,10 @@ impl Core {
             add(&c.tcp_stray, 1);
             return self.refuse(io, c, pkt.ip, dest, now);
         }
+        let Some(host) = host else {
+            add(&c.drop_denied, 1);
+            return self.refuse(io, c, pkt.ip, dest, now);
+        };
         if !self.admit(net, pkt.src, c) {
             return self.refuse(io, c, pkt.ip, dest, now);
         }
@@ -645,7 +769,7 @@ impl Core {
                 }
             };
         let table = self.table(net);
-        let Ok((id, _)) = table.get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Tcp(Box::new(conn)) }) else {
+        let Ok((id, _)) = table.get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Tcp(Box::new(conn)), inbound: None }) else {
             add(&c.drop_flow_table_full, 1);
             return self.refuse(io, c, pkt.ip, dest, now);
         };
@@ -694,9 +818,14 @@ impl Core {
     /// it (`done`) or schedules its timer.
     fn after_tcp(&mut self, io: &dyn FrameIo, c: &Counters, net: NetId, id: FlowId, done: bool, now: u64) {
         let Some(table) = self.tables.get_mut(&net) else { return };
+        // What smoltcp sends is the reply of the container's connection, the orig of a published port's.
+        let dir = match table.get(id).map(|f| &f.value.kind) {
+            Some(Kind::Tcp(conn)) if conn.inbound() => Dir::Orig,
+            _ => Dir::Reply,
+        };
         for (flags, len) in self.sent.drain(..) {
-            table.on_tcp(id, Dir::Reply, TcpFlags::from_bits(flags), now);
-            table.on_packet(id, Dir::Reply, len as usize, now);
+            table.on_tcp(id, dir, TcpFlags::from_bits(flags), now);
+            table.on_packet(id, dir, len as usize, now);
         }
         if done {
             if let Some((_, v)) = table.remove(id) {
@@ -736,13 +865,20 @@ impl Core {
 
     /// Readiness of a host socket.
     fn ready(&mut self, io: &dyn FrameIo, c: &Counters, ev: Event, now: u64) {
-        let Some(&(net, id)) = self.tokens.get(&ev.token) else { return };
+        let Some(&(net, id)) = self.tokens.get(&ev.token) else {
+            if let Some(&fwd) = self.listener_tokens.get(&ev.token) {
+                self.listener_ready(io, c, fwd, ev, now);
+            }
+            return;
+        };
         let Some(table) = self.tables.get_mut(&net) else { return };
         let Some(flow) = table.get_mut(id) else { return };
         let mut more = false;
         let mut lens = std::mem::take(&mut self.lens);
         match &flow.value.kind {
             Kind::Tcp(_) => return self.tcp_host(io, c, net, id, ev, now),
+            // No socket of its own: the published one's readiness is the listener's.
+            Kind::UdpIn(_) => return,
             Kind::Udp(u) => {
                 for i in 0..=DGRAM_BUDGET {
                     if i == DGRAM_BUDGET {
@@ -781,15 +917,19 @@ impl Core {
         }
     }
 
-    fn udp_frame(&mut self, c: &Counters, net: NetId, pkt: &Packet<'_>, host: IpAddr, dest: Dest, now: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn udp_frame(&mut self, c: &Counters, net: NetId, pkt: &Packet<'_>, host: Option<IpAddr>, dest: Dest, now: u64) {
         let l4 = pkt.l4;
         let (sport, dport) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
         let container = SocketAddr::new(pkt.src, sport);
         let remote = SocketAddr::new(pkt.dst, dport);
         let key = FlowKey::new(Proto::Udp, container, remote);
-        let id = match self.table(net).id_of(&key) {
-            Some(id) => id,
+        let id = match self.table(net).find(&key) {
+            Some((id, Dir::Orig)) => id,
+            // The container answers a published port's client.
+            Some((id, Dir::Reply)) => return self.udp_answer(c, net, id, pkt, &dest, now),
             None => {
+                let Some(host) = host else { return add(&c.drop_denied, 1) };
                 if !self.admit(net, pkt.src, c) {
                     return;
                 }
@@ -798,7 +938,8 @@ impl Core {
                     Ok(f) => f,
                     Err(_) => return add(&c.drop_host_socket_failed, 1),
                 };
-                let Ok((id, _)) = self.table(net).get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Udp(flow) }) else {
+                let Ok((id, _)) = self.table(net).get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Udp(flow), inbound: None })
+                else {
                     return add(&c.drop_flow_table_full, 1);
                 };
                 self.tokens.insert(token, (net, id));
@@ -808,14 +949,11 @@ impl Core {
             }
         };
         let table = self.table(net);
-        let Some(Kind::Udp(flow)) = table.get_mut(id).map(|f| &mut f.value.kind) else { return };
+        let Some(Kind::Udp(flow)) = table.get_mut(id).map(|f| &mut f.value.kind) else { return add(&c.drop_spoofed, 1) };
         if !same_origin(&flow.dest, &dest) {
             return add(&c.drop_spoofed, 1);
         }
-        let payload = &l4[8..];
-        // A UDP GSO super-datagram (UDP_L4) is several datagrams of gso_size; UFO (UDP) is one.
-        let size = if pkt.vnet.gso_type == GSO_UDP_L4 { usize::from(pkt.vnet.gso_size) } else { payload.len().max(1) };
-        for seg in payload.chunks(size).chain(payload.is_empty().then_some(&payload[..0])) {
+        for seg in udp_datagrams(pkt) {
             match flow.send(seg) {
                 Ok(n) => add(&c.bytes_to_host, n as u64),
                 Err(_) => add(&c.drop_host_send_failed, 1),
@@ -853,7 +991,8 @@ impl Core {
                     }
                     Err(_) => return add(&c.drop_host_socket_failed, 1),
                 };
-                let Ok((id, _)) = self.table(net).get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Icmp(flow) }) else {
+                let Ok((id, _)) = self.table(net).get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Icmp(flow), inbound: None })
+                else {
                     return add(&c.drop_flow_table_full, 1);
                 };
                 self.tokens.insert(token, (net, id));
@@ -894,6 +1033,9 @@ impl Core {
     /// Releases a flow taken out of its table.
     fn dispose(&mut self, io: &dyn FrameIo, c: &Counters, v: FlowVal, how: Close, now: u64) {
         self.tokens.remove(&v.token);
+        if let Some(inb) = v.inbound {
+            self.forget_inbound(&inb, v.token);
+        }
         match v.kind {
             Kind::Tcp(mut conn) => {
                 gauge(&c.tcp_open, -1);
@@ -905,10 +1047,23 @@ impl Core {
                     self.sent.clear();
                 }
             }
-            Kind::Udp(_) => gauge(&c.udp_open, -1),
+            Kind::Udp(_) | Kind::UdpIn(_) => gauge(&c.udp_open, -1),
             Kind::Icmp(_) => gauge(&c.icmp_open, -1),
         }
     }
+}
+
+/// The largest IP packet to send a network's containers.
+fn net_mtu(cfg: &EngineNet) -> usize {
+    (cfg.mtu as usize).clamp(576, MAX_IP)
+}
+
+/// The datagrams of a UDP frame from a container: a UDP GSO super-datagram (UDP_L4) is several of
+/// gso_size; UFO (UDP) is one.
+fn udp_datagrams<'p>(pkt: &Packet<'p>) -> impl Iterator<Item = &'p [u8]> {
+    let payload = &pkt.l4[8..];
+    let size = if pkt.vnet.gso_type == GSO_UDP_L4 { usize::from(pkt.vnet.gso_size) } else { payload.len().max(1) };
+    payload.chunks(size).chain(payload.is_empty().then_some(&payload[..0]))
 }
 
 /// Network `net`'s table, made on first use.
@@ -925,9 +1080,10 @@ fn connect_failed(c: &Counters, e: &io::Error) {
     }
 }
 
-/// A later packet of a flow must come from where its first one did.
-fn same_origin(a: &Dest, b: &Dest) -> bool {
-    a.port == b.port && a.mac == b.mac
+/// A later packet of a flow must come from where its first one did (`flow`), or, for a
+/// published port's flow, from the container's MAC (`frame`: where this one came from).
+fn same_origin(flow: &Dest, frame: &Dest) -> bool {
+    flow.mac == frame.mac && (matches!(flow.via, Via::Mac(_)) || flow.via == frame.via)
 }
 
 /// An address a container may send from.

@@ -43,10 +43,19 @@
 //! Timers: smoltcp's (retransmission, delayed ACK at 10 ms, zero-window probes, its user
 //! timeout) as [`TcpConn::next_poll`] reports them, and a 1 s TIME-WAIT; idle connections are
 //! closed by connection tracking's timeouts (2 h 4 min established), not here.
+//!
+//! Published ports turn this around ([`TcpConn::accept`]): the host connection is already there
+//! (accepted), and smoltcp plays the client, connecting from the address the container is to
+//! see (the client's own, or the gateway's) to the container. Everything after the handshake is
+//! the same: the container's SYN-ACK has its MSS raised as a SYN's is, for GSO; the same pump,
+//! half-closes and resets. A container that answers with a RST, or not at all within
+//! [`PUBLISHED_SYN_TIMEOUT_MS`], gets the client a RST (the host's kernel completed the
+//! client's handshake before anyone asked the container: userspace forwarders cannot do better).
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
@@ -56,7 +65,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::frame::{self, Dest, ETH_HDR_LEN, FRAME_HDRS, GSO_TCPV4, GSO_TCPV6, IPV6_HDR_LEN, MAX_IP, VNET_F_NEEDS_CSUM};
+use super::frame::{self, Dest, Via, ETH_HDR_LEN, FRAME_HDRS, GSO_TCPV4, GSO_TCPV6, IPV6_HDR_LEN, MAX_IP, VNET_F_NEEDS_CSUM};
 use super::sys::{Event, Poller};
 use super::{add, Counters, FrameIo};
 
@@ -69,6 +78,10 @@ const EGRESS_BURST: usize = 64;
 /// MSS assumed when a SYN carries no MSS option (RFC 9293, RFC 8200 minimum MTU less headers).
 const DEFAULT_MSS_V4: u16 = 536;
 const DEFAULT_MSS_V6: u16 = 1220;
+/// How long a published port's connection waits for the container's SYN-ACK (smoltcp retransmits
+/// the SYN meanwhile) before the client is reset.
+pub(crate) const PUBLISHED_SYN_TIMEOUT_MS: u64 = 20_000;
+const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_PSH: u8 = 0x08;
 const TCP_ACK: u8 = 0x10;
@@ -136,13 +149,18 @@ struct Host {
     wr_shut: bool,
 }
 
-/// One TCP connection from a container.
+/// One TCP connection from a container, or to it through a published port.
 pub(crate) struct TcpConn {
     dest: Dest,
     /// The most payload one segment to the container may carry (its MSS, capped by the MTU).
     mss: usize,
-    /// The destination the container connected to: smoltcp's address and port for it.
+    /// smoltcp's address and port: the destination the container connected to, or (published)
+    /// the source it is to see.
     local: SocketAddr,
+    /// A published port's connection: smoltcp connects to the container.
+    inbound: bool,
+    /// (Published) the container answered the SYN.
+    answered: bool,
     host: Host,
     stage: Stage,
     /// The container sent its FIN.
@@ -199,6 +217,8 @@ impl TcpConn {
             dest,
             mss,
             local,
+            inbound: false,
+            answered: false,
             host: Host { sock: Some(sock), readable: false, writable: false, eof: false, wr_shut: false },
             stage: Stage::Connecting { syn },
             container_fin: false,
@@ -210,8 +230,59 @@ impl TcpConn {
         Ok((conn, connected))
     }
 
+    /// A published port's connection, `sock` accepted from a client: smoltcp, with `local` as its
+    /// address, connects to the container at `remote`. The SYN leaves on the first
+    /// [`on_timer`](Self::on_timer). Err if the host socket cannot be registered.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn accept(
+        sock: Socket,
+        local: SocketAddr,
+        remote: SocketAddr,
+        dest: Dest,
+        params: TcpParams,
+        poller: &Poller,
+        token: u64,
+        ctx: &mut Ctx<'_>,
+    ) -> io::Result<TcpConn> {
+        sock.set_nonblocking(true)?;
+        let _ = sock.set_tcp_nodelay(true);
+        poller.add_edge(sock.as_raw_fd(), token)?;
+        let v6 = local.is_ipv6();
+        // Until the container's SYN-ACK says otherwise.
+        let mss = usize::from(if v6 { DEFAULT_MSS_V6 } else { DEFAULT_MSS_V4 });
+        let now_ms = ctx.now;
+        let mut eg = Egress::new(ctx, dest, mss);
+        let mut iface = new_iface(&mut Link { rx: None, eg: &mut eg }, IpAddress::from(local.ip()), now_ms);
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let mut s = new_socket(params);
+        s.set_timeout(Some(smoltcp::time::Duration::from_millis(PUBLISHED_SYN_TIMEOUT_MS)));
+        let to = IpEndpoint::new(IpAddress::from(remote.ip()), remote.port());
+        let from = IpListenEndpoint { addr: Some(IpAddress::from(local.ip())), port: local.port() };
+        s.connect(iface.context(), to, from).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let handle = sockets.add(s);
+        Ok(TcpConn {
+            dest,
+            mss,
+            local,
+            inbound: true,
+            answered: false,
+            host: Host { sock: Some(sock), readable: false, writable: false, eof: false, wr_shut: false },
+            stage: Stage::Open { iface: Box::new(iface), sockets, handle },
+            container_fin: false,
+            last_pure_ack: None,
+            time_wait_since: None,
+            params,
+            deadline: None,
+        })
+    }
+
     pub(crate) fn dest(&self) -> &Dest {
         &self.dest
+    }
+
+    /// A published port's connection (smoltcp is the client).
+    pub(crate) fn inbound(&self) -> bool {
+        self.inbound
     }
 
     /// Still waiting for the host.
@@ -276,11 +347,7 @@ impl TcpConn {
         let mut eg = Egress::new(ctx, self.dest, self.mss);
         let mut iface = new_iface(&mut Link { rx: None, eg: &mut eg }, local.addr, now_ms);
         let mut sockets = SocketSet::new(Vec::with_capacity(1));
-        let mut s =
-            tcp::Socket::new(tcp::SocketBuffer::new(vec![0; self.params.buffer]), tcp::SocketBuffer::new(vec![0; self.params.buffer]));
-        // Data read from the host is written whole already; holding a tail back for an ACK only adds latency.
-        s.set_nagle_enabled(false);
-        s.set_timeout(Some(smoltcp::time::Duration::from_millis(self.params.timeout_ms)));
+        let mut s = new_socket(self.params);
         // The listening endpoint is the one address this interface has, so listening cannot fail.
         let _ = s.listen(IpListenEndpoint { addr: Some(local.addr), port: local.port });
         let handle = sockets.add(s);
@@ -309,6 +376,16 @@ impl TcpConn {
                     return true;
                 }
                 false
+            }
+            Stage::Open { .. } if self.inbound && !self.answered && flags & TCP_SYN != 0 => {
+                // The container's SYN-ACK: its MSS is what segments to it are cut to (GSO), while
+                // smoltcp is told 65535 so that it sends segments as large as the window allows.
+                let mut synack = ip.to_vec();
+                let v6 = ip.first().is_some_and(|b| b >> 4 == 6);
+                let mss = frame::tcp_mss(&mut synack[tcp_at..], Some(u16::MAX)).unwrap_or(if v6 { DEFAULT_MSS_V6 } else { DEFAULT_MSS_V4 });
+                self.mss = usize::from(mss).min(self.dest.mtu.saturating_sub(tcp_at + 20)).max(64);
+                self.drive(Some(&synack), ctx);
+                self.finished(ctx)
             }
             Stage::Open { sockets, handle, .. } => {
                 // (ACK number, window) of a segment with no data and no flag but ACK.
@@ -386,7 +463,15 @@ impl TcpConn {
             let _ = iface.poll_ingress_single(now, &mut Link { rx: Some(ip), eg: &mut eg }, sockets);
         }
         let s = sockets.get_mut::<tcp::Socket>(*handle);
-        if let Err(e) = pump(&mut self.host, s, eg.counters, &mut self.container_fin) {
+        if self.inbound && !self.answered && !matches!(s.state(), tcp::State::SynSent | tcp::State::Closed) {
+            // The container took the connection: from now on the usual timeout applies.
+            self.answered = true;
+            s.set_timeout(Some(smoltcp::time::Duration::from_millis(self.params.timeout_ms)));
+            add(&eg.counters.pub_tcp_opened, 1);
+        }
+        let c = eg.counters;
+        let bytes = if self.inbound { (&c.pub_bytes_out, &c.pub_bytes_in) } else { (&c.bytes_to_host, &c.bytes_from_host) };
+        if let Err(e) = pump(&mut self.host, s, bytes, &mut self.container_fin) {
             add(&eg.counters.tcp_reset_by_host, 1);
             let _ = e;
             reset_host(&mut self.host);
@@ -426,7 +511,11 @@ impl TcpConn {
             tcp::State::Closed => {
                 if self.host.sock.is_some() {
                     // The container reset the connection (or stopped answering): so do we, to the host.
-                    add(&ctx.counters.tcp_reset_by_container, 1);
+                    if self.inbound && !self.answered {
+                        add(&ctx.counters.pub_tcp_refused, 1);
+                    } else {
+                        add(&ctx.counters.tcp_reset_by_container, 1);
+                    }
                     reset_host(&mut self.host);
                 } else if graceful {
                     add(&ctx.counters.tcp_closed, 1);
@@ -459,9 +548,19 @@ fn reset_host(h: &mut Host) {
     }
 }
 
-/// Moves bytes between the host socket and smoltcp's buffers, as far as both sides take them.
-/// Err on a host error (the caller resets both sides).
-fn pump(h: &mut Host, s: &mut tcp::Socket<'_>, counters: &Counters, container_fin: &mut bool) -> io::Result<()> {
+/// A connection's smoltcp socket, `params.buffer` bytes each way.
+fn new_socket(params: TcpParams) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; params.buffer]), tcp::SocketBuffer::new(vec![0; params.buffer]));
+    // Data read from the host is written whole already; holding a tail back for an ACK only adds latency.
+    s.set_nagle_enabled(false);
+    s.set_timeout(Some(smoltcp::time::Duration::from_millis(params.timeout_ms)));
+    s
+}
+
+/// Moves bytes between the host socket and smoltcp's buffers, as far as both sides take them,
+/// counting them on `bytes` (to the host, from the host). Err on a host error (the caller resets
+/// both sides).
+fn pump(h: &mut Host, s: &mut tcp::Socket<'_>, bytes: (&AtomicU64, &AtomicU64), container_fin: &mut bool) -> io::Result<()> {
     let Some(sock) = &h.sock else { return Ok(()) };
     // Container → host, straight from smoltcp's receive buffer.
     while h.writable && s.can_recv() {
@@ -470,7 +569,7 @@ fn pump(h: &mut Host, s: &mut tcp::Socket<'_>, counters: &Counters, container_fi
             Err(e) => (0, Err(e)),
         });
         match r {
-            Ok(Ok(n)) => add(&counters.bytes_to_host, n as u64),
+            Ok(Ok(n)) => add(bytes.0, n as u64),
             Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => h.writable = false,
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Ok(Err(e)) => return Err(e),
@@ -501,7 +600,7 @@ fn pump(h: &mut Host, s: &mut tcp::Socket<'_>, counters: &Counters, container_fi
                 // A FIN after whatever is still buffered.
                 s.close();
             }
-            Ok(Ok(Some(n))) => add(&counters.bytes_from_host, n as u64),
+            Ok(Ok(Some(n))) => add(bytes.1, n as u64),
             Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => h.readable = false,
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Ok(Err(e)) => return Err(e),
@@ -551,7 +650,7 @@ impl std::fmt::Debug for Refuser {
 
 impl Refuser {
     pub(crate) fn new(ctx: &mut Ctx<'_>) -> Self {
-        let dest = Dest { port: 0, mac: vswitch_switch::Mac::default(), gw_mac: vswitch_switch::Mac::default(), mtu: MAX_IP };
+        let dest = Dest { via: Via::Port(0), mac: vswitch_switch::Mac::default(), gw_mac: vswitch_switch::Mac::default(), mtu: MAX_IP };
         let now = ctx.now;
         let mut eg = Egress::new(ctx, dest, MAX_IP);
         // Documentation addresses: any_ip makes the interface answer for every destination anyway.
@@ -629,7 +728,7 @@ impl<'c, 'a> Egress<'c, 'a> {
             let c = !frame::fold(frame::sum(&ip[ihl..], frame::pseudo(src, dst, frame::PROTO_TCP, tcp_len)));
             ip[ihl + 16..ihl + 18].copy_from_slice(&c.to_be_bytes());
         }
-        if self.io.transmit(self.dest.port, &self.buf[..FRAME_HDRS + len]) {
+        if self.dest.send(self.io, &self.buf[..FRAME_HDRS + len]) {
             add(&self.counters.frames_out, 1);
         } else {
             add(&self.counters.tx_failed, 1);

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, UdpSocket};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -99,6 +99,11 @@ impl FrameIo for MemIo {
         self.0.cv.notify_all();
         true
     }
+
+    /// The one container there is sits at PORT.
+    fn transmit_to(&self, net: NetId, mac: Mac, wire: &[u8]) -> bool {
+        net == NET && mac == CLIENT_MAC && self.transmit(PORT, wire)
+    }
 }
 
 /// The container's link: IP packets in both directions.
@@ -183,10 +188,7 @@ impl Rig {
             wake: EventFd::new().unwrap(),
         });
         let engine = Engine::start(MemIo(mem.clone()), limits).unwrap();
-        engine.set_networks(HashMap::from([(
-            NET,
-            EngineNet { mac: GW_MAC, v4: Some(GW4), v6: Some(GW6), host_loopback: true, mtu: net_mtu },
-        )]));
+        engine.set_networks(networks(true, net_mtu));
         let mut dev = Dev { rx: VecDeque::new(), tx: Vec::new(), mtu: client_mtu };
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = 42;
@@ -224,6 +226,13 @@ impl Rig {
         let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 256 * 1024]), tcp::SocketBuffer::new(vec![0; 256 * 1024]));
         let gw = if v6 { IpAddress::Ipv6(GW6) } else { IpAddress::Ipv4(GW4) };
         s.connect(self.iface.context(), (gw, port), local_port).unwrap();
+        self.sockets.add(s)
+    }
+
+    /// A listening socket of the container's on `port`.
+    fn serve(&mut self, port: u16) -> SocketHandle {
+        let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 256 * 1024]), tcp::SocketBuffer::new(vec![0; 256 * 1024]));
+        s.listen(port).unwrap();
         self.sockets.add(s)
     }
 
@@ -354,6 +363,11 @@ impl Rig {
     }
 }
 
+/// The rig's one network, with or without host-loopback.
+fn networks(host_loopback: bool, mtu: u32) -> HashMap<NetId, EngineNet> {
+    HashMap::from([(NET, EngineNet { mac: GW_MAC, v4: Some(GW4), v6: Some(GW6), host_loopback, mtu })])
+}
+
 fn addrs(ip: &[u8]) -> (IpAddr, IpAddr) {
     if ip[0] >> 4 == 6 {
         let s: [u8; 16] = ip[8..24].try_into().unwrap();
@@ -457,7 +471,7 @@ fn dgram_frame(src: IpAddr, dst: IpAddr, proto: u8, hdr: [u8; 8], payload: &[u8]
     let acc = if proto == PROTO_ICMP { 0 } else { pseudo(src, dst, proto, l4_len) };
     let c = !fold(sum(&buf[FRONT - 8..], acc));
     buf[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    let d = Dest { port: PORT, mac: GW_MAC, gw_mac: CLIENT_MAC, mtu: 65535 };
+    let d = Dest { via: Via::Port(PORT), mac: GW_MAC, gw_mac: CLIENT_MAC, mtu: 65535 };
     let mut out = Vec::new();
     let mut scratch = Vec::new();
     let n = payload.len();
@@ -1050,4 +1064,334 @@ fn throughput() {
             eprintln!("{what}, {dir}: {:.0} MB/s ({} GSO frames in, {} out)", big.len() as f64 / s / 1e6, rig.gso_sent, rig.gso_in);
         }
     }
+}
+
+/// A published TCP port of the container's `port` at `host` (port 0: picked).
+fn publish_tcp(rig: &Rig, id: u64, host: &str, container: IpAddr, port: u16) -> SocketAddr {
+    let fwd = PortForward {
+        id,
+        proto: Proto::Tcp,
+        host: host.parse().unwrap(),
+        net: NET,
+        container: SocketAddr::new(container, port),
+        container_mac: CLIENT_MAC,
+    };
+    rig.engine.publish(fwd).unwrap()
+}
+
+/// A host client of a published port: sends `up` and half-closes, reads to the end; returns its
+/// own address and what it read (length, checksum).
+fn published_client(to: SocketAddr, up: Vec<u8>) -> std::thread::JoinHandle<(SocketAddr, usize, u64)> {
+    std::thread::spawn(move || {
+        let s = TcpStream::connect(to).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let local = s.local_addr().unwrap();
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&up).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        (&s).read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        (local, got.len(), fnv(&got))
+    })
+}
+
+/// The container, listening at `h`, takes a connection, receives `up` whole, sends `down` and
+/// closes; returns whom the connection came from.
+fn container_serves(rig: &mut Rig, h: SocketHandle, up: &[u8], down: &[u8]) -> SocketAddr {
+    let (mut off, mut got, mut peer) = (0, Vec::new(), None);
+    let done = rig.run_until(30_000, |r| {
+        if peer.is_none() && r.state(h) == tcp::State::Established {
+            peer = r.sock(h).remote_endpoint();
+        }
+        r.read(h, &mut got);
+        if off < down.len() && r.sock(h).may_send() {
+            off += r.sock(h).send_slice(&down[off..]).unwrap_or(0);
+        }
+        if off == down.len() && peer.is_some() {
+            r.sock(h).close();
+        }
+        off == down.len() && got.len() == up.len() && matches!(r.state(h), tcp::State::TimeWait | tcp::State::Closed)
+    });
+    assert!(done, "sent {off}/{}, got {}/{}, state {}, {:?}", down.len(), got.len(), up.len(), rig.state(h), rig.engine.counters());
+    assert_eq!(fnv(&got), fnv(up));
+    let peer = peer.unwrap();
+    SocketAddr::new(peer.addr.into(), peer.port)
+}
+
+#[test]
+fn published_tcp_from_the_hosts_loopback_comes_from_the_gateway() {
+    let _g = serial();
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    // Published ports need no host-loopback: the gateway's address is only the client's stand-in.
+    rig.engine.set_networks(networks(false, 1500));
+    let cases = [
+        ("127.0.0.1:0", IpAddr::V4(CLIENT4), IpAddr::V4(GW4)),
+        ("[::1]:0", IpAddr::V6(CLIENT6), IpAddr::V6(GW6)),
+        // An IPv6 client of an IPv4 container: the gateway's IPv4 address.
+        ("[::1]:0", IpAddr::V4(CLIENT4), IpAddr::V4(GW4)),
+    ];
+    for (i, (host, container, gw)) in cases.into_iter().enumerate() {
+        let port = 80 + i as u16;
+        let h = rig.serve(port);
+        let bound = publish_tcp(&rig, i as u64, host, container, port);
+        assert_eq!(bound.ip(), host.parse::<SocketAddr>().unwrap().ip());
+        assert_ne!(bound.port(), 0);
+        let (up, down) = (pattern(300_000, 20 + i as u64), pattern(1 << 20, 30 + i as u64));
+        let client = published_client(bound, up.clone());
+        let peer = container_serves(&mut rig, h, &up, &down);
+        let (local, n, sum) = client.join().unwrap();
+        assert_eq!((n, sum), (down.len(), fnv(&down)));
+        // The client's port, from the gateway's address.
+        assert_eq!(peer, SocketAddr::new(gw, local.port()));
+        assert!(rig.no_flows_within(5000), "{:?}", rig.engine.flows());
+    }
+    let c = rig.engine.counters();
+    assert_eq!((c.pub_tcp_opened, c.pub_tcp_refused, c.pub_dropped, c.tcp_open), (3, 0, 0, 0), "{c:?}");
+    assert_eq!((c.pub_bytes_in, c.pub_bytes_out), (900_000, 3 << 20), "{c:?}");
+    assert_eq!((c.tcp_opened, c.bytes_to_host, c.drop_spoofed, c.drop_checksum), (0, 0, 0, 0), "{c:?}");
+    // Large segments to the container, which its kernel (here, `segment`) cuts to its MSS.
+    assert!(rig.gso_in > 0);
+    assert!(rig.max_seg <= 1500 && rig.max_seg > 1400, "{}", rig.max_seg);
+    assert_eq!(rig.engine.published().len(), 3);
+    assert_eq!(c.pub_ports, 3);
+}
+
+#[test]
+fn published_tcp_flows_are_tracked_from_the_client() {
+    let _g = serial();
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    let h = rig.serve(8080);
+    let bound = publish_tcp(&rig, 1, "127.0.0.1:0", IpAddr::V4(CLIENT4), 8080);
+    let client = TcpStream::connect(bound).unwrap();
+    let local = client.local_addr().unwrap();
+    assert!(rig.run_until(5000, |r| r.state(h) == tcp::State::Established));
+    let flows = rig.engine.flows();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    let row = flows[0].row;
+    assert_eq!(
+        (row.proto, row.src, row.dst),
+        (Proto::Tcp, SocketAddr::new(IpAddr::V4(GW4), local.port()), SocketAddr::new(IpAddr::V4(CLIENT4), 8080))
+    );
+    assert_eq!(row.state, crate::FlowState::Tcp(crate::TcpState::Established));
+    drop(client);
+    assert!(rig.run_until(5000, |r| r.state(h) == tcp::State::CloseWait));
+    rig.sock(h).close();
+    assert!(rig.no_flows_within(5000));
+}
+
+#[test]
+fn a_container_that_refuses_gets_the_client_reset() {
+    let _g = serial();
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    // Nothing listens on the container's port 81: its stack answers the SYN with a RST.
+    let bound = publish_tcp(&rig, 1, "127.0.0.1:0", IpAddr::V4(CLIENT4), 81);
+    let mut client = TcpStream::connect(bound).unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let mut r = Err(std::io::ErrorKind::WouldBlock);
+    assert!(rig.run_until(5000, |_| {
+        r = client.read(&mut [0u8; 10]).map_err(|e| e.kind());
+        !matches!(r, Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    }));
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset));
+    assert!(rig.no_flows_within(2000));
+    let c = rig.engine.counters();
+    assert_eq!((c.pub_tcp_refused, c.pub_tcp_opened, c.tcp_reset_by_container, c.tcp_open), (1, 0, 0, 0), "{c:?}");
+}
+
+#[test]
+fn published_udp_carries_datagrams_both_ways_per_client() {
+    let _g = serial();
+    let mut limits = EngineLimits::default();
+    limits.timeouts.udp_ms = 300;
+    limits.timeouts.udp_stream_ms = 600;
+    let mut rig = Rig::new(limits, 1500, 1500);
+    for (i, (host, container, gw)) in
+        [("127.0.0.1:0", IpAddr::V4(CLIENT4), IpAddr::V4(GW4)), ("[::1]:0", IpAddr::V6(CLIENT6), IpAddr::V6(GW6))].into_iter().enumerate()
+    {
+        let id = 10 + i as u64;
+        let cport = 5300 + i as u16;
+        let fwd = PortForward {
+            id,
+            proto: Proto::Udp,
+            host: host.parse().unwrap(),
+            net: NET,
+            container: SocketAddr::new(container, cport),
+            container_mac: CLIENT_MAC,
+        };
+        let bound = rig.engine.publish(fwd).unwrap();
+        let clients: Vec<UdpSocket> = (0..2).map(|_| UdpSocket::bind(SocketAddr::new(bound.ip(), 0)).unwrap()).collect();
+        for (k, client) in clients.iter().enumerate() {
+            client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            for round in 0..2 {
+                let ask = format!("question {k}.{round}");
+                client.send_to(ask.as_bytes(), bound).unwrap();
+                rig.other.clear();
+                assert!(rig.run_until(5000, |r| !r.other.is_empty()), "{:?}", rig.engine.counters());
+                let (src, dst, payload) = parse_udp(&rig.other[0]);
+                // From the gateway (a loopback client), at the client's port, to the container.
+                assert_eq!(
+                    (src, dst, payload),
+                    (SocketAddr::new(gw, client.local_addr().unwrap().port()), SocketAddr::new(container, cport), ask.clone().into_bytes())
+                );
+                // The container answers: the client hears it from the published address.
+                rig.mem.push(NET, udp_frame(dst, src, format!("answer {k}.{round}").as_bytes()));
+                let mut b = [0u8; 100];
+                let (n, from) = client.recv_from(&mut b).unwrap();
+                assert_eq!((&b[..n], from), (format!("answer {k}.{round}").as_bytes(), bound));
+            }
+        }
+        let rows: Vec<_> = rig.engine.flows().into_iter().map(|f| (f.row.proto, f.row.dst, f.row.state)).collect();
+        assert_eq!(rows, vec![(Proto::Udp, SocketAddr::new(container, cport), crate::FlowState::Assured); 2]);
+        // Idle flows expire, and the next datagram opens a new one.
+        assert!(rig.no_flows_within(3000));
+        clients[0].send_to(b"again", bound).unwrap();
+        rig.other.clear();
+        assert!(rig.run_until(5000, |r| !r.other.is_empty()));
+        assert_eq!(parse_udp(&rig.other[0]).2, b"again");
+        rig.engine.unpublish(id);
+        assert!(rig.no_flows_within(3000));
+    }
+    let c = rig.engine.counters();
+    assert_eq!((c.pub_udp_flows, c.pub_dropped, c.udp_open, c.drop_spoofed), (6, 0, 0, 0), "{c:?}");
+    assert_eq!(c.pub_bytes_out, 8 * "answer 0.0".len() as u64);
+}
+
+#[test]
+fn a_port_in_use_is_reported_with_its_holder() {
+    let _g = serial();
+    let rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    let (taken, port) = listen(false);
+    let fwd = |id, proto, host: SocketAddr| PortForward {
+        id,
+        proto,
+        host,
+        net: NET,
+        container: SocketAddr::new(IpAddr::V4(CLIENT4), 80),
+        container_mac: CLIENT_MAC,
+    };
+    let me = format!("pid {} (", std::process::id());
+    match rig.engine.publish(fwd(1, Proto::Tcp, taken.local_addr().unwrap())) {
+        Err(PublishError::InUse { addr, proto: Proto::Tcp, holder }) => {
+            assert_eq!(addr.port(), port);
+            assert!(holder.as_deref().is_some_and(|h| h.starts_with(&me)), "{holder:?}");
+        }
+        r => panic!("{r:?}"),
+    }
+    // 0.0.0.0 takes 127.0.0.1's port too, and the error says so.
+    let e = rig.engine.publish(fwd(1, Proto::Tcp, SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))).unwrap_err();
+    assert!(e.to_string().contains(&format!(":{port}/tcp is already in use by {me}")), "{e}");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    match rig.engine.publish(fwd(1, Proto::Udp, udp.local_addr().unwrap())) {
+        Err(PublishError::InUse { proto: Proto::Udp, holder: Some(h), .. }) => assert!(h.starts_with(&me), "{h}"),
+        r => panic!("{r:?}"),
+    }
+    // The same id twice.
+    let bound = rig.engine.publish(fwd(2, Proto::Tcp, "127.0.0.1:0".parse().unwrap())).unwrap();
+    assert!(matches!(rig.engine.publish(fwd(2, Proto::Tcp, "127.0.0.1:0".parse().unwrap())), Err(PublishError::Exists(2))));
+    // Published once is in use for the next.
+    assert!(matches!(rig.engine.publish(fwd(3, Proto::Tcp, bound)), Err(PublishError::InUse { .. })));
+    // 0.0.0.0 and [::] are separate ports.
+    let v4 = rig.engine.publish(fwd(4, Proto::Udp, "0.0.0.0:0".parse().unwrap())).unwrap();
+    rig.engine.publish(fwd(5, Proto::Udp, SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), v4.port()))).unwrap();
+    assert!(matches!(rig.engine.publish(fwd(6, Proto::Icmp, "127.0.0.1:0".parse().unwrap())), Err(PublishError::Io(_))));
+    assert_eq!(rig.engine.published().iter().map(|(f, _)| f.id).collect::<Vec<_>>(), [2, 4, 5]);
+    drop(taken);
+}
+
+#[test]
+fn unpublish_closes_the_port_and_its_connections() {
+    let _g = serial();
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    let before = open_fds();
+    let hs: Vec<_> = (0..2).map(|_| rig.serve(80)).collect();
+    let bound = publish_tcp(&rig, 7, "127.0.0.1:0", IpAddr::V4(CLIENT4), 80);
+    let clients: Vec<_> = (0..2).map(|_| TcpStream::connect(bound).unwrap()).collect();
+    assert!(rig.run_until(5000, |r| hs.iter().all(|&h| r.state(h) == tcp::State::Established)));
+    assert_eq!(rig.engine.flows().len(), 2);
+    // The listener, the engine's two connections, our two clients.
+    assert_eq!(open_fds(), before + 5);
+    rig.engine.unpublish(7);
+    assert!(rig.engine.published().is_empty());
+    assert!(rig.no_flows_within(2000));
+    assert!(rig.run_until(2000, |_| open_fds() == before + 2), "{} open, {} before", open_fds(), before);
+    for mut s in clients {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(s.read(&mut [0u8; 10]).map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset));
+    }
+    // The container's ends were reset too.
+    assert!(rig.run_until(5000, |r| hs.iter().all(|&h| r.state(h) == tcp::State::Closed)));
+    assert_eq!(TcpStream::connect(bound).map_err(|e| e.kind()).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    let c = rig.engine.counters();
+    assert_eq!((c.pub_ports, c.tcp_open), (0, 0), "{c:?}");
+    // Unknown ids are nothing.
+    rig.engine.unpublish(7);
+}
+
+#[test]
+fn per_source_limit_counts_published_flows_of_the_container() {
+    let _g = serial();
+    let limits = EngineLimits { per_source: 1, ..EngineLimits::default() };
+    let mut rig = Rig::new(limits, 1500, 1500);
+    let h = rig.serve(80);
+    let bound = publish_tcp(&rig, 1, "127.0.0.1:0", IpAddr::V4(CLIENT4), 80);
+    let _first = TcpStream::connect(bound).unwrap();
+    assert!(rig.run_until(5000, |r| r.state(h) == tcp::State::Established));
+    // A second client is turned away at once.
+    let _h2 = rig.serve(80);
+    let mut second = TcpStream::connect(bound).unwrap();
+    second.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(second.read(&mut [0u8; 10]).map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset));
+    // And so is the container's own new flow.
+    let (l, port) = listen(false);
+    let out = rig.connect(false, port, 44000);
+    assert!(rig.run_until(5000, |r| r.state(out) == tcp::State::Closed));
+    drop(l);
+    let c = rig.engine.counters();
+    assert_eq!((c.drop_flow_table_full, c.pub_dropped, c.tcp_open), (2, 1, 1), "{c:?}");
+}
+
+#[test]
+fn a_container_reaches_its_own_published_port_through_the_host() {
+    let _g = serial();
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    let server = rig.serve(80);
+    let bound = publish_tcp(&rig, 1, "127.0.0.1:0", IpAddr::V4(CLIENT4), 80);
+    // The container connects to the gateway (the host's loopback) at the published port: the
+    // engine's own connection reaches its own listener, and comes back to the container.
+    let client = rig.connect(false, bound.port(), 45000);
+    let mut got = Vec::new();
+    let mut asked = false;
+    assert!(rig.run_until(10_000, |r| {
+        if !asked && r.state(client) == tcp::State::Established && r.state(server) == tcp::State::Established {
+            r.sock(client).send_slice(b"hello me").unwrap();
+            asked = true;
+        }
+        let mut q = Vec::new();
+        r.read(server, &mut q);
+        if q == b"hello me" {
+            r.sock(server).send_slice(b"hello you").unwrap();
+        }
+        r.read(client, &mut got);
+        got == b"hello you"
+    }));
+    let peer = rig.sock(server).remote_endpoint().unwrap();
+    assert_eq!(IpAddr::from(peer.addr), IpAddr::V4(GW4));
+    let c = rig.engine.counters();
+    assert_eq!((c.tcp_opened, c.pub_tcp_opened, c.tcp_open), (1, 1, 2), "{c:?}");
+}
+
+#[test]
+fn without_host_loopback_new_tcp_to_the_gateway_is_reset() {
+    let _g = serial();
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    rig.engine.set_networks(networks(false, 1500));
+    let (l, port) = listen(false);
+    let h = rig.connect(false, port, 46000);
+    assert!(rig.run_until(5000, |r| r.state(h) == tcp::State::Closed));
+    let c = rig.engine.counters();
+    assert_eq!((c.drop_denied, c.tcp_open), (1, 0), "{c:?}");
+    drop(l);
 }

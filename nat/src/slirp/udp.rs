@@ -64,7 +64,7 @@ impl UdpFlow {
         let (src, dst) = (self.remote.ip(), self.container.ip());
         frame::write_udp(buf, n, src, dst, self.remote.port(), self.container.port());
         let ok = frame::emit(buf, n, scratch, &self.dest, src, dst, PROTO_UDP, ident, &mut |f| {
-            if io.transmit(self.dest.port, f) {
+            if self.dest.send(io, f) {
                 add(&c.frames_out, 1);
             } else {
                 add(&c.tx_failed, 1);
