@@ -191,3 +191,111 @@ fn internal_networks_have_no_way_out() {
     assert!(!r.status.success(), "an --internal network reached the host");
     assert_eq!(d.ctl_json(&["stats"])["Nat"]["FramesIn"].as_u64().unwrap(), 0, "nothing reached the engine");
 }
+
+fn udp_from(ns: &Netns, to: &str, sport: u16, msg: &str) -> String {
+    let cmd = format!("printf {msg} | socat -T2 - UDP:{to},sourceport={sport},reuseaddr");
+    String::from_utf8_lossy(&ns.exec(&["bash", "-c", &cmd]).stdout).into_owned()
+}
+
+#[test]
+fn the_flow_limit_refuses_new_flows_and_spares_old_ones_and_udp_flows_expire() {
+    if !root_or_skip("the_flow_limit_refuses_new_flows_and_spares_old_ones_and_udp_flows_expire") {
+        return;
+    }
+    let port = udp_echo();
+    let d = Daemon::start_with(&["--nat-max-flows-per-endpoint", "3", "--nat-udp-timeout", "2"]);
+    let a = Netns::new();
+    d.ctl_ok(&["network", "create", "--subnet", "10.76.0.0/24", "-o", "host-loopback=true", "small"]);
+    d.ctl_ok(&["network", "connect", "small", &a.name]);
+    let to = format!("10.76.0.1:{port}");
+    for sport in [41001, 41002, 41003] {
+        assert_eq!(udp_from(&a, &to, sport, "x"), "echo:x", "flow from port {sport}");
+    }
+    assert_eq!(udp_from(&a, &to, 41004, "y"), "", "a fourth flow is over the limit");
+    let nat = &d.ctl_json(&["stats"])["Nat"];
+    assert!(nat["Drops"]["flow_table_full"].as_u64().unwrap() >= 1, "{nat}");
+    assert_eq!(udp_from(&a, &to, 41001, "z"), "echo:z", "an existing flow is unharmed");
+    // Answered flows live four times the unanswered timeout (8 s here); unanswered ones 2 s.
+    assert!(
+        eventually(15, || d.ctl_json(&["conntrack", "ls"]).as_array().unwrap().is_empty()),
+        "flows did not expire: {}",
+        d.ctl_json(&["conntrack", "ls"])
+    );
+    assert!(d.ctl_json(&["stats"])["Nat"]["FlowsExpired"].as_u64().unwrap() >= 3);
+    assert_eq!(udp_from(&a, &to, 41004, "w"), "echo:w", "room again once they expired");
+}
+
+/// A frame from `src_mac`/`src` in the namespace to `dst` through the gateway `gw_mac`:
+/// Ethernet + IPv4 (valid header checksum) + `l4` with protocol `proto`.
+fn ipv4_frame(gw_mac: [u8; 6], src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8], total_extra: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&gw_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = 20 + l4.len() as u16 + total_extra;
+    let mut ip = [0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3]];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let mut sum: u32 = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(l4);
+    f
+}
+
+fn mac(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+    v.try_into().unwrap()
+}
+
+#[test]
+fn malformed_tcp_udp_and_icmp_frames_are_counted_and_dropped() {
+    if !root_or_skip("malformed_tcp_udp_and_icmp_frames_are_counted_and_dropped") {
+        return;
+    }
+    let d = Daemon::start();
+    let a = Netns::new();
+    d.ctl_ok(&["network", "create", "--subnet", "10.77.0.0/24", "junk"]);
+    d.ctl_ok(&["network", "connect", "junk", &a.name]);
+    let v = d.ctl_json(&["network", "inspect", "junk"]);
+    let gw = mac(v[0]["VSwitch"]["GatewayMAC"].as_str().unwrap());
+    let me = mac(v[0]["Containers"].as_object().unwrap().values().next().unwrap()["MacAddress"].as_str().unwrap());
+    let (src, dst) = ([10, 77, 0, 2], [10, 203, 0, 1]); // no route covers dst: these go to the engine
+    let mut syn = vec![0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0xde, 0xad, 0, 0]; // checksum wrong
+    syn[16..18].copy_from_slice(&[0xde, 0xad]);
+    let udp_cut = [0x9c, 0x41, 0, 53, 0, 40, 0, 0, 1, 2, 3, 4]; // says 40 bytes, has 12
+                                                                // An ICMP timestamp request with a right checksum: well-formed, but not something the
+                                                                // engine carries.
+    let mut timestamp = [13u8, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut sum: u32 = timestamp.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    timestamp[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let frames = vec![
+        ipv4_frame(gw, me, src, dst, 6, &syn, 0),
+        ipv4_frame(gw, me, src, dst, 17, &udp_cut, 0),
+        ipv4_frame(gw, me, src, dst, 1, &timestamp, 0),
+    ];
+    assert_eq!(send_raw(&a, "eth0", frames), 3);
+    assert!(
+        eventually(3, || {
+            let n = &d.ctl_json(&["stats"])["Nat"];
+            n["Drops"]["checksum"].as_u64() >= Some(1)
+                && n["Drops"]["malformed"].as_u64() >= Some(1)
+                && n["Drops"]["unsupported"].as_u64() >= Some(1)
+        }),
+        "{}",
+        d.ctl_json(&["stats"])["Nat"]
+    );
+    let n = &d.ctl_json(&["stats"])["Nat"];
+    assert_eq!((n["TcpOpen"].as_u64(), n["UdpOpen"].as_u64(), n["IcmpOpen"].as_u64()), (Some(0), Some(0), Some(0)), "no flow opened: {n}");
+    // The engine goes on working.
+    let (port, _) = http_server("127.0.0.1:0", "still here");
+    d.ctl_ok(&["network", "create", "--subnet", "10.77.1.0/24", "-o", "host-loopback=true", "fine"]);
+    let b = Netns::new();
+    d.ctl_ok(&["network", "connect", "fine", &b.name]);
+    assert_eq!(b.exec_ok(&["curl", "-sS", "--max-time", "5", &format!("http://10.77.1.1:{port}/")]), "still here");
+}

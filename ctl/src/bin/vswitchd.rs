@@ -41,6 +41,16 @@ struct Args {
     /// when it changes).
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// Flows the slirp engine carries at once (connection tracking's limit); new ones beyond
+    /// are refused and counted.
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
+    nat_max_flows: u32,
+    /// Flows one container address may have at once (outbound and through published ports).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
+    nat_max_flows_per_endpoint: u32,
+    /// Seconds an unanswered UDP flow lives without traffic (four times as long once answered).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    nat_udp_timeout: u32,
 }
 
 fn main() {
@@ -73,7 +83,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let dns = Dns::new(&args.resolv_conf, rt.handle().clone(), dp.slow_waker());
     gateways.set_dns(Arc::new(DnsHandle(dns.clone())));
     let uplink = dp.uplink().ok_or_else(|| anyhow::anyhow!("the data plane has no uplink"))?;
-    let engine = Arc::new(Engine::start(uplink, EngineLimits::default())?);
+    let mut limits =
+        EngineLimits { max_flows: args.nat_max_flows as usize, per_source: args.nat_max_flows_per_endpoint as usize, ..Default::default() };
+    limits.timeouts.udp_ms = u64::from(args.nat_udp_timeout) * 1000;
+    limits.timeouts.udp_stream_ms = limits.timeouts.udp_ms * 4;
+    let engine = Arc::new(Engine::start(uplink, limits)?);
     let ctl = Controller::start(store, dp.clone(), gateways, leases, l3, dns, engine).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctl = Arc::new(Mutex::new(ctl));
     let socket = args.socket.clone();
