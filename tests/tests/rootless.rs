@@ -1,0 +1,125 @@
+//! Rootless: an ordinary user, created by the test, runs vswitchd inside a user namespace of its
+//! own, with no privilege beyond it; its containers reach the host's loopback through the
+//! slirp engine and serve through a published port.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use vswitch_tests::*;
+
+/// A user for the test, removed with its home on drop; /dev/net/tun opened to everyone while
+/// it lives (it is 0600 on these machines where distributions ship 0666), and put back.
+struct TestUser {
+    name: String,
+    tun_mode: u32,
+}
+
+impl TestUser {
+    fn create() -> Self {
+        let name = unique("vsu");
+        ok("useradd", &["-m", &name]);
+        let tun_mode = std::fs::metadata("/dev/net/tun").map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
+        let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666));
+        TestUser { name, tun_mode }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(self.tun_mode));
+        let _ = run("pkill", &["-KILL", "-u", &self.name]);
+        let _ = run("userdel", &["-r", &self.name]);
+    }
+}
+
+/// A directory everyone may read, holding copies of the binaries (the build directory need not
+/// be readable by the test user); removed on drop.
+struct Stage(PathBuf);
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const SCRIPT: &str = r#"
+set -eu
+T=$1; HOSTPORT=$2; PUBPORT=$3
+ctl() { "$T/vswitchctl" --socket "$T/s.sock" "$@"; }
+# A private /var/run/netns, so the user's namespaces have names and nothing leaks to the host.
+mount -t tmpfs tmpfs /var/run/netns
+"$T/vswitchd" --socket "$T/s.sock" --state-dir "$T/state" --workers 1 --no-pin --resolv-conf /dev/null > "$T/d.log" 2>&1 &
+D=$!
+trap 'kill $D 2>/dev/null; wait $D 2>/dev/null || true' EXIT
+for i in $(seq 100); do ctl network ls -q >/dev/null 2>&1 && break; sleep 0.1; done
+ip netns add c1 2>/dev/null || true
+ip netns exec c1 ip link set lo up
+ctl network create --subnet 10.79.0.0/24 -o host-loopback=true rl >/dev/null
+ctl network connect -p "$PUBPORT:8000" rl c1 >/dev/null
+echo "uid=$(id -u) caps=$(grep CapEff /proc/$D/status | cut -f2)"
+echo "out=$(ip netns exec c1 curl -sS --max-time 5 http://10.79.0.1:$HOSTPORT/)"
+ip netns exec c1 socat TCP-LISTEN:8000,reuseaddr SYSTEM:'echo inside' &
+S=$!
+for i in $(seq 50); do ip netns exec c1 ss -ltn | grep -q ':8000 ' && break; sleep 0.1; done
+echo "in=$(socat -T3 - TCP:127.0.0.1:$PUBPORT)"
+kill $S 2>/dev/null || true
+"#;
+
+#[test]
+fn an_ordinary_user_runs_vswitchd_in_a_user_namespace() {
+    if !root_or_skip("an_ordinary_user_runs_vswitchd_in_a_user_namespace") {
+        return;
+    }
+    if run("unshare", &["--user", "--map-root-user", "true"]).status.code() != Some(0) {
+        eprintln!("SKIPPED an_ordinary_user_runs_vswitchd_in_a_user_namespace: unprivileged user namespaces are disabled here");
+        return;
+    }
+    let user = TestUser::create();
+    let stage = Stage(std::env::temp_dir().join(unique("vsr")));
+    std::fs::create_dir_all(&stage.0).unwrap();
+    for bin in ["vswitchd", "vswitchctl"] {
+        std::fs::copy(bin_dir().join(bin), stage.0.join(bin)).unwrap();
+    }
+    std::fs::write(stage.0.join("run.sh"), SCRIPT).unwrap();
+    ok("chown", &["-R", &user.name, stage.0.to_str().unwrap()]);
+    std::fs::set_permissions(&stage.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The host's service, on its loopback only.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut b = [0u8; 512];
+            let _ = s.read(&mut b);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nhost");
+        }
+    });
+    let pub_port = free_port();
+    let out = run(
+        "runuser",
+        &[
+            "-u",
+            &user.name,
+            "--",
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "bash",
+            stage.0.join("run.sh").to_str().unwrap(),
+            stage.0.to_str().unwrap(),
+            &host_port.to_string(),
+            &pub_port.to_string(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let log = std::fs::read_to_string(stage.0.join("d.log")).unwrap_or_default();
+    let why = format!("{stdout}{}\n--- vswitchd log ---\n{log}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{stdout}");
+    let uid_line = stdout.lines().find(|l| l.starts_with("uid=")).unwrap_or_else(|| panic!("{why}"));
+    // Root inside its user namespace (uid 0 there), an ordinary user outside it.
+    assert!(uid_line.starts_with("uid=0 "), "{why}");
+    assert!(stdout.contains("out=host"), "a container reaches the host's loopback: {why}");
+    assert!(stdout.contains("in=inside"), "the host reaches a container through a published port: {why}");
+}
