@@ -29,8 +29,23 @@ impl TestUser {
 impl Drop for TestUser {
     fn drop(&mut self) {
         let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(self.tun_mode));
-        let _ = run("pkill", &["-KILL", "-u", &self.name]);
+        kill_processes_of(&self.name);
         let _ = run("userdel", &["-r", &self.name]);
+    }
+}
+
+/// Kills (by PID) whatever the test user still runs: only processes this test started as it.
+fn kill_processes_of(user: &str) {
+    let Ok(uid) = String::from_utf8(run("id", &["-u", user]).stdout) else { return };
+    let uid = uid.trim().to_string();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let owner = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("");
+        if owner == uid {
+            // SAFETY: kill(2) on a PID read from /proc that belongs to the test's own user.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
 
