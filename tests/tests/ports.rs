@@ -93,6 +93,11 @@ fn published_ports_carry_the_clients_real_address() {
     // A client on the host's loopback: a source the container can answer, the gateway.
     assert_eq!(tcp_ask(None, "127.0.0.1", tp), "tcp-peer=10.74.0.1");
     assert_eq!(udp_ask(None, "127.0.0.1", up), "udp-peer=10.74.0.1");
+    // Over IPv6 to an IPv4 container: the gateway's IPv4 address stands in for the client.
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        assert_eq!(tcp_ask(None, "[::1]", tp), "tcp-peer=10.74.0.1", "IPv6 client");
+        assert_eq!(udp_ask(None, "[::1]", up), "udp-peer=10.74.0.1", "IPv6 client");
+    }
     // Hairpin: the container reaches its own published port through the host.
     assert_eq!(tcp_ask(Some(&web), "10.74.0.1", tp), "tcp-peer=10.74.0.1", "hairpin");
     // Disconnect releases every socket and flow.
