@@ -16,6 +16,8 @@
 
 mod conntrack;
 pub mod slirp;
+#[cfg(test)]
+mod test_rng;
 
 pub use conntrack::{
     Conntrack, CtCounters, CtRow, Dir, Flow, FlowId, FlowKey, FlowState, Full, Proto, TcpFlags, TcpState, Timeouts, DEFAULT_LIMIT,

@@ -338,6 +338,33 @@ impl Drop for Daemon {
     }
 }
 
+/// A namespace standing for "the world": reached from the host's namespace over a veth of the
+/// test's own, `10.B.T.1/30` on the host side and `10.B.T.2/30` inside; removed on drop.
+#[derive(Debug)]
+pub struct Outside {
+    pub ns: Netns,
+    _veth: Veth,
+    pub host: String,
+    pub addr: String,
+}
+
+impl Outside {
+    /// `b`: a second octet the test owns; the third comes from the PID, so runs do not collide.
+    pub fn new(b: u8) -> Self {
+        let t = (std::process::id() % 200) as u8 + 20;
+        let ns = Netns::new();
+        let veth = Veth::new(&ns, "eth0");
+        let host = format!("10.{b}.{t}.1");
+        let addr = format!("10.{b}.{t}.2");
+        ok("ip", &["addr", "add", &format!("{host}/30"), "dev", &veth.host]);
+        ok("ip", &["link", "set", &veth.host, "up"]);
+        ns.exec_ok(&["ip", "addr", "add", &format!("{addr}/30"), "dev", "eth0"]);
+        ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        Outside { ns, _veth: veth, host, addr }
+    }
+}
+
 /// A free port on 127.0.0.1 for UDP and TCP (bound and released: another process could take
 /// it in between, which the tests' own unique names make unlikely).
 pub fn free_port() -> u16 {

@@ -131,34 +131,12 @@ fn iperf3_to_the_host_and_back() {
     drop(server);
 }
 
-/// A namespace standing for "the world": reached from the host's namespace over a veth of the
-/// test's own with a /30 nobody else uses; removed on drop.
-struct Outside {
-    ns: Netns,
-    _veth: Veth,
-    addr: String,
-}
-
-fn outside(third: u8) -> Outside {
-    let ns = Netns::new();
-    let veth = Veth::new(&ns, "eth0");
-    let host = format!("10.201.{third}.1");
-    let addr = format!("10.201.{third}.2");
-    ok("ip", &["addr", "add", &format!("{host}/30"), "dev", &veth.host]);
-    ok("ip", &["link", "set", &veth.host, "up"]);
-    ns.exec_ok(&["ip", "addr", "add", &format!("{addr}/30"), "dev", "eth0"]);
-    ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
-    ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
-    Outside { ns, _veth: veth, addr }
-}
-
 #[test]
 fn ping_and_tcp_to_the_world_through_host_sockets() {
     if !root_or_skip("ping_and_tcp_to_the_world_through_host_sockets") {
         return;
     }
-    let third = (std::process::id() % 200) as u8 + 20;
-    let o = outside(third);
+    let o = Outside::new(201);
     let d = Daemon::start();
     let a = Netns::new();
     d.ctl_ok(&["network", "create", "--subnet", "10.72.0.0/24", "world"]);

@@ -3,27 +3,6 @@
 
 use vswitch_tests::*;
 
-/// A namespace reached from the host's namespace over a veth of the test's own (a /30 nobody
-/// else uses): a client that is not on the host's loopback.
-struct Outside {
-    ns: Netns,
-    _veth: Veth,
-    host: String,
-    addr: String,
-}
-
-fn outside(third: u8) -> Outside {
-    let ns = Netns::new();
-    let veth = Veth::new(&ns, "eth0");
-    let host = format!("10.202.{third}.1");
-    let addr = format!("10.202.{third}.2");
-    ok("ip", &["addr", "add", &format!("{host}/30"), "dev", &veth.host]);
-    ok("ip", &["link", "set", &veth.host, "up"]);
-    ns.exec_ok(&["ip", "addr", "add", &format!("{addr}/30"), "dev", "eth0"]);
-    ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
-    Outside { ns, _veth: veth, host, addr }
-}
-
 /// Servers in `ns` that answer each TCP connection on 80 and each UDP datagram on 53 with the
 /// address they came from.
 fn peer_echo_servers(ns: &Netns) -> (Proc, Proc) {
@@ -67,8 +46,7 @@ fn published_ports_carry_the_clients_real_address() {
     if !root_or_skip("published_ports_carry_the_clients_real_address") {
         return;
     }
-    let third = (std::process::id() % 200) as u8 + 20;
-    let o = outside(third);
+    let o = Outside::new(202);
     let d = Daemon::start();
     let web = Netns::new();
     let (tp, up) = (free_port(), free_port());

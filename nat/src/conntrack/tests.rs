@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::*;
+use crate::test_rng::Rng;
 
 const T: Timeouts = Timeouts {
     tcp_syn_ms: 120_000,
@@ -396,22 +397,6 @@ fn rows_show_what_conntrack_ls_prints() {
     let r = ct.get(id).unwrap().row(12_500);
     assert_eq!((r.age_ms, r.expires_in_ms, r.state), (12_500, T.tcp_established_ms - 500, FlowState::Tcp(TcpState::Established)));
     assert!(format!("{ct:?}").contains("len: 2"), "Debug shows the size, not the flows");
-}
-
-/// xorshift64*: a seeded generator, so a failing sequence can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// What the model knows of a flow. TCP states come from the table (their walk has its own

@@ -10,6 +10,8 @@ use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::test_rng::Rng;
+
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
@@ -433,22 +435,6 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 /// FNV-1a: a checksum of content.
 fn fnv(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3))
-}
-
-/// xorshift64*: reproducible randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 fn listen(v6: bool) -> (TcpListener, u16) {
@@ -967,25 +953,25 @@ fn random_frames_are_counted_and_never_panic() {
     let before = rig.engine.counters();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for i in 0..20_000 {
-        let mut f = corpus[rng.below(corpus.len())].clone();
-        match rng.below(5) {
+        let mut f = corpus[rng.below(corpus.len() as u64) as usize].clone();
+        match rng.below(5) as usize {
             0 => {
-                for _ in 0..1 + rng.below(4) {
-                    let at = rng.below(f.len());
+                for _ in 0..1 + rng.below(4) as usize {
+                    let at = rng.below(f.len() as u64) as usize;
                     f[at] = rng.next() as u8;
                 }
             }
-            1 => f.truncate(rng.below(f.len())),
-            2 => f.extend((0..rng.below(64)).map(|_| rng.next() as u8)),
+            1 => f.truncate(rng.below(f.len() as u64) as usize),
+            2 => f.extend((0..rng.below(64) as usize).map(|_| rng.next() as u8)),
             // The virtio-net header: GSO types, sizes, checksum offsets.
             3 => {
-                let at = rng.below(10);
+                let at = rng.below(10) as usize;
                 f[at] = rng.next() as u8;
             }
             _ => {
-                let len = rng.below(200);
+                let len = rng.below(200) as usize;
                 f = (0..len).map(|_| rng.next() as u8).collect();
-                if len > 24 && rng.below(2) == 0 {
+                if len > 24 && rng.below(2) as usize == 0 {
                     f[..24].copy_from_slice(&corpus[0][..24]);
                 }
             }
