@@ -46,7 +46,7 @@ struct Args {
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
     nat_max_flows: u32,
     /// Flows one container address may have at once (outbound and through published ports).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
     nat_max_flows_per_endpoint: u32,
     /// Seconds an unanswered UDP flow lives without traffic (four times as long once answered).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=86_400))]

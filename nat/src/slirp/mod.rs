@@ -129,8 +129,9 @@ impl FrameIo for Uplink {
 pub struct EngineLimits {
     /// Flows open at once, all networks together (default 65536); new ones beyond are refused.
     pub max_flows: usize,
-    /// Flows open at once from or to one container address (default 4096): its own flows and
-    /// its published ports' together.
+    /// Flows open at once from or to one container address, its own flows and its published
+    /// ports' together (default 16384: connections in their last second of TIME-WAIT count
+    /// too, and a busy published port closes thousands a second).
     pub per_source: usize,
     /// When idle flows are closed (connection tracking's; UDP: 30 s unreplied, 120 s replied).
     pub timeouts: Timeouts,
