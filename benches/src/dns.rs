@@ -273,22 +273,10 @@ fn overlaps(a: Ipv4Addr, alen: u8, b: Ipv4Addr, blen: u8) -> bool {
     u32::from(a) & mask == u32::from(b) & mask
 }
 
-/// Runs `f` on a thread inside `ns`, or here when `ns` is none.
-fn in_ns<T, F>(ns: Option<&str>, what: &str, f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    match ns {
-        Some(ns) => netns::join(netns::spawn_in(ns, what, f)?, what),
-        None => f(),
-    }
-}
-
 /// Asks `server` for each name in turn from `ns`: the first may take `first` (a server that is
 /// starting), each other 2 s. The answers, in order.
 fn ask(ns: Option<&str>, server: SocketAddr, names: Vec<String>, first: Duration) -> Result<Vec<Answer>> {
-    in_ns(ns, "dns-ask", move || {
+    netns::run_in(ns, "dns-ask", move || {
         let mut out = Vec::with_capacity(names.len());
         for (i, n) in names.iter().enumerate() {
             let within = if i == 0 { first } else { Duration::from_secs(2) };
@@ -301,7 +289,7 @@ fn ask(ns: Option<&str>, server: SocketAddr, names: Vec<String>, first: Duration
 /// A UDP port nothing uses on 127.0.0.1 in `ns` (a race with other programs is possible: the
 /// caller retries when dnsmasq cannot bind it).
 fn free_port(ns: Option<&str>) -> Result<u16> {
-    in_ns(ns, "port", || Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()))
+    netns::run_in(ns, "port", || Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()))
 }
 
 /// Starts the upstream dnsmasq on 127.0.0.1 of `ns` (else the caller's namespace); it and its port.
@@ -517,7 +505,7 @@ fn vswitch(opts: &DaemonOptions, o: &DnsOptions) -> Result<DnsSystem> {
 }
 
 /// The network's IPv4 gateway in a `network inspect` answer (an object, or an array of one).
-fn gateway(inspect: &Value) -> Option<Ipv4Addr> {
+pub(crate) fn gateway(inspect: &Value) -> Option<Ipv4Addr> {
     let net = match inspect {
         Value::Array(a) => a.first()?,
         v => v,
@@ -634,7 +622,7 @@ pub fn run(sys: &DnsSystem, w: Workload, o: &DnsOptions, dnsperf: bool) -> Resul
 
 /// Runs the load generator on a thread inside `ns`.
 fn generate(ns: &str, cfg: LoadConfig) -> Result<LoadResult> {
-    in_ns(Some(ns), "dns-load", move || Ok(dnsload::run(&cfg)?))
+    netns::run_in(Some(ns), "dns-load", move || Ok(dnsload::run(&cfg)?))
 }
 
 /// dnsperf from the client namespace with the same names, sockets and queries in flight, for

@@ -1,4 +1,4 @@
-//! The machinery behind `vswitch-compare`: namespaces, processes, load generators (UDP, DNS), systems, report.
+//! The machinery behind `vswitch-compare`: namespaces, processes, load generators (UDP, DNS, TCP), systems, report.
 //!
 //! `vswitch-compare` builds each system under test in network namespaces it creates itself,
 //! measures it with the same workloads, and tears it down. Everything it creates (namespaces,
@@ -11,9 +11,11 @@ pub mod cpu;
 pub mod dns;
 pub mod dnsload;
 pub mod machine;
+pub mod nat;
 pub mod netns;
 pub mod report;
 pub mod systems;
+pub mod tcpload;
 pub mod udp;
 pub mod workloads;
 

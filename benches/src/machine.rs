@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cmd;
+use crate::systems::Kind;
 use crate::{err, Result};
 
 /// What the report says about the machine.
@@ -20,6 +21,9 @@ pub struct Machine {
     /// Versions of the DNS comparison's tools, when installed.
     pub dnsmasq: Option<String>,
     pub dnsperf: Option<String>,
+    /// Versions of the NAT comparison's peers, when installed.
+    pub pasta: Option<String>,
+    pub slirp4netns: Option<String>,
     pub date_utc: String,
 }
 
@@ -50,8 +54,40 @@ impl Machine {
             dnsperf: cmd::run_within("dnsperf", &["-h"], Duration::from_secs(5)).ok().and_then(|s| {
                 s.lines().find(|l| l.starts_with("Version ")).map(|l| format!("dnsperf {}", l.trim_start_matches("Version ")))
             }),
+            pasta: peer_version(Kind::Pasta),
+            slirp4netns: peer_version(Kind::Slirp4netns),
             date_utc: first_line("date", "-u").unwrap_or_default(),
         }
+    }
+}
+
+/// The program a peer runs as, and its Debian package, for the peers that may be missing
+/// (the NAT comparison's are skipped when they are; dnsmasq is required, see [`check_prerequisites`]).
+pub fn peer_program(kind: Kind) -> Option<(&'static str, &'static str)> {
+    match kind {
+        Kind::Pasta => Some(("pasta", "passt")),
+        Kind::Slirp4netns => Some(("slirp4netns", "slirp4netns")),
+        _ => None,
+    }
+}
+
+/// The Debian package to install when `kind` is a peer whose program is missing.
+pub fn missing_peer(kind: Kind) -> Option<&'static str> {
+    peer_program(kind).filter(|(prog, _)| cmd::which(prog).is_none()).map(|(_, package)| package)
+}
+
+/// A peer's version: the first line of `--version`, with the package's version when the
+/// program does not know its own (Debian's pasta says "pasta unknown version").
+fn peer_version(kind: Kind) -> Option<String> {
+    let (prog, package) = peer_program(kind)?;
+    cmd::which(prog)?;
+    let own = cmd::run_within(prog, &["--version"], Duration::from_secs(5)).ok().and_then(|s| s.lines().next().map(str::to_string));
+    let pkg = cmd::run_within("dpkg-query", &["-W", "-f", "${Version}", package], Duration::from_secs(5)).ok().filter(|v| !v.is_empty());
+    match (own, pkg) {
+        (Some(o), Some(p)) if o.contains("unknown") => Some(format!("{prog} {p} (Debian package {package})")),
+        (Some(o), _) => Some(o),
+        (None, Some(p)) => Some(format!("{prog} {p} (Debian package {package})")),
+        (None, None) => Some(format!("{prog} (version unknown)")),
     }
 }
 
@@ -59,11 +95,14 @@ impl Machine {
 const TOOLS: [(&str, &str); 5] = [("ip", "iproute2"), ("ss", "iproute2"), ("iperf3", "iperf3"), ("kill", "procps"), ("sysctl", "procps")];
 /// Tools the DNS comparison runs (dnsperf is optional: a cross-check).
 const DNS_TOOLS: [(&str, &str); 3] = [("ip", "iproute2"), ("kill", "procps"), ("dnsmasq", "dnsmasq-base")];
+/// Tools the NAT comparison runs (its peers, pasta and slirp4netns, are optional: see [`missing_peer`]).
+const NAT_TOOLS: [(&str, &str); 5] =
+    [("ip", "iproute2"), ("ss", "iproute2"), ("iperf3", "iperf3"), ("kill", "procps"), ("unshare", "util-linux")];
 
 /// Fails, naming what to install, unless every tool the asked comparisons need is there
-/// (switching and routing: `network`; DNS: `dns`) and we run as root.
-pub fn check_prerequisites(network: bool, dns: bool) -> Result<()> {
-    let tools = TOOLS.iter().filter(|_| network).chain(DNS_TOOLS.iter().filter(|_| dns));
+/// (switching and routing: `network`; DNS: `dns`; NAT: `nat`) and we run as root.
+pub fn check_prerequisites(network: bool, dns: bool, nat: bool) -> Result<()> {
+    let tools = TOOLS.iter().filter(|_| network).chain(DNS_TOOLS.iter().filter(|_| dns)).chain(NAT_TOOLS.iter().filter(|_| nat));
     let mut missing: Vec<&str> = tools.filter(|(t, _)| cmd::which(t).is_none()).map(|(_, p)| *p).collect();
     missing.sort_unstable();
     missing.dedup();

@@ -77,6 +77,18 @@ pub fn exec_in(ns: &str, prog: &str, args: &[&str]) -> Command {
     c
 }
 
+/// A command that runs `prog args…` inside `ns`, or here (the caller's namespace) when none.
+pub fn command(ns: Option<&str>, prog: &str, args: &[&str]) -> Command {
+    match ns {
+        Some(ns) => exec_in(ns, prog, args),
+        None => {
+            let mut c = Command::new(prog);
+            c.args(args);
+            c
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         if let Err(e) = cmd::run("ip", &["netns", "del", &self.name]) {
@@ -129,6 +141,30 @@ where
         .map_err(|e| err(format!("cannot start thread {what}: {e}")))
 }
 
+/// Runs `f` on a thread inside `ns` and waits for it, or runs it here when `ns` is none.
+pub fn run_in<T, F>(ns: Option<&str>, what: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    match ns {
+        Some(ns) => join(spawn_in(ns, what, f)?, what),
+        None => f(),
+    }
+}
+
+/// Runs `f` on a new thread inside `ns`, or in the caller's namespace when none.
+pub fn spawn_maybe_in<T, F>(ns: Option<&str>, what: &str, f: F) -> Result<JoinHandle<Result<T>>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    match ns {
+        Some(ns) => spawn_in(ns, what, f),
+        None => thread::Builder::new().name(what.to_string()).spawn(f).map_err(|e| err(format!("cannot start thread {what}: {e}"))),
+    }
+}
+
 /// Joins a thread from [`spawn_in`], turning a panic into an error.
 pub fn join<T>(h: JoinHandle<Result<T>>, what: &str) -> Result<T> {
     h.join().map_err(|_| err(format!("{what} thread panicked")))?
@@ -156,7 +192,34 @@ fn names_of_killed_runs(dir: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether `pid` is another process than this one, and no longer exists: a killed run's.
+/// Whether `pid` is another process than this one, and no longer runs: a killed run's. A
+/// zombie counts as gone: a run killed a moment ago stays one until something reaps it.
 pub fn gone(pid: u32) -> bool {
-    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+    if pid == std::process::id() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => zombie(&stat),
+    }
+}
+
+/// Whether a `/proc/PID/stat` line is a zombie's (or a dead task's): the state follows the
+/// command name, which is in parentheses and may itself hold spaces and parentheses.
+fn zombie(stat: &str) -> bool {
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s == "Z" || s == "X")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zombies_are_gone() {
+        assert!(zombie("123 (vswitch-compare) Z 1 123 123 0 -1"));
+        assert!(zombie("123 (a) b (c)) X 1"));
+        assert!(!zombie("123 (vswitch-compare) S 1 123 123 0 -1"));
+        assert!(!zombie("123 (Z) R 1"), "the name is not the state");
+        assert!(!gone(std::process::id()), "this process is never gone");
+    }
 }

@@ -23,11 +23,53 @@ pub enum Workload {
     DnsLocal,
     /// DNS queries for upstream names the forwarder has cached.
     DnsCached,
+    /// iperf3, one TCP stream from a namespace to the host's loopback through the NAT.
+    NatOut,
+    /// The same connection with the data the other way (`iperf3 -R`): host to namespace.
+    NatOutRev,
+    /// 1-byte TCP request/response on one connection, namespace to the host's loopback.
+    NatRr,
+    /// iperf3, one TCP stream from the host's loopback to a port published into the namespace.
+    PortfwdIn,
+    /// New TCP connections per second to a published port (connect, a byte each way, close).
+    ConnRate,
 }
+
+/// The comparisons workloads belong to: each has its systems, tables and ratios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// Switching and routing between two namespaces (TCP, UDP, RTT).
+    Net,
+    /// DNS servers.
+    Dns,
+    /// Namespaces reaching the host and reached from it through a NAT (slirp engines).
+    Nat,
+}
+
+pub const FAMILIES: [Family; 3] = [Family::Net, Family::Dns, Family::Nat];
 
 impl Workload {
     pub fn is_dns(self) -> bool {
-        matches!(self, Workload::DnsLocal | Workload::DnsCached)
+        self.family() == Family::Dns
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            Workload::Tcp | Workload::Udp | Workload::Rtt => Family::Net,
+            Workload::DnsLocal | Workload::DnsCached => Family::Dns,
+            Workload::NatOut | Workload::NatOutRev | Workload::NatRr | Workload::PortfwdIn | Workload::ConnRate => Family::Nat,
+        }
+    }
+
+    /// Whether it runs at every MTU asked for (throughput), not only at the first.
+    pub fn every_mtu(self) -> bool {
+        matches!(self, Workload::Tcp | Workload::NatOut | Workload::NatOutRev | Workload::PortfwdIn)
+    }
+
+    /// Whether it needs a port published into the namespace.
+    pub fn needs_published_port(self) -> bool {
+        matches!(self, Workload::PortfwdIn | Workload::ConnRate)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -37,12 +79,21 @@ impl Workload {
             Workload::Rtt => "rtt",
             Workload::DnsLocal => "dns-local",
             Workload::DnsCached => "dns-cached",
+            Workload::NatOut => "nat-out",
+            Workload::NatOutRev => "nat-out-rev",
+            Workload::NatRr => "nat-rr",
+            Workload::PortfwdIn => "portfwd-in",
+            Workload::ConnRate => "conn-rate",
         }
     }
 }
 
 /// The DNS workloads, in the order the tables show them.
 pub const DNS_WORKLOADS: [Workload; 2] = [Workload::DnsLocal, Workload::DnsCached];
+/// The NAT workloads, in the order they run and the tables show them.
+pub const NAT_WORKLOADS: [Workload; 5] = [Workload::NatOut, Workload::NatOutRev, Workload::PortfwdIn, Workload::NatRr, Workload::ConnRate];
+/// The NAT workloads measuring throughput (every MTU), in table order.
+const NAT_THROUGHPUT: [Workload; 3] = [Workload::NatOut, Workload::NatOutRev, Workload::PortfwdIn];
 
 /// One measurement of one workload on one system.
 #[derive(Debug, Clone, Serialize)]
@@ -119,29 +170,40 @@ impl Report {
         self.summary(system, mtu, w, metric).map_or_else(|| "–".to_string(), |s| s.cell(dp))
     }
 
-    fn has(&self, dns: bool) -> bool {
-        self.samples.iter().any(|s| s.workload.is_dns() == dns)
+    fn has(&self, family: Family) -> bool {
+        self.samples.iter().any(|s| s.workload.family() == family)
     }
 
-    /// The tables, as Markdown: switching and routing (TCP, UDP, RTT) and DNS, each if measured.
+    /// The families with samples; switching and routing when nothing at all was measured.
+    fn families(&self) -> Vec<Family> {
+        let v: Vec<Family> = FAMILIES.into_iter().filter(|&f| self.has(f)).collect();
+        if v.is_empty() {
+            vec![Family::Net]
+        } else {
+            v
+        }
+    }
+
+    /// The tables, as Markdown: switching and routing (TCP, UDP, RTT), DNS and NAT, each if measured.
     pub fn tables(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "Median of the rounds, (min–max) across them.\n");
-        if self.has(false) || !self.has(true) {
-            out.push_str(&self.network_tables());
-        }
-        if self.has(true) {
-            if self.has(false) {
+        for (i, f) in self.families().into_iter().enumerate() {
+            if i > 0 {
                 out.push('\n');
             }
-            out.push_str(&self.dns_table());
+            out.push_str(&match f {
+                Family::Net => self.network_tables(),
+                Family::Dns => self.dns_table(),
+                Family::Nat => self.nat_tables(),
+            });
         }
         out
     }
 
-    /// The systems in the switching and routing tables (not dnsmasq).
-    fn network_systems(&self) -> Vec<Kind> {
-        self.systems.iter().copied().filter(|s| !s.dns_only()).collect()
+    /// The systems of a family's tables, in the order asked for.
+    fn systems_of(&self, family: Family) -> Vec<Kind> {
+        self.systems.iter().copied().filter(|s| s.takes_part(family)).collect()
     }
 
     /// The DNS table: one row per workload and system.
@@ -193,7 +255,7 @@ impl Report {
 
     fn network_tables(&self) -> String {
         let base = self.base_mtu();
-        let systems = self.network_systems();
+        let systems = self.systems_of(Family::Net);
         let mut out = String::new();
         // Throughput.
         let mut head = String::from("| system |");
@@ -260,8 +322,114 @@ impl Report {
         out
     }
 
+    /// The NAT tables: throughput per workload and MTU; latency and connection rate; CPU.
+    fn nat_tables(&self) -> String {
+        let base = self.base_mtu();
+        let systems = self.systems_of(Family::Nat);
+        let has = |s: Kind, m: u32, w: Workload| self.samples.iter().any(|x| x.system == s && x.mtu == m && x.workload == w);
+        // Columns: each throughput workload at each MTU, then the rest at the first MTU, of those measured.
+        let mut cols: Vec<(Workload, u32)> = Vec::new();
+        for w in NAT_THROUGHPUT {
+            cols.extend(self.mtus.iter().map(|&m| (w, m)).filter(|&(w, m)| systems.iter().any(|&s| has(s, m, w))));
+        }
+        let tput = cols.len();
+        cols.extend(
+            [Workload::NatRr, Workload::ConnRate].into_iter().map(|w| (w, base)).filter(|&(w, m)| systems.iter().any(|&s| has(s, m, w))),
+        );
+        let mut out = String::new();
+        if tput > 0 {
+            let mut head = String::from("| system |");
+            for (w, m) in &cols[..tput] {
+                let _ = write!(head, " {} {m} Gbit/s |", w.as_str());
+            }
+            let _ = writeln!(out, "{head}\n|---|{}", "---|".repeat(tput));
+            for &s in &systems {
+                let mut row = format!("| {} |", s.as_str());
+                for &(w, m) in &cols[..tput] {
+                    let _ = write!(row, " {} |", self.cell(s, m, w, "gbps", 2));
+                }
+                let _ = writeln!(out, "{row}");
+            }
+        }
+        let (rr, conn) = (cols.contains(&(Workload::NatRr, base)), cols.contains(&(Workload::ConnRate, base)));
+        if rr || conn {
+            out.push('\n');
+            let mut head = String::from("| system |");
+            if rr {
+                head.push_str(" nat-rr p50 µs | nat-rr p99 µs | nat-rr avg µs |");
+            }
+            if conn {
+                head.push_str(" conn-rate conn/s | conn-rate p50 µs | conn-rate p99 µs | conn-rate failed |");
+            }
+            let n = head.matches('|').count() - 2;
+            let _ = writeln!(out, "{head}\n|---|{}", "---|".repeat(n));
+            for &s in &systems {
+                let mut row = format!("| {} |", s.as_str());
+                if rr {
+                    for metric in ["p50_us", "p99_us", "avg_us"] {
+                        let _ = write!(row, " {} |", self.cell(s, base, Workload::NatRr, metric, 1));
+                    }
+                }
+                if conn {
+                    for (metric, dp) in [("conn_per_s", 0), ("p50_us", 0), ("p99_us", 0), ("failed", 0)] {
+                        let _ = write!(row, " {} |", self.cell(s, base, Workload::ConnRate, metric, dp));
+                    }
+                }
+                let _ = writeln!(out, "{row}");
+            }
+        }
+        if !cols.is_empty() {
+            // CPU: the forwarding process (all of vswitchd's threads; pasta; slirp4netns) and the
+            // machine; and what others ran before each measurement.
+            let _ = writeln!(
+                out,
+                "\nCPU % over each run, forwarder / machine (medians); background: the machine before the run, the system idle.\n"
+            );
+            let mut head = String::from("| system |");
+            for (w, m) in &cols {
+                let _ = write!(head, " {} {m} |", w.as_str());
+            }
+            head.push_str(" background CPU % |");
+            let _ = writeln!(out, "{head}\n|---|{}", "---|".repeat(cols.len() + 1));
+            let median = |s: Kind, m: u32, w: Workload, metric: &str| {
+                self.summary(s, m, w, metric).map_or_else(|| "–".to_string(), |x| format!("{:.0}", x.median))
+            };
+            let (mut retr, mut stalls) = (Vec::new(), Vec::new());
+            for &s in &systems {
+                let mut row = format!("| {} |", s.as_str());
+                let mut bg = Vec::new();
+                for &(w, m) in &cols {
+                    let _ = write!(row, " {} / {} |", median(s, m, w, "fwd_cpu_pct"), median(s, m, w, "vm_cpu_pct"));
+                    bg.extend(
+                        self.samples
+                            .iter()
+                            .filter(|x| x.system == s && x.mtu == m && x.workload == w)
+                            .filter_map(|x| x.metrics.get("bg_cpu_pct")),
+                    );
+                    if let Some(r) = self.summary(s, m, w, "retransmits").filter(|r| r.max > 0.0) {
+                        retr.push(format!("{} {} {m}: {}", s.as_str(), w.as_str(), r.cell(0)));
+                    }
+                    if let Some(st) = self.summary(s, m, w, "stalled_s").filter(|r| r.max > 0.0) {
+                        let peak = self.summary(s, m, w, "peak_gbps").map_or_else(|| "–".to_string(), |p| p.cell(2));
+                        stalls.push(format!("{} {} {m}: {} stalled, best second {peak} Gbit/s", s.as_str(), w.as_str(), st.cell(0)));
+                    }
+                }
+                let bg: Vec<f64> = bg.into_iter().copied().collect();
+                let _ = write!(row, " {} |", Summary::of(&bg).map_or_else(|| "–".to_string(), |x| x.cell(0)));
+                let _ = writeln!(out, "{row}");
+            }
+            if !retr.is_empty() {
+                let _ = writeln!(out, "\nTCP retransmits per run (iperf3's sender): {}.", retr.join("; "));
+            }
+            if !stalls.is_empty() {
+                let _ = writeln!(out, "\nStalls, 1-s intervals under a tenth of the run's best, per run: {}.", stalls.join("; "));
+            }
+        }
+        out
+    }
+
     /// (label, mtu, workload, metric, lower is better) of every figure compared in the ratios:
-    /// the switching and routing figures first, then the DNS ones.
+    /// the switching and routing figures first, then the DNS ones, then the NAT ones.
     fn compared(&self) -> Vec<(String, u32, Workload, &'static str, bool)> {
         let base = self.base_mtu();
         let mut v: Vec<_> = self.mtus.iter().map(|&m| (format!("TCP {m} Gbit/s"), m, Workload::Tcp, "gbps", false)).collect();
@@ -277,6 +445,12 @@ impl Report {
             v.push((format!("{n} p50, 1 in flight"), base, w, "one_p50_us", true));
             v.push((format!("{n} p99, 1 in flight"), base, w, "one_p99_us", true));
         }
+        for w in NAT_THROUGHPUT {
+            v.extend(self.mtus.iter().map(|&m| (format!("{} {m} Gbit/s", w.as_str()), m, w, "gbps", false)));
+        }
+        v.push(("nat-rr p50".into(), base, Workload::NatRr, "p50_us", true));
+        v.push(("nat-rr p99".into(), base, Workload::NatRr, "p99_us", true));
+        v.push(("conn-rate conn/s".into(), base, Workload::ConnRate, "conn_per_s", false));
         v
     }
 
@@ -290,34 +464,36 @@ impl Report {
     /// bridge and the null forwarder; routed vswitch against kernel routing and the null
     /// forwarder (which cannot route: its two-namespace L2 figure is the ceiling of vswitch's
     /// port I/O, which routing shares).
-    /// The DNS comparison's pair is vswitch / dnsmasq.
+    /// The DNS comparison's pair is vswitch / dnsmasq; the NAT comparison's vswitch / pasta and
+    /// slirp4netns / pasta (pasta, the newer of the two, is the one to beat).
     pub fn pairs(&self) -> Vec<(Kind, Kind)> {
-        const PAIRS: [(Kind, Kind); 5] = [
+        const PAIRS: [(Kind, Kind); 7] = [
             (Kind::Vswitch, Kind::Bridge),
             (Kind::Vswitch, Kind::Null),
             (Kind::VswitchRouted, Kind::KernelRouter),
             (Kind::VswitchRouted, Kind::Null),
             (Kind::Vswitch, Kind::Dnsmasq),
+            (Kind::Vswitch, Kind::Pasta),
+            (Kind::Slirp4netns, Kind::Pasta),
         ];
         PAIRS.into_iter().filter(|(n, d)| self.systems.contains(n) && self.systems.contains(d)).collect()
     }
 
-    /// The pairs that compare figures of `w`: DNS figures against dnsmasq only, the others
-    /// against everything else.
+    /// The pairs that compare figures of `w`: those whose two systems both take part in its family.
     fn pairs_for(&self, w: Workload) -> Vec<(Kind, Kind)> {
-        self.pairs().into_iter().filter(|(_, d)| d.dns_only() == w.is_dns()).collect()
+        let f = w.family();
+        self.pairs().into_iter().filter(|(n, d)| n.takes_part(f) && d.takes_part(f)).collect()
     }
 
-    /// Each compared pair's ratio for each figure, as Markdown: one table for switching and
-    /// routing, one for DNS, each when it has a pair and samples.
+    /// Each compared pair's ratio for each figure, as Markdown: one table per family (switching
+    /// and routing, DNS, NAT), each when it has a pair and samples.
     pub fn ratios(&self) -> String {
         let mut out = String::new();
-        for dns in [false, true] {
-            let figures: Vec<_> = self.compared().into_iter().filter(|f| f.2.is_dns() == dns).collect();
+        for family in self.families() {
+            let figures: Vec<_> = self.compared().into_iter().filter(|f| f.2.family() == family).collect();
             let Some(first) = figures.first() else { continue };
             let pairs = self.pairs_for(first.2);
-            // A family without samples is left out, unless nothing at all was measured.
-            if pairs.is_empty() || (!self.has(dns) && (dns || self.has(true))) {
+            if pairs.is_empty() {
                 continue;
             }
             if !out.is_empty() {
@@ -332,6 +508,10 @@ impl Report {
             out.push('\n');
             let f = |r: Option<f64>| r.map_or_else(|| "–".to_string(), |r| format!("{r:.2}"));
             for (label, m, w, metric, lower) in figures {
+                // NAT figures nobody measured (portfwd-in when no system publishes) stay out.
+                if family == Family::Nat && !self.samples.iter().any(|s| s.workload == w && s.mtu == m) {
+                    continue;
+                }
                 let note = if lower { " (lower is better)" } else { "" };
                 let _ = write!(out, "| {label}{note} |");
                 for &(n, d) in &pairs {
@@ -403,6 +583,8 @@ mod tests {
             vswitchd: None,
             dnsmasq: None,
             dnsperf: None,
+            pasta: None,
+            slirp4netns: None,
             date_utc: String::new(),
         };
         Report { machine, config: Value::Null, systems, mtus: vec![1500], samples: Vec::new(), notes: Vec::new(), errors: Vec::new() }
@@ -467,6 +649,53 @@ mod tests {
         assert!(!r.tables().contains("TCP"), "{}", r.tables());
         assert!(!r.ratios().contains("TCP"), "{}", r.ratios());
         assert_eq!(r.pairs(), vec![(Kind::Vswitch, Kind::Dnsmasq)]);
+    }
+
+    fn nat(system: Kind, mtu: u32, w: Workload, metrics: &[(&str, f64)]) -> Sample {
+        Sample { system, mtu, round: 0, workload: w, metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect() }
+    }
+
+    #[test]
+    fn nat_tables_and_ratios_against_pasta() {
+        let mut r = report(vec![Kind::Vswitch, Kind::Pasta, Kind::Slirp4netns]);
+        r.mtus = vec![1500, 65520];
+        r.samples = vec![
+            nat(
+                Kind::Vswitch,
+                1500,
+                Workload::NatOut,
+                &[("gbps", 12.0), ("fwd_cpu_pct", 95.0), ("vm_cpu_pct", 150.0), ("bg_cpu_pct", 3.0)],
+            ),
+            nat(Kind::Pasta, 1500, Workload::NatOut, &[("gbps", 4.0), ("retransmits", 270.0), ("stalled_s", 2.0), ("peak_gbps", 13.0)]),
+            nat(Kind::Slirp4netns, 1500, Workload::NatOut, &[("gbps", 1.0)]),
+            nat(Kind::Vswitch, 65520, Workload::NatOutRev, &[("gbps", 6.0)]),
+            nat(Kind::Pasta, 65520, Workload::NatOutRev, &[("gbps", 12.0)]),
+            nat(Kind::Vswitch, 1500, Workload::NatRr, &[("p50_us", 90.0), ("p99_us", 150.0)]),
+            nat(Kind::Pasta, 1500, Workload::NatRr, &[("p50_us", 80.0), ("p99_us", 100.0)]),
+            nat(Kind::Pasta, 1500, Workload::ConnRate, &[("conn_per_s", 9000.0), ("failed", 0.0)]),
+            nat(Kind::Slirp4netns, 1500, Workload::ConnRate, &[("conn_per_s", 3000.0), ("failed", 0.0)]),
+        ];
+        assert_eq!(r.pairs(), vec![(Kind::Vswitch, Kind::Pasta), (Kind::Slirp4netns, Kind::Pasta)]);
+        let t = r.tables();
+        assert!(!t.contains("UDP"), "no switching tables without their samples: {t}");
+        assert!(t.contains("| system | nat-out 1500 Gbit/s | nat-out-rev 65520 Gbit/s |\n"), "only measured columns: {t}");
+        assert!(t.contains("| vswitch | 12.00 | 6.00 |"), "{t}");
+        assert!(t.contains("| slirp4netns | 1.00 | – |"), "{t}");
+        assert!(t.contains("| pasta | 80.0 | 100.0 | – | 9000 |"), "{t}");
+        assert!(t.contains("| vswitch | 95 / 150 | – / – | – / – | – / – | 3 |"), "{t}");
+        assert!(t.contains("pasta nat-out 1500: 270"), "{t}");
+        assert!(t.contains("pasta nat-out 1500: 2 stalled, best second 13.00 Gbit/s"), "{t}");
+        let ratios = r.ratios();
+        assert!(ratios.starts_with("| figure (ratio of medians) | vswitch / pasta | slirp4netns / pasta |\n"), "{ratios}");
+        assert!(ratios.contains("| nat-out 1500 Gbit/s | 3.00 | 0.25 |"), "{ratios}");
+        assert!(ratios.contains("| nat-out-rev 65520 Gbit/s | 0.50 | – |"), "{ratios}");
+        assert!(ratios.contains("| nat-rr p50 (lower is better) | 1.12 | – |"), "{ratios}");
+        assert!(ratios.contains("| conn-rate conn/s | – | 0.33 |"), "{ratios}");
+        assert!(!ratios.contains("portfwd-in"), "no row for what nobody measured: {ratios}");
+        let json = r.to_json();
+        let out = json["ratios"].as_array().unwrap().iter().find(|f| f["figure"] == "nat-out 1500 Gbit/s").unwrap();
+        assert_eq!(out["vswitch_over_pasta"], 3.0);
+        assert_eq!(out["slirp4netns_over_pasta"], 0.25);
     }
 
     #[test]

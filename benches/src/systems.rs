@@ -12,6 +12,8 @@
 //!   `a` connected to the first, `b` to the second; vswitchd's gateway routes between them.
 //! - `dnsmasq`: the DNS comparison's peer of vswitch's embedded DNS, built by [`crate::dns`]
 //!   (which builds vswitch for that comparison too).
+//! - `pasta`, `slirp4netns`: the NAT comparison's peers of vswitch's slirp engine, built by
+//!   [`crate::nat`] (which builds vswitch for that comparison too).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use serde_json::Value;
 
 use crate::cmd::{self, Proc, TempDir};
 use crate::netns::Netns;
+use crate::report::Family;
 use crate::workloads::Pair;
 use crate::{err, Result};
 
@@ -55,6 +58,10 @@ pub enum Kind {
     VswitchRouted,
     /// dnsmasq serving local names and forwarding (the DNS comparison only).
     Dnsmasq,
+    /// pasta (package passt) connecting a namespace to the host (the NAT comparison only).
+    Pasta,
+    /// slirp4netns connecting a namespace to the host (the NAT comparison only).
+    Slirp4netns,
 }
 
 impl Kind {
@@ -66,6 +73,8 @@ impl Kind {
             Kind::KernelRouter => "kernel-router",
             Kind::VswitchRouted => "vswitch-routed",
             Kind::Dnsmasq => "dnsmasq",
+            Kind::Pasta => "pasta",
+            Kind::Slirp4netns => "slirp4netns",
         }
     }
 
@@ -74,14 +83,15 @@ impl Kind {
         matches!(self, Kind::Vswitch | Kind::Null | Kind::VswitchRouted)
     }
 
-    /// Whether it only takes part in the DNS comparison (no switching to measure).
-    pub fn dns_only(self) -> bool {
-        self == Kind::Dnsmasq
-    }
-
-    /// Whether it takes part in the DNS comparison.
-    pub fn serves_dns(self) -> bool {
-        matches!(self, Kind::Dnsmasq | Kind::Vswitch)
+    /// Whether it takes part in the comparisons of `family`: switching and routing (every system
+    /// that forwards frames between namespaces), DNS (dnsmasq and vswitch), NAT (pasta,
+    /// slirp4netns and vswitch's slirp engine).
+    pub fn takes_part(self, family: Family) -> bool {
+        match family {
+            Family::Net => matches!(self, Kind::Bridge | Kind::Vswitch | Kind::Null | Kind::KernelRouter | Kind::VswitchRouted),
+            Family::Dns => matches!(self, Kind::Dnsmasq | Kind::Vswitch),
+            Family::Nat => matches!(self, Kind::Vswitch | Kind::Pasta | Kind::Slirp4netns),
+        }
     }
 
     /// Whether the kernel forwards (no forwarding process to watch).
@@ -193,6 +203,9 @@ pub fn start(kind: Kind, mtu: u32, opts: &DaemonOptions) -> Result<Running> {
         Kind::KernelRouter => kernel_router(mtu)?,
         Kind::VswitchRouted => vswitch_routed(mtu, opts)?,
         Kind::Dnsmasq => return Err(err("dnsmasq forwards no frames: it takes part in the DNS comparison only (--scenario dns)")),
+        Kind::Pasta | Kind::Slirp4netns => {
+            return Err(err(format!("{} takes part in the NAT comparison only (--scenario nat)", kind.as_str())))
+        }
     };
     r.setup = t.elapsed();
     Ok(r)

@@ -4,7 +4,8 @@
 //! process if there is one, and returns one sample with the forwarder's and the machine's CPU
 //! use over the measured window.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -39,16 +40,70 @@ pub struct TcpSample {
     pub retransmits: u64,
     pub fwd_cpu_pct: Option<f64>,
     pub vm_cpu_pct: f64,
+    /// Received Gbit/s of each of iperf3's 1-s intervals, in order (not a figure of its own:
+    /// what stalls and peaks are read from).
+    #[serde(skip)]
+    pub intervals_gbps: Vec<f64>,
 }
 
 /// Runs one iperf3 TCP stream from `a` to `b` for `secs` seconds.
 pub fn tcp(pair: &Pair, secs: u32, fwd: Option<u32>) -> Result<TcpSample> {
-    let ip_b = pair.ip_b.to_string();
-    let port = PORT.to_string();
-    let server = exec_in(&pair.b, "iperf3", &["-s", "-1", "-B", &ip_b, "-p", &port]);
-    let mut server = Proc::spawn(server, "iperf3 server", None, Duration::from_secs(2))?;
-    wait_listening(&pair.b, &format!("{ip_b}:{PORT}"), &mut server)?;
-    let client = exec_in(&pair.a, "iperf3", &["-c", &ip_b, "-p", &port, "-t", &secs.to_string(), "--json"]);
+    let run = Iperf {
+        server_ns: Some(&pair.b),
+        bind: Some(pair.ip_b.into()),
+        port: PORT,
+        client_ns: Some(&pair.a),
+        target: SocketAddr::from((pair.ip_b, PORT)),
+        reverse: false,
+        mark: None,
+    };
+    iperf3(&run, secs, fwd)
+}
+
+/// Where one iperf3 test runs: the server in `server_ns` (the caller's namespace if none) on
+/// `bind`:`port` (every address if none), the client in `client_ns` connecting to `target`
+/// (the server's address, or one forwarded to it).
+#[derive(Debug, Clone)]
+pub struct Iperf<'a> {
+    pub server_ns: Option<&'a str>,
+    pub bind: Option<IpAddr>,
+    pub port: u16,
+    pub client_ns: Option<&'a str>,
+    pub target: SocketAddr,
+    /// `-R`: the server sends, the client receives, on the connection the client opened.
+    pub reverse: bool,
+    /// A directory of this run's: the server's `--logfile` and the client's `--pidfile` go
+    /// there, and a path in a run's temporary directory marks the process as that run's, so
+    /// `vswitch-compare cleanup` finds it if the run is killed (an iperf3 client whose peer
+    /// vanished spins at 100% CPU well past its `-t`).
+    pub mark: Option<&'a Path>,
+}
+
+/// Runs one iperf3 TCP stream for `secs` seconds as `t` says; CPU of `fwd` and of the machine
+/// over the client's run.
+pub fn iperf3(t: &Iperf, secs: u32, fwd: Option<u32>) -> Result<TcpSample> {
+    let port = t.port.to_string();
+    let mut args: Vec<String> = vec!["-s".into(), "-1".into(), "-p".into(), port.clone()];
+    if let Some(b) = t.bind {
+        args.extend(["-B".into(), b.to_string()]);
+    }
+    if let Some(dir) = t.mark {
+        args.push(format!("--logfile={}", dir.join(format!("iperf3-server-{}.log", t.port)).display()));
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Proc::spawn(netns::command(t.server_ns, "iperf3", &argv), "iperf3 server", None, Duration::from_secs(2))?;
+    wait_listening(t.server_ns, t.bind, t.port, &mut server)?;
+    let (target, target_port) = (t.target.ip().to_string(), t.target.port().to_string());
+    let secs_s = secs.to_string();
+    let pidfile = t.mark.map(|dir| dir.join(format!("iperf3-client-{}.pid", t.target.port())).display().to_string());
+    let mut cargs = vec!["-c", &target, "-p", &target_port, "-t", &secs_s, "--json"];
+    if t.reverse {
+        cargs.push("-R");
+    }
+    if let Some(p) = &pidfile {
+        cargs.extend(["--pidfile", p]);
+    }
+    let client = netns::command(t.client_ns, "iperf3", &cargs);
     let probe = Probe::start(fwd);
     let out = cmd::output_within(client, Duration::from_secs(u64::from(secs) + 30))?;
     let usage = probe.finish();
@@ -64,24 +119,41 @@ pub fn tcp(pair: &Pair, secs: u32, fwd: Option<u32>) -> Result<TcpSample> {
         .and_then(Value::as_f64)
         .ok_or_else(|| err("iperf3 JSON has no end.sum_received.bits_per_second"))?;
     let retransmits = v.pointer("/end/sum_sent/retransmits").and_then(Value::as_u64).unwrap_or(0);
-    Ok(TcpSample { gbps: bps / 1e9, retransmits, fwd_cpu_pct: usage.process, vm_cpu_pct: usage.machine })
+    let intervals_gbps = v
+        .get("intervals")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.pointer("/sum/bits_per_second").and_then(Value::as_f64))
+        .map(|b| b / 1e9)
+        .collect();
+    Ok(TcpSample { gbps: bps / 1e9, retransmits, fwd_cpu_pct: usage.process, vm_cpu_pct: usage.machine, intervals_gbps })
 }
 
-/// Waits until something listens on TCP `addr` inside `ns` (iperf3 prints nothing useful on
-/// a pipe until it exits), or fails if `server` exits first.
-fn wait_listening(ns: &str, addr: &str, server: &mut Proc) -> Result<()> {
+/// Waits until something listens on TCP `bind`:`port` (any address if none) inside `ns` (the
+/// caller's namespace if none): iperf3 prints nothing useful on a pipe until it exits. Fails
+/// if `server` exits first.
+pub fn wait_listening(ns: Option<&str>, bind: Option<IpAddr>, port: u16, server: &mut Proc) -> Result<()> {
+    let want = bind.map(|b| SocketAddr::new(b, port).to_string());
+    let suffix = format!(":{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Some(s) = server.exited() {
             return Err(err(format!("{} exited before listening ({s})", server.name())));
         }
-        let ss = cmd::checked(exec_in(ns, "ss", &["-Hltn"]), Duration::from_secs(5))?;
-        if ss.split_whitespace().any(|w| w == addr) {
+        let ss = cmd::checked(netns::command(ns, "ss", &["-Hltn"]), Duration::from_secs(5))?;
+        // `State Recv-Q Send-Q Local Peer`: the local address is the fourth column.
+        let listening = ss.lines().filter_map(|l| l.split_whitespace().nth(3)).any(|local| match &want {
+            Some(w) => local == w,
+            None => local.ends_with(&suffix),
+        });
+        if listening {
             return Ok(());
         }
         thread::sleep(Duration::from_millis(20));
     }
-    Err(err(format!("{} did not listen on {addr} within 10 s", server.name())))
+    let what = want.unwrap_or_else(|| format!("port {port}"));
+    Err(err(format!("{} did not listen on {what} within 10 s", server.name())))
 }
 
 /// One UDP packet-rate run.

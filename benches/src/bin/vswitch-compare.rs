@@ -1,18 +1,20 @@
 //! vswitch-compare: vswitch vs the Linux bridge vs vswitch's null forwarder (`--scenario l2`),
 //! routed vswitch vs Linux kernel routing vs the null forwarder (`--scenario l3`), vswitch's
-//! embedded DNS vs dnsmasq (`--scenario dns`), or all of them (`--scenario all`): built,
-//! measured, torn down.
+//! embedded DNS vs dnsmasq (`--scenario dns`), vswitch's slirp engine vs pasta and slirp4netns
+//! (`--scenario nat`), or all of them (`--scenario all`): built, measured, torn down.
 //!
 //! For each MTU and each round, each system is built fresh in namespaces of its own, measured
 //! with every workload, and torn down; the order of the systems rotates from round to round so
-//! that none always runs first. TCP runs at every MTU; UDP packet rate, round trips and DNS at
-//! the first MTU only. Run as root:
+//! that none always runs first. Throughput (TCP, NAT in and out) runs at every MTU; UDP packet
+//! rate, round trips, DNS, NAT request/response and connection rate at the first MTU only. Run
+//! as root:
 //!
 //! ```text
 //! cargo build --release -p vswitch-bench -p vswitch-ctl
 //! sudo target/release/vswitch-compare --json results/compare.json
 //! sudo target/release/vswitch-compare --scenario l3 --json results/compare-l3.json
 //! sudo target/release/vswitch-compare --scenario dns --json results/compare-dns.json
+//! sudo target/release/vswitch-compare --scenario nat --json results/compare-nat.json
 //! ```
 
 use std::path::PathBuf;
@@ -23,13 +25,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use vswitch_bench::dns::{self, DnsOptions, DnsSystem};
 use vswitch_bench::machine::{self, Machine};
-use vswitch_bench::report::{Report, Sample, Workload, DNS_WORKLOADS};
+use vswitch_bench::nat::{self, NatOptions, NatSystem};
+use vswitch_bench::report::{Family, Report, Sample, Workload, DNS_WORKLOADS, NAT_WORKLOADS};
 use vswitch_bench::systems::{self, Daemon, DaemonOptions, Kind, Running};
 use vswitch_bench::{cmd, netns, workloads, Result};
 
 /// Compares vswitch with the Linux bridge and with vswitch's null forwarder, vswitch's routing
-/// with Linux kernel routing (`--scenario l3`), and vswitch's embedded DNS with dnsmasq
-/// (`--scenario dns`), in network namespaces it creates and removes itself.
+/// with Linux kernel routing (`--scenario l3`), vswitch's embedded DNS with dnsmasq (`--scenario
+/// dns`), and vswitch's slirp engine with pasta and slirp4netns (`--scenario nat`), in network
+/// namespaces it creates and removes itself.
 #[derive(Debug, Parser)]
 #[command(name = "vswitch-compare", version)]
 struct Cli {
@@ -38,23 +42,27 @@ struct Cli {
     /// Which comparison: `l2` (bridge, vswitch, null: two namespaces on one network), `l3`
     /// (kernel-router, vswitch-routed, null: two namespaces on two networks routed by the
     /// gateway; the null forwarder cannot route, its L2 figure is the I/O ceiling), `dns`
-    /// (dnsmasq, vswitch: queries for local names and cached upstream names), or `all`.
+    /// (dnsmasq, vswitch: queries for local names and cached upstream names), `nat` (vswitch,
+    /// pasta, slirp4netns: a namespace to the host's loopback and back in through a published
+    /// port), or `all`.
     #[arg(long, value_enum, default_value_t = Scenario::L2)]
     scenario: Scenario,
     /// Systems to measure (overrides --scenario).
     #[arg(long, value_enum, value_delimiter = ',')]
     systems: Option<Vec<Kind>>,
     /// Workloads to run (default: tcp,udp,rtt; with --scenario dns dns-local,dns-cached; with
-    /// all, every one). DNS workloads run on dnsmasq and vswitch only, the others on the rest.
+    /// --scenario nat nat-out,nat-out-rev,portfwd-in,nat-rr,conn-rate; with all, every one).
+    /// DNS workloads run on dnsmasq and vswitch, NAT workloads on vswitch, pasta and
+    /// slirp4netns, the others on the rest.
     #[arg(long, value_enum, value_delimiter = ',')]
     workloads: Option<Vec<Workload>>,
-    /// Link MTUs for TCP; UDP, round trips and DNS run at the first.
+    /// Link MTUs for TCP and NAT throughput; UDP, round trips, DNS, nat-rr and conn-rate run at the first.
     #[arg(long, value_delimiter = ',', default_values_t = [1500u32, 65520])]
     mtus: Vec<u32>,
     /// Rounds; each round measures every system once, in rotating order.
     #[arg(short = 'r', long, default_value_t = 3)]
     runs: usize,
-    /// Seconds of each iperf3 TCP run (`iperf3 -t`).
+    /// Seconds of each iperf3 TCP run (`iperf3 -t`), NAT ones too.
     #[arg(short = 't', long, default_value_t = 5)]
     time: u32,
     /// Seconds of each UDP packet-rate run.
@@ -66,12 +74,18 @@ struct Cli {
     /// Datagrams per second the UDP sender offers; 0 = as fast as it can.
     #[arg(long, default_value_t = 0)]
     udp_pps: u64,
-    /// Round trips per latency run.
+    /// Round trips per latency run (UDP rtt, and TCP nat-rr).
     #[arg(long, default_value_t = 20_000)]
     rtt_count: u64,
     /// Upper bound in seconds of each latency run.
     #[arg(long, default_value_t = 10)]
     rtt_time: u32,
+    /// conn-rate: connections in flight (client threads on the host, server threads in the namespace).
+    #[arg(long, default_value_t = 8)]
+    conn_parallel: usize,
+    /// conn-rate: seconds of each measured run (after 0.5 s of warm-up).
+    #[arg(long, default_value_t = 5)]
+    conn_time: u32,
     /// DNS: names of each kind (local; upstream), asked in turn.
     #[arg(long, default_value_t = 100)]
     dns_names: usize,
@@ -119,6 +133,7 @@ enum Scenario {
     L2,
     L3,
     Dns,
+    Nat,
     All,
 }
 
@@ -128,7 +143,17 @@ impl Scenario {
             Scenario::L2 => vec![Kind::Bridge, Kind::Vswitch, Kind::Null],
             Scenario::L3 => vec![Kind::KernelRouter, Kind::VswitchRouted, Kind::Null],
             Scenario::Dns => vec![Kind::Dnsmasq, Kind::Vswitch],
-            Scenario::All => vec![Kind::Bridge, Kind::Vswitch, Kind::KernelRouter, Kind::VswitchRouted, Kind::Null, Kind::Dnsmasq],
+            Scenario::Nat => vec![Kind::Vswitch, Kind::Pasta, Kind::Slirp4netns],
+            Scenario::All => vec![
+                Kind::Bridge,
+                Kind::Vswitch,
+                Kind::KernelRouter,
+                Kind::VswitchRouted,
+                Kind::Null,
+                Kind::Dnsmasq,
+                Kind::Pasta,
+                Kind::Slirp4netns,
+            ],
         }
     }
 
@@ -137,16 +162,18 @@ impl Scenario {
         match self {
             Scenario::L2 | Scenario::L3 => net.to_vec(),
             Scenario::Dns => DNS_WORKLOADS.to_vec(),
-            Scenario::All => net.into_iter().chain(DNS_WORKLOADS).collect(),
+            Scenario::Nat => NAT_WORKLOADS.to_vec(),
+            Scenario::All => net.into_iter().chain(DNS_WORKLOADS).chain(NAT_WORKLOADS).collect(),
         }
     }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Remove what runs that were killed left behind: their vswitchd and dnsmasq processes,
-    /// namespaces (vsb<PID>-…), host veths (vsb<PID>h…), vswitchd's resolv.conf files in
-    /// /etc/netns, and temporary directories (not those kept with --keep-logs).
+    /// Remove what runs that were killed left behind: their vswitchd, dnsmasq, pasta,
+    /// slirp4netns and (NAT) iperf3 processes, namespaces (vsb<PID>-…), host veths (vsb<PID>h…),
+    /// vswitchd's resolv.conf files in /etc/netns, and temporary directories (not those kept
+    /// with --keep-logs).
     Cleanup,
 }
 
@@ -251,18 +278,34 @@ fn leftovers_line() -> String {
 fn compare(cli: &Cli) -> Result<bool> {
     let systems = cli.systems.clone().unwrap_or_else(|| cli.scenario.systems());
     let all_workloads = cli.workloads.clone().unwrap_or_else(|| cli.scenario.workloads());
-    let (dns_workloads, net_workloads): (Vec<Workload>, Vec<Workload>) = all_workloads.iter().partition(|w| w.is_dns());
-    // DNS workloads run on the systems that serve DNS, the others on those that forward frames.
-    let net_systems: Vec<Kind> = systems.iter().copied().filter(|s| !s.dns_only() && !net_workloads.is_empty()).collect();
-    let dns_systems: Vec<Kind> = systems.iter().copied().filter(|s| s.serves_dns() && !dns_workloads.is_empty()).collect();
-    if net_systems.is_empty() && dns_systems.is_empty() {
+    let of = |f: Family| all_workloads.iter().copied().filter(|w| w.family() == f).collect::<Vec<Workload>>();
+    let (net_workloads, dns_workloads, nat_workloads) = (of(Family::Net), of(Family::Dns), of(Family::Nat));
+    // Each family's workloads run on the systems that take part in it: switching and routing on
+    // those that forward frames, DNS on those that serve it, NAT on the slirp engines.
+    let part = |f: Family, w: &[Workload]| systems.iter().copied().filter(|s| s.takes_part(f) && !w.is_empty()).collect::<Vec<Kind>>();
+    let (net_systems, dns_systems) = (part(Family::Net, &net_workloads), part(Family::Dns, &dns_workloads));
+    let mut nat_systems = part(Family::Nat, &nat_workloads);
+    // Peers that are not installed are skipped, not fatal: the others are still worth measuring.
+    let mut skipped = Vec::new();
+    nat_systems.retain(|&s| match machine::missing_peer(s) {
+        Some(package) => {
+            let line = format!("{} skipped: not installed (Debian package {package})", s.as_str());
+            eprintln!("note: {line}");
+            skipped.push(line);
+            false
+        }
+        None => true,
+    });
+    if net_systems.is_empty() && dns_systems.is_empty() && nat_systems.is_empty() {
         return Err(vswitch_bench::err(format!(
-            "nothing to measure: no system of {:?} runs any of the workloads {:?} (DNS workloads: dnsmasq, vswitch)",
+            "nothing to measure: no system of {:?} runs any of the workloads {:?} (DNS workloads: dnsmasq, vswitch; NAT \
+             workloads: vswitch, pasta, slirp4netns){}",
             systems.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-            all_workloads.iter().map(|w| w.as_str()).collect::<Vec<_>>()
+            all_workloads.iter().map(|w| w.as_str()).collect::<Vec<_>>(),
+            if skipped.is_empty() { String::new() } else { format!("; {}", skipped.join("; ")) }
         )));
     }
-    machine::check_prerequisites(!net_systems.is_empty(), !dns_systems.is_empty())?;
+    machine::check_prerequisites(!net_systems.is_empty(), !dns_systems.is_empty(), !nat_systems.is_empty())?;
     let left = leftovers_line();
     if !left.is_empty() {
         eprintln!("note: killed runs left {left}; `vswitch-compare cleanup` removes them");
@@ -271,8 +314,9 @@ fn compare(cli: &Cli) -> Result<bool> {
         Some(d) => d.clone(),
         None => std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default(),
     };
-    let systems: Vec<Kind> = systems.into_iter().filter(|s| net_systems.contains(s) || dns_systems.contains(s)).collect();
-    let uses_daemon = net_systems.iter().chain(&dns_systems).any(|s| s.uses_vswitchd());
+    let systems: Vec<Kind> =
+        systems.into_iter().filter(|s| net_systems.contains(s) || dns_systems.contains(s) || nat_systems.contains(s)).collect();
+    let uses_daemon = net_systems.iter().chain(&dns_systems).chain(&nat_systems).any(|s| s.uses_vswitchd());
     if uses_daemon {
         for b in ["vswitchd", "vswitchctl"] {
             if !bin_dir.join(b).is_file() {
@@ -301,6 +345,13 @@ fn compare(cli: &Cli) -> Result<bool> {
         timeout: Duration::from_millis(cli.dns_timeout_ms),
         mtu: cli.mtus.first().copied().unwrap_or(1500),
     };
+    let nat_opts = NatOptions {
+        secs: cli.time,
+        rr_count: cli.rtt_count,
+        rr_secs: cli.rtt_time,
+        conn_parallel: cli.conn_parallel.max(1),
+        conn_secs: cli.conn_time,
+    };
     print_machine(&machine);
     let config = json!({
         "systems": systems, "workloads": all_workloads, "mtus": cli.mtus, "runs": cli.runs,
@@ -308,6 +359,7 @@ fn compare(cli: &Cli) -> Result<bool> {
         "udp_batch": vswitch_bench::udp::BATCH, "rtt_count": cli.rtt_count, "rtt_max_secs": cli.rtt_time,
         "dns_names": cli.dns_names, "dns_sockets": cli.dns_sockets, "dns_window": cli.dns_window, "dns_secs": cli.dns_time,
         "dns_latency_secs": cli.dns_latency_time, "dns_timeout_ms": cli.dns_timeout_ms, "dnsperf": !cli.no_dnsperf,
+        "conn_parallel": nat_opts.conn_parallel, "conn_secs": cli.conn_time, "skipped": skipped,
         "vswitchd_workers": workers, "vswitchd_args": cli.daemon_args, "vswitchd_own_netns": opts.own_netns,
         "bin_dir": bin_dir,
     });
@@ -315,7 +367,7 @@ fn compare(cli: &Cli) -> Result<bool> {
         "systems {:?}, workloads {:?}, MTUs {:?}, {} round(s); vswitchd --workers {workers}",
         systems.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         all_workloads.iter().map(|w| w.as_str()).collect::<Vec<_>>(),
-        if net_systems.is_empty() { &cli.mtus[..cli.mtus.len().min(1)] } else { &cli.mtus[..] },
+        if net_systems.is_empty() && nat_systems.is_empty() { &cli.mtus[..cli.mtus.len().min(1)] } else { &cli.mtus[..] },
         cli.runs
     );
     if !dns_systems.is_empty() {
@@ -332,7 +384,7 @@ fn compare(cli: &Cli) -> Result<bool> {
         systems: systems.clone(),
         mtus: cli.mtus.clone(),
         samples: Vec::new(),
-        notes: Vec::new(),
+        notes: skipped,
         errors: Vec::new(),
     };
     let started = Instant::now();
@@ -373,6 +425,28 @@ fn compare(cli: &Cli) -> Result<bool> {
             }
         }
     }
+    if !nat_systems.is_empty() {
+        for (mi, &mtu) in cli.mtus.iter().enumerate() {
+            let workloads: Vec<Workload> = nat_workloads.iter().copied().filter(|w| w.every_mtu() || mi == 0).collect();
+            if workloads.is_empty() {
+                continue;
+            }
+            for round in 0..cli.runs {
+                let n = nat_systems.len();
+                for k in 0..n {
+                    let system = nat_systems[(round + k) % n];
+                    let tag = format!("[nat mtu {mtu} round {}/{}] {}", round + 1, cli.runs, system.as_str());
+                    match nat::start(system, &opts, mtu) {
+                        Ok(sys) => measure_nat(&mut report, sys, round, &workloads, &nat_opts, &tag),
+                        Err(e) => {
+                            eprintln!("{tag}: setup failed: {e}");
+                            report.errors.push(format!("{tag}: setup failed: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
     println!("\n## Results ({:.0} s)\n", started.elapsed().as_secs_f64());
     println!("{}", report.tables());
     println!("{}", report.ratios());
@@ -401,10 +475,12 @@ fn compare(cli: &Cli) -> Result<bool> {
 fn print_machine(m: &Machine) {
     println!("machine: {} CPU(s), {}, {:.1} GiB; kernel {}", m.nproc, m.cpu, m.mem_gib, m.kernel);
     println!(
-        "tools: {}; {}; {}; vswitchd: {}",
+        "tools: {}; {}; {}; {}; {}; vswitchd: {}",
         m.iperf3,
         m.dnsmasq.as_deref().unwrap_or("dnsmasq missing"),
         m.dnsperf.as_deref().unwrap_or("dnsperf missing"),
+        m.pasta.as_deref().unwrap_or("pasta missing"),
+        m.slirp4netns.as_deref().unwrap_or("slirp4netns missing"),
         m.vswitchd.as_deref().unwrap_or("not used / unknown")
     );
     println!("date: {}", m.date_utc);
@@ -453,8 +529,8 @@ fn measure(cli: &Cli, report: &mut Report, mut running: Running, round: usize, w
                 );
                 to_metrics(&s)
             }),
-            // Filtered out before: they run in measure_dns.
-            Workload::DnsLocal | Workload::DnsCached => Err(vswitch_bench::err("DNS workloads run in the DNS comparison")),
+            // Filtered out before: they run in measure_dns and measure_nat.
+            w => Err(vswitch_bench::err(format!("{} runs in its own comparison", w.as_str()))),
         };
         match res {
             Ok(metrics) => report.samples.push(Sample { system: running.kind, mtu: running.mtu, round, workload: w, metrics }),
@@ -481,6 +557,9 @@ fn finish_daemon(report: &mut Report, d: &mut Daemon, tag: &str) {
             eprintln!("{tag}: vswitchd ports: {}", traffic_line(&stats));
             if let Some(dns) = stats.get("Dns").filter(|v| v.get("Queries").and_then(Value::as_u64).unwrap_or(0) > 0) {
                 eprintln!("{tag}: vswitchd DNS: {}", compact(dns));
+            }
+            if let Some(nat) = stats.get("Nat").filter(|v| v.as_object().is_some_and(|o| !o.is_empty())) {
+                eprintln!("{tag}: vswitchd NAT: {}", compact(nat));
             }
             report.notes.push(format!("{tag}: stats {}", compact(&stats)));
         }
@@ -542,6 +621,97 @@ fn measure_dns(report: &mut Report, mut sys: DnsSystem, round: usize, workloads:
             eprintln!("{tag}: dnsmasq {line}");
             report.notes.push(format!("{tag}: dnsmasq {line}"));
         }
+    }
+}
+
+/// Runs the NAT workloads on one built system, then tears it down (on return, by drop).
+fn measure_nat(report: &mut Report, mut sys: NatSystem, round: usize, workloads: &[Workload], o: &NatOptions, tag: &str) {
+    let port = match &sys.published {
+        Ok(p) => format!("127.0.0.1:{p} published to {}", nat::CONTAINER_PORT),
+        Err(e) => format!("no published port: {e}"),
+    };
+    eprintln!(
+        "{tag}: ready in {:.2} s ({}; container {} reaches the host's loopback at {}; {port})",
+        sys.setup.as_secs_f64(),
+        sys.namespaces().join(" "),
+        sys.addr,
+        sys.host_addr
+    );
+    for &w in workloads {
+        if w.needs_published_port() {
+            if let Err(why) = &sys.published {
+                let line = format!("{tag}: {} skipped: {why}", w.as_str());
+                eprintln!("{line}");
+                report.notes.push(line);
+                continue;
+            }
+        }
+        let res = match w {
+            Workload::NatOut | Workload::NatOutRev | Workload::PortfwdIn => nat::throughput(&sys, w, o.secs).map(|s| {
+                eprintln!(
+                    "{tag}: {} {:.2} Gbit/s (best second {:.2}, {} stalled), {} retransmits, fwd cpu {}, machine cpu {:.0}% (before: \
+                     {:.0}%)",
+                    w.as_str(),
+                    s.tcp.gbps,
+                    s.peak_gbps,
+                    s.stalled_s,
+                    s.tcp.retransmits,
+                    pct(s.tcp.fwd_cpu_pct),
+                    s.tcp.vm_cpu_pct,
+                    s.bg_cpu_pct
+                );
+                to_metrics(&s)
+            }),
+            Workload::NatRr => nat::request_response(&sys, o).map(|s| {
+                eprintln!(
+                    "{tag}: nat-rr p50 {:.1} µs, p99 {:.1} µs, avg {:.1} µs ({} round trips; connect {:.0} µs), fwd cpu {}, machine cpu \
+                     {:.0}% (before: {:.0}%)",
+                    s.p50_us,
+                    s.p99_us,
+                    s.avg_us,
+                    s.count,
+                    s.connect_us,
+                    pct(s.fwd_cpu_pct),
+                    s.vm_cpu_pct,
+                    s.bg_cpu_pct
+                );
+                to_metrics(&s)
+            }),
+            Workload::ConnRate => nat::connection_rate(&sys, o).map(|s| {
+                let first = s.first_error.as_deref().map_or_else(String::new, |e| format!(" (first failure: {e})"));
+                eprintln!(
+                    "{tag}: conn-rate {:.0} conn/s ({} parallel), p50 {:.0} µs, p99 {:.0} µs, {} failed{first}, fwd cpu {}, machine \
+                     cpu {:.0}% (before: {:.0}%)",
+                    s.conn_per_s,
+                    s.parallel,
+                    s.p50_us,
+                    s.p99_us,
+                    s.failed,
+                    pct(s.fwd_cpu_pct),
+                    s.vm_cpu_pct,
+                    s.bg_cpu_pct
+                );
+                if !first.is_empty() {
+                    report.notes.push(format!("{tag}: conn-rate: {} failed{first}", s.failed));
+                }
+                to_metrics(&s)
+            }),
+            other => Err(vswitch_bench::err(format!("{} is not a NAT workload", other.as_str()))),
+        };
+        match res {
+            Ok(metrics) => report.samples.push(Sample { system: sys.kind, mtu: sys.mtu, round, workload: w, metrics }),
+            Err(e) => {
+                eprintln!("{tag}: {} failed: {e}", w.as_str());
+                report.errors.push(format!("{tag}: {}: {e}", w.as_str()));
+            }
+        }
+    }
+    if let Some(why) = sys.forwarder_exited() {
+        eprintln!("{tag}: {why}");
+        report.errors.push(format!("{tag}: {why}"));
+    }
+    if let Some(d) = sys.daemon.as_mut() {
+        finish_daemon(report, d, tag);
     }
 }
 
