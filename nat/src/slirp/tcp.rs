@@ -70,9 +70,11 @@ use super::sys::{Event, Poller};
 use super::{add, Counters, FrameIo};
 
 /// How long a connection stays in TIME-WAIT once both sides closed (the engine closed first):
-/// long enough to acknowledge the container's FIN and a retransmission of it; a later one gets a
-/// RST, which a container in LAST-ACK takes as the end it waits for.
-const TIME_WAIT_MS: u64 = 1000;
+/// long enough to acknowledge the container's FIN and its first retransmission (Linux's RTO is
+/// at least 200 ms); a later one gets a RST, which a container in LAST-ACK takes as the end it
+/// waits for. Short, because the connection's buffers (2 x `tcp_buffer`) live until it ends: at
+/// thousands of connections a second, a 1 s TIME-WAIT held gigabytes.
+const TIME_WAIT_MS: u64 = 250;
 /// The most segments smoltcp may send for a connection in one go, before other work gets a turn.
 const EGRESS_BURST: usize = 64;
 /// MSS assumed when a SYN carries no MSS option (RFC 9293, RFC 8200 minimum MTU less headers).
