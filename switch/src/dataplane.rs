@@ -433,7 +433,7 @@ fn slow_thread(shared: Arc<Shared>, handler: Option<Arc<dyn SlowPathHandler>>) {
             }
             if !ring.is_empty() {
                 // More than one round's worth: come straight back instead of sleeping.
-                ring.wake.notify();
+                ring.notify();
             }
             let now = shared.now();
             h.tick(

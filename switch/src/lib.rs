@@ -6,6 +6,7 @@
 pub mod counters;
 pub mod dataplane;
 pub mod fdb;
+mod handoff;
 pub mod l3;
 mod mac;
 pub mod packet;
@@ -20,6 +21,7 @@ mod worker;
 pub use counters::Drop;
 pub use dataplane::{Dataplane, DataplaneConfig, DpError, Hooks, PortStats, WorkerStats};
 pub use fdb::{Fdb, FdbRow, Learn};
+pub use handoff::HandedFrame;
 pub use l3::{L3Handler, L3Verdict};
 pub use mac::{Mac, MacParseError};
 pub use slowpath::{Flood, SlowPathHandler, SlowWaker};

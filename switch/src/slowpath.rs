@@ -1,15 +1,12 @@
 //! The slow path: a bounded lock-free ring from the workers to one thread that runs the
-//! gateway's services (ARP, ICMP, and later DHCP and DNS) and the FDB's aging.
+//! gateway's services (ARP, ICMP, NDP, DHCP, DNS) and the FDB's aging.
 //!
-//! Workers never wait on it: a frame is copied into a buffer taken from a free ring; when no
-//! buffer is free the frame is dropped and counted (`slowpath_full`). Buffers cycle between the
-//! two rings, so after start-up nothing is allocated.
-
-use crossbeam_queue::ArrayQueue;
+//! Workers never wait on it (see [`crate::handoff`]): a frame that finds no room is dropped
+//! and counted (`slowpath_full`).
 
 use crate::counters::Drop;
-use crate::packet::{PacketBuf, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
-use crate::sys::EventFd;
+use crate::handoff::Handoff;
+use crate::packet::{VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use crate::{NetId, PortId};
 
 /// Frames that can wait for the slow path at once.
@@ -56,35 +53,27 @@ impl std::fmt::Debug for SlowWaker {
 impl SlowWaker {
     pub fn wake(&self) {
         if let Some(ring) = &self.0.slow {
-            ring.wake.notify();
+            ring.notify();
         }
     }
 }
 
+/// The ring from the workers to the slow-path thread: bare frames (the virtio-net header
+/// dropped, a partial checksum completed), at most [`SLOW_FRAME`] bytes.
 #[derive(Debug)]
-pub(crate) struct Punted {
-    pub buf: PacketBuf,
-    pub net: NetId,
-    pub port: PortId,
-}
+pub(crate) struct SlowRing(Handoff);
 
-#[derive(Debug)]
-pub(crate) struct SlowRing {
-    free: ArrayQueue<PacketBuf>,
-    full: ArrayQueue<Punted>,
-    pub wake: EventFd,
-    /// Set by the first push after the slow thread started draining, so that a burst costs one
-    /// eventfd write, not one per frame; the slow thread clears it before it drains.
-    pending: std::sync::atomic::AtomicBool,
+impl std::ops::Deref for SlowRing {
+    type Target = Handoff;
+
+    fn deref(&self) -> &Handoff {
+        &self.0
+    }
 }
 
 impl SlowRing {
     pub(crate) fn new() -> std::io::Result<Self> {
-        let free = ArrayQueue::new(SLOW_RING);
-        for _ in 0..SLOW_RING {
-            let _ = free.push(PacketBuf::with_frame_capacity(SLOW_FRAME));
-        }
-        Ok(Self { free, full: ArrayQueue::new(SLOW_RING), wake: EventFd::new()?, pending: std::sync::atomic::AtomicBool::new(false) })
+        Ok(Self(Handoff::new(SLOW_RING, SLOW_FRAME, Drop::SlowPathFull)?))
     }
 
     /// Copies `wire` (`[vnet hdr][frame]`) onto the ring.
@@ -92,44 +81,12 @@ impl SlowRing {
         if wire.len() > VNET_HDR_LEN + SLOW_FRAME {
             return Err(Drop::PuntTooBig);
         }
-        let Some(mut buf) = self.free.pop() else { return Err(Drop::SlowPathFull) };
-        let (hdr, frame) = wire.split_at(VNET_HDR_LEN.min(wire.len()));
-        buf.fill_plain(frame);
-        // The slow path sees bare frames, so a checksum the sender left to us is completed now.
-        complete_checksum(hdr, &mut buf.wire_mut()[VNET_HDR_LEN..]);
-        match self.full.push(Punted { buf, net, port }) {
-            Ok(()) => {
-                // After the push: a drain that began before it either sees the frame or has
-                // cleared `pending` first, so this swap finds it false and wakes the thread.
-                if !self.pending.swap(true, std::sync::atomic::Ordering::AcqRel) {
-                    self.wake.notify();
-                }
-                Ok(())
-            }
-            Err(p) => {
-                let _ = self.free.push(p.buf);
-                Err(Drop::SlowPathFull)
-            }
-        }
-    }
-
-    /// Called by the slow thread before it drains the ring: later pushes wake it again.
-    pub(crate) fn begin_drain(&self) {
-        self.wake.drain();
-        // A swap, not a store: reading the pushers' release makes their frames visible to the pops that follow.
-        self.pending.swap(false, std::sync::atomic::Ordering::AcqRel);
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.full.is_empty()
-    }
-
-    pub(crate) fn pop(&self) -> Option<Punted> {
-        self.full.pop()
-    }
-
-    pub(crate) fn recycle(&self, buf: PacketBuf) {
-        let _ = self.free.push(buf);
+        self.0.push(net, port, |buf| {
+            let (hdr, frame) = wire.split_at(VNET_HDR_LEN.min(wire.len()));
+            buf.fill_plain(frame);
+            // The slow path sees bare frames, so a checksum the sender left to us is completed now.
+            complete_checksum(hdr, &mut buf.wire_mut()[VNET_HDR_LEN..]);
+        })
     }
 }
 

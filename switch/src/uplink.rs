@@ -1,64 +1,40 @@
 //! The uplink: frames the router sends out of every network (to the host and the world) go on a
 //! bounded ring to the NAT engine's thread, which answers by writing frames into ports itself.
 //!
-//! Like the slow path, workers never wait: a frame is copied into a buffer from a free ring,
-//! whole (GSO super-frames included, with their virtio-net header, so the engine sees 64 KB
-//! segments), and dropped with a counter (`uplink_full`) when none is free. Buffers cycle
-//! between the two rings; their pages are touched only as far as frames reach.
+//! The same hand-off as the slow path's ([`crate::handoff`]): workers never wait; a frame is
+//! copied whole (GSO super-frames included, with their virtio-net header, so the engine sees
+//! 64 KB segments), and dropped with a counter (`uplink_full`) when there is no room.
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-use crossbeam_queue::ArrayQueue;
-
 use crate::counters::Drop;
 use crate::dataplane::Shared;
+use crate::handoff::{HandedFrame, Handoff};
 use crate::packet::{PacketBuf, VNET_HDR_LEN};
-use crate::sys::EventFd;
 use crate::{Mac, NetId, PortId};
+
+/// A frame routed to the uplink: `[vnet hdr][Ethernet frame]`, from `port` in `net`.
+pub type UplinkFrame = HandedFrame;
 
 /// Frames that can wait for the engine at once.
 pub const UPLINK_RING: usize = 512;
 
-/// A frame routed to the uplink: `[vnet hdr][Ethernet frame]`, from `port` in `net`.
+/// The ring from the workers to the engine: frames whole, `[vnet hdr][Ethernet frame]`.
 #[derive(Debug)]
-pub struct UplinkFrame {
-    pub buf: PacketBuf,
-    pub net: NetId,
-    pub port: PortId,
-}
-
-#[derive(Debug)]
-pub(crate) struct UplinkRing {
-    free: ArrayQueue<PacketBuf>,
-    full: ArrayQueue<UplinkFrame>,
-    pub wake: EventFd,
-}
+pub(crate) struct UplinkRing(Handoff);
 
 impl UplinkRing {
     pub(crate) fn new() -> std::io::Result<Self> {
-        let free = ArrayQueue::new(UPLINK_RING);
-        for _ in 0..UPLINK_RING {
-            let _ = free.push(PacketBuf::new());
-        }
-        Ok(Self { free, full: ArrayQueue::new(UPLINK_RING), wake: EventFd::new()? })
+        Ok(Self(Handoff::new(UPLINK_RING, crate::packet::MAX_FRAME, Drop::UplinkFull)?))
     }
 
     pub(crate) fn push(&self, net: NetId, port: PortId, wire: &[u8]) -> Result<(), Drop> {
-        let Some(mut buf) = self.free.pop() else { return Err(Drop::UplinkFull) };
-        let n = wire.len().min(VNET_HDR_LEN + buf.frame_capacity());
-        buf.rx_area()[..n].copy_from_slice(&wire[..n]);
-        buf.set_len(n);
-        match self.full.push(UplinkFrame { buf, net, port }) {
-            Ok(()) => {
-                self.wake.notify();
-                Ok(())
-            }
-            Err(f) => {
-                let _ = self.free.push(f.buf);
-                Err(Drop::UplinkFull)
-            }
-        }
+        self.0.push(net, port, |buf| {
+            let n = wire.len().min(VNET_HDR_LEN + buf.frame_capacity());
+            buf.rx_area()[..n].copy_from_slice(&wire[..n]);
+            buf.set_len(n);
+        })
     }
 }
 
@@ -74,9 +50,9 @@ impl std::fmt::Debug for Uplink {
 }
 
 impl Uplink {
-    fn ring(&self) -> &UplinkRing {
+    fn ring(&self) -> &Handoff {
         // Dataplane::uplink hands out an Uplink only when the ring exists.
-        self.0.uplink.as_ref().expect("uplink ring")
+        &self.0.uplink.as_ref().expect("uplink ring").0
     }
 
     /// Readable (level-triggered) while frames wait; call [`Uplink::drain_wake`] before popping.
@@ -84,17 +60,19 @@ impl Uplink {
         self.ring().wake.raw()
     }
 
+    /// Call when [`Uplink::wake_fd`] was readable, then pop until [`Uplink::pop`] gives None:
+    /// a burst wakes the engine once, so frames left behind would wait for the next burst.
     pub fn drain_wake(&self) {
-        self.ring().wake.drain();
+        self.ring().begin_drain();
     }
 
     pub fn pop(&self) -> Option<UplinkFrame> {
-        self.ring().full.pop()
+        self.ring().pop()
     }
 
     /// Gives a popped frame's buffer back.
     pub fn recycle(&self, buf: PacketBuf) {
-        let _ = self.ring().free.push(buf);
+        self.ring().recycle(buf);
     }
 
     /// Writes `wire` (`[vnet hdr][Ethernet frame]`) into `port`, counted on the uplink's own
