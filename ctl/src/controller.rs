@@ -1009,12 +1009,7 @@ impl Controller {
         let mut r = Ok(());
         'all: for m in ep.ports.iter_mut() {
             let Some(target) = target else { break };
-            // No address given: every IPv4 and every IPv6 address, on one port number.
-            let hosts: Vec<IpAddr> = match m.host_ip {
-                Some(ip) => vec![ip],
-                None => vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()],
-            };
-            for (i, host) in hosts.into_iter().enumerate() {
+            for (i, host) in m.host_ips().into_iter().enumerate() {
                 self.next_forward += 1;
                 let fwd = PortForward {
                     id: self.next_forward,
@@ -1072,18 +1067,13 @@ impl Controller {
         let mut rows = Vec::new();
         for e in eps {
             for m in &e.ports {
-                let hosts: Vec<String> = match m.host_ip {
-                    Some(IpAddr::V6(a)) => vec![format!("[{a}]")],
-                    Some(a) => vec![a.to_string()],
-                    None => vec!["0.0.0.0".into(), "[::]".into()],
-                };
-                for h in hosts {
+                for h in m.host_ips() {
                     rows.push(json!({
                         "Network": self.net_name(&e.network_id),
-                        "ContainerPort": format!("{}/{}", m.container_port, m.proto.as_str()),
-                        "HostIp": h,
+                        "ContainerPort": m.container_side(),
+                        "HostIp": crate::ports::host_text(h),
                         "HostPort": m.host_port,
-                        "Line": format!("{}/{} -> {h}:{}", m.container_port, m.proto.as_str(), m.host_port),
+                        "Line": m.line(h),
                     }));
                 }
             }

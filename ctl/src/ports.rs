@@ -1,7 +1,7 @@
 //! Published ports as users write them (`-p [ip:][hostport:]containerport[/proto]`, ranges,
 //! `--expose`) and as Docker prints them (`80/tcp -> 0.0.0.0:8080`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,15 +39,39 @@ impl Proto {
     }
 }
 
+impl PortMapping {
+    /// The host addresses it is bound on: its own, or (none given) every IPv4 and every IPv6
+    /// address, on one port number.
+    pub fn host_ips(&self) -> Vec<IpAddr> {
+        match self.host_ip {
+            Some(ip) => vec![ip],
+            None => vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()],
+        }
+    }
+
+    /// `80/tcp`.
+    pub fn container_side(&self) -> String {
+        format!("{}/{}", self.container_port, self.proto.as_str())
+    }
+
+    /// Docker's `port` line for its binding on `host`: `80/tcp -> [::]:8080`.
+    pub fn line(&self, host: IpAddr) -> String {
+        format!("{} -> {}:{}", self.container_side(), host_text(host), self.host_port)
+    }
+}
+
+/// An address as it stands before `:port`: IPv6 in brackets.
+pub fn host_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(a) => format!("[{a}]"),
+        IpAddr::V4(a) => a.to_string(),
+    }
+}
+
 impl std::fmt::Display for PortMapping {
-    /// Docker's `port` form: `80/tcp -> 0.0.0.0:8080` (one line per host address family).
+    /// Docker's `port` form of its first binding: `80/tcp -> 0.0.0.0:8080`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let host = match self.host_ip {
-            Some(IpAddr::V6(a)) => format!("[{a}]"),
-            Some(a) => a.to_string(),
-            None => "0.0.0.0".to_string(),
-        };
-        write!(f, "{}/{} -> {host}:{}", self.container_port, self.proto.as_str(), self.host_port)
+        f.write_str(&self.line(self.host_ips()[0]))
     }
 }
 
