@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use vswitch_switch::packet::VNET_HDR_LEN;
 use vswitch_switch::{Mac, NetId, PortId};
 
-use super::FrameIo;
+use super::{add, Counters, FrameIo};
 
 pub(crate) const ETH_HDR_LEN: usize = 14;
 pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -273,6 +273,30 @@ fn write_ip(hdr: &mut [u8], src: IpAddr, dst: IpAddr, proto: u8, plen: usize, id
         }
         _ => {}
     }
+}
+
+/// [`emit`] toward the container through `io`, counted: each frame sent (`frames_out`) or not
+/// taken (`tx_failed`), and a segment too big for IP (`too_big`, and false).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn deliver(
+    buf: &mut [u8],
+    len: usize,
+    scratch: &mut Vec<u8>,
+    d: &Dest,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    ident: u32,
+    io: &dyn FrameIo,
+    c: &Counters,
+) -> bool {
+    let ok = emit(buf, len, scratch, d, src, dst, proto, ident, &mut |f| {
+        add(if d.send(io, f) { &c.frames_out } else { &c.tx_failed }, 1);
+    });
+    if !ok {
+        add(&c.too_big, 1);
+    }
+    ok
 }
 
 /// Builds reply frames around a transport segment that sits at `buf[FRONT - 8..FRONT + len]`

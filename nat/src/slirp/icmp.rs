@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::frame::{self, Dest, FRONT, IPV4_HDR_LEN, IPV6_HDR_LEN, MAX_IP, PROTO_ICMP, PROTO_ICMPV6};
 use super::sys::Poller;
-use super::{add, Counters, FrameIo};
+use super::{Counters, FrameIo};
 
 const ECHO_REPLY_V4: u8 = 0;
 const ECHO_REPLY_V6: u8 = 129;
@@ -98,15 +98,7 @@ impl IcmpFlow {
         let len = n - 8;
         frame::write_echo_reply(buf, len, self.remote, self.container, self.id, seq);
         let proto = if v6 { PROTO_ICMPV6 } else { PROTO_ICMP };
-        let ok = frame::emit(buf, len, scratch, &self.dest, self.remote, self.container, proto, ident, &mut |f| {
-            if self.dest.send(io, f) {
-                add(&c.frames_out, 1);
-            } else {
-                add(&c.tx_failed, 1);
-            }
-        });
-        if !ok {
-            add(&c.too_big, 1);
+        if !frame::deliver(buf, len, scratch, &self.dest, self.remote, self.container, proto, ident, io, c) {
             return Some(0);
         }
         Some(ip_hdr + n)

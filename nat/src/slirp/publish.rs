@@ -397,15 +397,7 @@ impl Core {
         let (src, dst) = (key.src, key.dst);
         frame::write_udp(&mut self.rxbuf, n, src.ip(), dst.ip(), src.port(), dst.port());
         self.ident = self.ident.wrapping_add(1);
-        let sent = frame::emit(&mut self.rxbuf, n, &mut self.fragbuf, &dest, src.ip(), dst.ip(), PROTO_UDP, self.ident, &mut |f| {
-            if dest.send(io, f) {
-                add(&c.frames_out, 1);
-            } else {
-                add(&c.tx_failed, 1);
-            }
-        });
-        if !sent {
-            add(&c.too_big, 1);
+        if !frame::deliver(&mut self.rxbuf, n, &mut self.fragbuf, &dest, src.ip(), dst.ip(), PROTO_UDP, self.ident, io, c) {
             return add(&c.pub_dropped, 1);
         }
         add(&c.pub_bytes_in, n as u64);

@@ -63,15 +63,7 @@ impl UdpFlow {
         add(&c.bytes_from_host, n as u64);
         let (src, dst) = (self.remote.ip(), self.container.ip());
         frame::write_udp(buf, n, src, dst, self.remote.port(), self.container.port());
-        let ok = frame::emit(buf, n, scratch, &self.dest, src, dst, PROTO_UDP, ident, &mut |f| {
-            if self.dest.send(io, f) {
-                add(&c.frames_out, 1);
-            } else {
-                add(&c.tx_failed, 1);
-            }
-        });
-        if !ok {
-            add(&c.too_big, 1);
+        if !frame::deliver(buf, n, scratch, &self.dest, src, dst, PROTO_UDP, ident, io, c) {
             return Some(0);
         }
         Some(ip_hdr + 8 + n)
