@@ -465,7 +465,9 @@ mod tests {
                 t.expire(i / 10);
             }
         }
-        assert_eq!(t.shards[0].read().capacity(), cap);
+        // `capacity()` counts tombstones against the room left, so churn can lower it without a
+        // reallocation (how far depends on the map's random seed); growth would raise it.
+        assert!(t.shards[0].read().capacity() <= cap, "{} > {cap}", t.shards[0].read().capacity());
         assert!(t.len() <= 64);
     }
 
