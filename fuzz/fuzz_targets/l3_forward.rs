@@ -61,6 +61,8 @@ fn router() -> L3 {
         ipv4: v4.map(|s| s.parse().unwrap()),
         ipv6: v6.map(|s| s.parse().unwrap()),
         internal,
+        dns4: None,
+        dns6: None,
     };
     let mut c = L3Config::new();
     c.set_network(1, net(1, Some("10.20.0.1/24"), Some("fd20::1/64"), 1500, false)).unwrap();

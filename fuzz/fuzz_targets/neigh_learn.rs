@@ -53,8 +53,20 @@ fn fixture() -> Fixture {
         ipv4: Some("172.17.0.1/16".parse().unwrap()),
         ipv6: Some("fd00::1/64".parse().unwrap()),
         internal: false,
+        dns4: None,
+        dns6: None,
     };
-    let n2 = NetworkL3 { mac: NET2_MAC, mtu: 1500, ipv4: Some("10.0.0.1/24".parse().unwrap()), ipv6: None, internal: false, uplink: false, host_loopback: false };
+    let n2 = NetworkL3 {
+        mac: NET2_MAC,
+        mtu: 1500,
+        ipv4: Some("10.0.0.1/24".parse().unwrap()),
+        ipv6: None,
+        internal: false,
+        uplink: false,
+        host_loopback: false,
+        dns4: None,
+        dns6: None,
+    };
     c.set_network(1, n1).unwrap();
     c.set_network(2, n2).unwrap();
     let l3 = L3::new();

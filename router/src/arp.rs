@@ -1,4 +1,4 @@
-//! ARP (RFC 826) for the gateway's IPv4 address: a request for it gets a reply from the gateway's MAC.
+//! ARP (RFC 826) for the gateway's IPv4 addresses: a request for one gets a reply from the gateway's MAC.
 
 use std::net::Ipv4Addr;
 
@@ -11,7 +11,8 @@ const HTYPE_ETHERNET: u16 = 1;
 const OPER_REQUEST: u16 = 1;
 const OPER_REPLY: u16 = 2;
 
-/// Answers the ARP packet `arp` (the Ethernet payload) if it asks for the gateway's address.
+/// Answers the ARP packet `arp` (the Ethernet payload) if it asks for the gateway's address or
+/// its DNS address.
 pub(crate) fn answer(gw: &Gateway, l2: L2, arp: &[u8], out: &mut [u8]) -> Answer {
     let Some((p, _padding)) = arp.split_first_chunk::<ARP_LEN>() else {
         return Answer::Malformed;
@@ -32,8 +33,8 @@ pub(crate) fn answer(gw: &Gateway, l2: L2, arp: &[u8], out: &mut [u8]) -> Answer
     let sender_mac = mac_at(p, 8);
     let sender_ip = [p[14], p[15], p[16], p[17]];
     let target_ip = [p[24], p[25], p[26], p[27]];
-    let Some(gw_ip) = gw.ipv4 else { return Answer::Ignored };
-    if Ipv4Addr::from(target_ip) != gw_ip {
+    let gw_ip = Ipv4Addr::from(target_ip);
+    if !gw.v4_addrs().contains(&Some(gw_ip)) {
         // Another host's address: the switch floods the request to it.
         return Answer::Ignored;
     }
@@ -118,6 +119,21 @@ mod tests {
         let mut none = gw();
         none.ipv4 = None;
         assert_eq!(answer(&none, &ARP_REQUEST, &mut [0u8; REPLY_BUF]), Answer::Ignored);
+    }
+
+    #[test]
+    fn the_dns_address_is_answered_with_the_gateway_mac_and_itself_as_sender() {
+        let dns = gw_with_dns();
+        let mut f = ARP_REQUEST;
+        f[41] = 3; // who has 172.17.0.3?
+        let mut out = [0u8; REPLY_BUF];
+        assert_eq!(answer(&dns, &f, &mut out), Answer::Reply { kind: Reply::Arp, len: 42 });
+        let mut want = ARP_REPLY;
+        want[31] = 3; // sender IP 172.17.0.3, sender MAC still the gateway's
+        assert_eq!(out[..42], want);
+        assert_eq!(answer(&dns, &ARP_REQUEST, &mut out), Answer::Reply { kind: Reply::Arp, len: 42 });
+        assert_eq!(out[..42], ARP_REPLY, "the gateway's own address is answered as before");
+        assert_eq!(ask(&f), (Answer::Ignored, vec![]), "no DNS address, no answer");
     }
 
     #[test]

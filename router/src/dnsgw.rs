@@ -1,4 +1,4 @@
-//! DNS at the gateway address: UDP datagrams to port 53 unwrapped from their frames and the
+//! DNS at the gateway's addresses: UDP datagrams to port 53 unwrapped from their frames and the
 //! answers wrapped back, and the interface of the DNS service that answers them.
 //!
 //! The service itself (names, scoping, forwarding, the cache) lives in the control plane; here
@@ -28,7 +28,7 @@ pub struct DnsClient {
     pub mac: Mac,
     /// The querier's address and port.
     pub addr: SocketAddr,
-    /// The gateway address it asked (the answer's source).
+    /// The address it asked, the gateway's own or its DNS address (the answer's source).
     pub server: IpAddr,
     /// The TCP connection the query came on; None for UDP.
     pub tcp: Option<ConnId>,
@@ -62,11 +62,12 @@ pub trait DnsService: Send + Sync + std::fmt::Debug {
 pub struct UdpQuery<'a> {
     pub src_mac: Mac,
     pub client: SocketAddr,
+    /// The address the query was sent to.
     pub server: IpAddr,
     pub payload: &'a [u8],
 }
 
-/// What a frame is to the DNS server at addresses `v4`/`v6`.
+/// What a frame is to the DNS server at the addresses given to [`parse_udp_query`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UdpParse<'a> {
     Query(UdpQuery<'a>),
@@ -76,9 +77,11 @@ pub enum UdpParse<'a> {
     NotDns,
 }
 
-/// Finds a DNS query over UDP addressed to `v4` or `v6` in a bare Ethernet frame. Fragments
-/// and IPv6 extension headers are not DNS queries a container sends to its gateway.
-pub fn parse_udp_query(eth: &[u8], v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> UdpParse<'_> {
+/// Finds a DNS query over UDP addressed to one of the addresses in `v4` or `v6` (the gateway's
+/// own and its DNS address; None entries match nothing) in a bare Ethernet frame; the query's
+/// `server` is the address it was sent to, where the answer must come from. Fragments and
+/// IPv6 extension headers are not DNS queries a container sends to its gateway.
+pub fn parse_udp_query<'a>(eth: &'a [u8], v4: &[Option<Ipv4Addr>], v6: &[Option<Ipv6Addr>]) -> UdpParse<'a> {
     if eth.len() < ETH_HDR_LEN {
         return UdpParse::NotDns;
     }
@@ -86,8 +89,9 @@ pub fn parse_udp_query(eth: &[u8], v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -
     let ip = &eth[ETH_HDR_LEN..];
     let (client_ip, server, udp, pseudo) = match u16::from_be_bytes([eth[12], eth[13]]) {
         ETHERTYPE_IPV4 => {
-            let Some(gw) = v4 else { return UdpParse::NotDns };
-            if ip.len() < IPV4_HDR_LEN || ip[0] >> 4 != 4 || ip[9] != IPPROTO_UDP || ip[16..20] != gw.octets() {
+            let Some(h) = ip.first_chunk::<IPV4_HDR_LEN>() else { return UdpParse::NotDns };
+            let gw = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+            if h[0] >> 4 != 4 || h[9] != IPPROTO_UDP || !v4.contains(&Some(gw)) {
                 return UdpParse::NotDns;
             }
             let ihl = usize::from(ip[0] & 0x0f) * 4;
@@ -102,8 +106,11 @@ pub fn parse_udp_query(eth: &[u8], v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -
             (IpAddr::V4(src), IpAddr::V4(gw), udp, pseudo)
         }
         ETHERTYPE_IPV6 => {
-            let Some(gw) = v6 else { return UdpParse::NotDns };
-            if ip.len() < IPV6_HDR_LEN || ip[0] >> 4 != 6 || ip[6] != IPPROTO_UDP || ip[24..40] != gw.octets() {
+            let Some(h) = ip.first_chunk::<IPV6_HDR_LEN>() else { return UdpParse::NotDns };
+            let mut dst = [0u8; 16];
+            dst.copy_from_slice(&h[24..40]);
+            let gw = Ipv6Addr::from(dst);
+            if h[0] >> 4 != 6 || h[6] != IPPROTO_UDP || !v6.contains(&Some(gw)) {
                 return UdpParse::NotDns;
             }
             let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
@@ -261,7 +268,7 @@ mod tests {
         ] {
             let q = query_frame(client, server, b"question");
             assert!(checksums_valid(&q));
-            let UdpParse::Query(got) = parse_udp_query(&q, Some(gw4()), Some(gw6())) else { panic!("{q:02x?}") };
+            let UdpParse::Query(got) = parse_udp_query(&q, &[Some(gw4())], &[Some(gw6())]) else { panic!("{q:02x?}") };
             assert_eq!(got, UdpQuery { src_mac: CLIENT_MAC, client, server, payload: b"question" });
             let mut r = Vec::new();
             write_udp_reply(&mut r, GW_MAC, CLIENT_MAC, server, client, b"the answer").unwrap();
@@ -270,7 +277,23 @@ mod tests {
             assert_eq!(&r[6..12], &GW_MAC.0);
             assert!(r.ends_with(b"the answer"));
             // The reply is not itself a query to the gateway.
-            assert_eq!(parse_udp_query(&r, Some(gw4()), Some(gw6())), UdpParse::NotDns);
+            assert_eq!(parse_udp_query(&r, &[Some(gw4())], &[Some(gw6())]), UdpParse::NotDns);
+        }
+    }
+
+    #[test]
+    fn a_query_to_a_second_address_names_that_address_as_its_server() {
+        let dns4 = Ipv4Addr::new(10, 0, 0, 3);
+        let dns6: Ipv6Addr = "fd00::3".parse().unwrap();
+        for (client, server) in [
+            (SocketAddr::new(Ipv4Addr::new(10, 0, 0, 2).into(), 40000), IpAddr::V4(dns4)),
+            (SocketAddr::new("fd00::2".parse::<Ipv6Addr>().unwrap().into(), 40001), IpAddr::V6(dns6)),
+        ] {
+            let q = query_frame(client, server, b"question");
+            let UdpParse::Query(got) = parse_udp_query(&q, &[Some(gw4()), Some(dns4)], &[Some(gw6()), Some(dns6)]) else { panic!() };
+            assert_eq!(got.server, server, "the answer must come from where the query went");
+            assert!(matches!(parse_udp_query(&q, &[None, Some(dns4)], &[None, Some(dns6)]), UdpParse::Query(_)));
+            assert_eq!(parse_udp_query(&q, &[Some(gw4()), None], &[Some(gw6()), None]), UdpParse::NotDns);
         }
     }
 
@@ -278,25 +301,25 @@ mod tests {
     fn other_addresses_ports_and_broken_frames() {
         let client = SocketAddr::new(Ipv4Addr::new(10, 0, 0, 2).into(), 40000);
         let q = query_frame(client, IpAddr::V4(gw4()), b"question");
-        assert_eq!(parse_udp_query(&q, Some(Ipv4Addr::new(10, 0, 0, 9)), None), UdpParse::NotDns, "another address");
-        assert_eq!(parse_udp_query(&q, None, Some(gw6())), UdpParse::NotDns, "no IPv4 gateway");
+        assert_eq!(parse_udp_query(&q, &[Some(Ipv4Addr::new(10, 0, 0, 9))], &[]), UdpParse::NotDns, "another address");
+        assert_eq!(parse_udp_query(&q, &[], &[Some(gw6())]), UdpParse::NotDns, "no IPv4 gateway");
         let mut other_port = q.clone();
         other_port[ETH_HDR_LEN + 20 + 3] = 54;
         refresh_udp_checksum(&mut other_port);
-        assert_eq!(parse_udp_query(&other_port, Some(gw4()), None), UdpParse::NotDns);
+        assert_eq!(parse_udp_query(&other_port, &[Some(gw4())], &[]), UdpParse::NotDns);
         let mut bad_sum = q.clone();
         *bad_sum.last_mut().unwrap() ^= 1;
-        assert_eq!(parse_udp_query(&bad_sum, Some(gw4()), None), UdpParse::Malformed);
+        assert_eq!(parse_udp_query(&bad_sum, &[Some(gw4())], &[]), UdpParse::Malformed);
         let mut no_sum = bad_sum.clone();
         no_sum[ETH_HDR_LEN + 26..ETH_HDR_LEN + 28].fill(0);
-        assert!(matches!(parse_udp_query(&no_sum, Some(gw4()), None), UdpParse::Query(_)), "IPv4 may omit the checksum");
+        assert!(matches!(parse_udp_query(&no_sum, &[Some(gw4())], &[]), UdpParse::Query(_)), "IPv4 may omit the checksum");
         for len in 0..q.len() {
             // Never a panic; a cut frame is never taken for a query.
-            assert!(!matches!(parse_udp_query(&q[..len], Some(gw4()), None), UdpParse::Query(_)), "{len}");
+            assert!(!matches!(parse_udp_query(&q[..len], &[Some(gw4())], &[]), UdpParse::Query(_)), "{len}");
         }
         let mut fragment = q.clone();
         fragment[ETH_HDR_LEN + 6] |= 0x20;
-        assert_eq!(parse_udp_query(&fragment, Some(gw4()), None), UdpParse::NotDns);
+        assert_eq!(parse_udp_query(&fragment, &[Some(gw4())], &[]), UdpParse::NotDns);
         let mut r = Vec::new();
         assert!(write_udp_reply(&mut r, GW_MAC, CLIENT_MAC, IpAddr::V6(gw6()), client, b"x").is_none(), "mixed families");
         assert!(write_udp_reply(&mut r, GW_MAC, CLIENT_MAC, IpAddr::V4(gw4()), client, &vec![0; 65530]).is_none());

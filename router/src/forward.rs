@@ -16,8 +16,9 @@
 //! so that an isolated network learns nothing about another, not even a time-exceeded):
 //!
 //! 1. parse: the virtio-net header, Ethernet, the IP header (IPv4 header checksum verified);
-//! 2. addresses: a source that names no host is dropped; the gateway's own address, broadcast
-//!    and multicast are [`Forward::Local`] (the slow path's); link-local never crosses networks;
+//! 2. addresses: a source that names no host is dropped; the gateway's own addresses (its DNS
+//!    address too), broadcast and multicast are [`Forward::Local`] (the slow path's); link-local
+//!    never crosses networks;
 //! 3. route: longest prefix match; none → ICMP net unreachable;
 //! 4. policy: the ingress network must be allowed to reach the egress network (a network always
 //!    reaches itself); otherwise a silent drop, as Docker isolates its networks;
@@ -180,6 +181,11 @@ pub struct NetworkL3 {
     /// gateway serves) always go to the uplink, where they may also be a container's answers to
     /// published ports' clients that appear to come from the gateway (host-loopback or not).
     pub host_loopback: bool,
+    /// A second address of the gateway, on the IPv4 subnet, where it serves DNS (slirp4netns's
+    /// 10.0.2.3): everything sent to it is the slow path's, never routed nor sent up the uplink.
+    pub dns4: Option<Ipv4Addr>,
+    /// The same for IPv6 (fd00::3).
+    pub dns6: Option<Ipv6Addr>,
 }
 
 /// Why the router refused a configuration change; nothing was changed.
@@ -203,6 +209,10 @@ pub enum L3Error {
     ViaNotOnLink { via: IpAddr, net: NetId },
     #[error("network {net} has no gateway address of the family of {prefix}")]
     NoGateway { prefix: IpNet, net: NetId },
+    #[error(
+        "DNS address {dns} must be inside {subnet} and be neither the gateway's address nor the subnet's network or broadcast address"
+    )]
+    DnsAddress { dns: IpAddr, subnet: IpNet },
     #[error(transparent)]
     Lpm(#[from] LpmError),
 }
@@ -241,6 +251,7 @@ impl L3Config {
         if n.mtu < min || n.mtu > 65535 {
             return Err(L3Error::Mtu { mtu: n.mtu, min });
         }
+        check_dns(net, &n)?;
         let subnets = [n.ipv4.map(|a| IpNet::V4(a.trunc())), n.ipv6.map(|a| IpNet::V6(a.trunc()))];
         for p in subnets.into_iter().flatten() {
             match self.connected.get(&p) {
@@ -423,6 +434,33 @@ impl L3Config {
     }
 }
 
+/// Containers reach a DNS address on their link (they ARP for it), so it must be a host of the
+/// network's subnet, and not the gateway's own address, which already answers for itself.
+fn check_dns(net: NetId, n: &NetworkL3) -> Result<(), L3Error> {
+    if let Some(d) = n.dns4 {
+        let dns = IpAddr::V4(d);
+        let Some(g) = n.ipv4 else { return Err(L3Error::NoGateway { prefix: IpNet::from(dns), net }) };
+        if !v4_host_of(g, d) {
+            return Err(L3Error::DnsAddress { dns, subnet: IpNet::V4(g) });
+        }
+    }
+    if let Some(d) = n.dns6 {
+        let dns = IpAddr::V6(d);
+        let Some(g) = n.ipv6 else { return Err(L3Error::NoGateway { prefix: IpNet::from(dns), net }) };
+        // The subnet's first address is its Subnet-Router anycast address (RFC 4291 §2.6.1).
+        if !g.contains(&d) || d == g.addr() || (g.prefix_len() < 127 && d == g.network()) {
+            return Err(L3Error::DnsAddress { dns, subnet: IpNet::V6(g) });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `a` is a host of the IPv4 subnet `g` other than its gateway `g.addr()`: /31 and /32
+/// have no network or broadcast address (RFC 3021).
+fn v4_host_of(g: Ipv4Net, a: Ipv4Addr) -> bool {
+    g.contains(&a) && a != g.addr() && (g.prefix_len() >= 31 || (a != g.network() && a != g.broadcast()))
+}
+
 /// Route targets, each stored once: the route tables hold a 4-byte index instead of the
 /// 24-byte target, so the last array a lookup reads stays small (a million routes: 4 MB, not 24)
 /// and the targets themselves, a handful in practice, stay in cache.
@@ -498,6 +536,8 @@ struct NetRt {
     mtu: usize,
     ipv4: Option<Ipv4Net>,
     ipv6: Option<Ipv6Net>,
+    dns4: Option<Ipv4Addr>,
+    dns6: Option<Ipv6Addr>,
     uplink: bool,
     /// Networks this one may route to, besides itself; sorted.
     egress: Box<[NetId]>,
@@ -510,13 +550,13 @@ impl NetRt {
     }
 
     /// Whether `ip` can be a neighbour on this network: on a subnet (IPv6 link-local too), not
-    /// the gateway, not the IPv4 subnet's network or broadcast address.
+    /// the gateway nor its DNS address, not the IPv4 subnet's network or broadcast address.
     fn on_link(&self, ip: IpAddr) -> bool {
         match ip {
-            IpAddr::V4(a) => self
-                .ipv4
-                .is_some_and(|g| g.contains(&a) && a != g.addr() && (g.prefix_len() >= 31 || (a != g.network() && a != g.broadcast()))),
-            IpAddr::V6(a) => self.ipv6.is_some_and(|g| (g.contains(&a) || a.is_unicast_link_local()) && a != g.addr()),
+            IpAddr::V4(a) => self.ipv4.is_some_and(|g| v4_host_of(g, a)) && self.dns4 != Some(a),
+            IpAddr::V6(a) => {
+                self.ipv6.is_some_and(|g| (g.contains(&a) || a.is_unicast_link_local()) && a != g.addr()) && self.dns6 != Some(a)
+            }
         }
     }
 }
@@ -587,6 +627,8 @@ impl L3 {
                 mtu: n.mtu as usize,
                 ipv4: n.ipv4,
                 ipv6: n.ipv6,
+                dns4: n.dns4,
+                dns6: n.dns6,
                 uplink: n.uplink && !n.internal,
                 egress,
                 state,
@@ -765,6 +807,10 @@ impl Live {
         if inn.ipv4.is_some_and(|g| g.addr() == dst) {
             return if inn.uplink && to_host(proto, &ip[ihl.min(total)..total]) { Forward::Uplink } else { Forward::Local };
         }
+        if inn.dns4 == Some(dst) {
+            // Only the gateway answers there (DNS, pings); the host is at the gateway's address.
+            return Forward::Local;
+        }
         if dst.is_broadcast() || dst.is_multicast() {
             return Forward::Local;
         }
@@ -782,6 +828,9 @@ impl Live {
         };
         if !inn.may_reach(out.id) {
             return Forward::Drop(PolicyDenied);
+        }
+        if out.dns4 == Some(dst) {
+            return Forward::Local;
         }
         if let Some(g) = out.ipv4 {
             if g.addr() == dst {
@@ -857,6 +906,9 @@ impl Live {
         if inn.ipv6.is_some_and(|g| g.addr() == dst) {
             return if inn.uplink && to_host(next, &ip[IPV6_HDR_LEN..total]) { Forward::Uplink } else { Forward::Local };
         }
+        if inn.dns6 == Some(dst) {
+            return Forward::Local;
+        }
         if dst.is_multicast() || dst.is_unicast_link_local() {
             return Forward::Local;
         }
@@ -875,7 +927,7 @@ impl Live {
         if !inn.may_reach(out.id) {
             return Forward::Drop(PolicyDenied);
         }
-        if out.ipv6.is_some_and(|g| g.addr() == dst) {
+        if out.ipv6.is_some_and(|g| g.addr() == dst) || out.dns6 == Some(dst) {
             return Forward::Local;
         }
         if hop_limit <= 1 {

@@ -23,6 +23,25 @@ pub struct Gateway {
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
     pub mac: Mac,
+    /// A second address that answers ARP, pings and DNS (UDP and TCP) with the gateway's MAC,
+    /// and nothing else: slirp4netns puts DNS at 10.0.2.3 beside the gateway's 10.0.2.2.
+    pub dns4: Option<Ipv4Addr>,
+    /// The same for IPv6 (Neighbor Solicitations, pings, DNS): fd00::3 beside fd00::2.
+    pub dns6: Option<Ipv6Addr>,
+}
+
+impl Gateway {
+    /// The IPv4 addresses that answer ARP, pings and DNS: the gateway's own and the DNS address.
+    #[inline]
+    pub fn v4_addrs(&self) -> [Option<Ipv4Addr>; 2] {
+        [self.ipv4, self.dns4]
+    }
+
+    /// The IPv6 addresses that answer Neighbor Solicitations, pings and DNS.
+    #[inline]
+    pub fn v6_addrs(&self) -> [Option<Ipv6Addr>; 2] {
+        [self.ipv6, self.dns6]
+    }
 }
 
 /// A snapshot of what the gateway services did, each frame counted exactly once.
@@ -93,8 +112,9 @@ pub struct Gateways {
     /// The data plane's clock at the last tick (handle() is not given one).
     now: AtomicU32,
     dns: Mutex<Option<Arc<dyn DnsService>>>,
-    /// DNS over TCP, one endpoint per network that has had a connection (slow-path thread only).
-    tcp: Mutex<HashMap<NetId, TcpGateway>>,
+    /// DNS over TCP, one endpoint per network that has had a connection, with the gateway it
+    /// was made for (slow-path thread only).
+    tcp: Mutex<HashMap<NetId, (Gateway, TcpGateway)>>,
     /// Milliseconds for the TCP endpoints' timers; the data plane's clock counts seconds.
     epoch: std::time::Instant,
 }
@@ -263,7 +283,7 @@ impl SlowPathHandler for Gateways {
 
     fn tick_in(&self) -> Option<std::time::Duration> {
         let now = self.now_ms();
-        let at = self.tcp.lock().values_mut().filter_map(|t| t.next_poll_ms(now)).min()?;
+        let at = self.tcp.lock().values_mut().filter_map(|(_, t)| t.next_poll_ms(now)).min()?;
         Some(std::time::Duration::from_millis(at.saturating_sub(now)))
     }
 
@@ -303,7 +323,7 @@ impl Gateways {
         if !dns.serves(net) {
             return None;
         }
-        match parse_udp_query(eth, gw.ipv4, gw.ipv6) {
+        match parse_udp_query(eth, &gw.v4_addrs(), &gw.v6_addrs()) {
             UdpParse::Query(q) => {
                 let client = DnsClient { net, port: ingress, mac: q.src_mac, addr: q.client, server: q.server, tcp: None };
                 let mut msg = Vec::new();
@@ -315,27 +335,33 @@ impl Gateways {
             UdpParse::Malformed => return Some(&self.counters.malformed),
             UdpParse::NotDns => {}
         }
-        if !TcpGateway::wants_frame(eth, gw.ipv4, gw.ipv6, DNS_PORT) {
+        if !TcpGateway::wants_frame(eth, &gw.v4_addrs(), &gw.v6_addrs(), DNS_PORT) {
             return None;
         }
         let now = self.now_ms();
         let mut tcp = self.tcp.lock();
-        let t = tcp.entry(net).or_insert_with(|| TcpGateway::new(gw.mac, gw.ipv4, gw.ipv6, DNS_PORT, DNS_TCP_CONNS, DNS_TCP_IDLE_MS));
+        // An endpoint made for other addresses (the gateway was changed) would refuse the frame.
+        if tcp.get(&net).is_some_and(|(made_for, _)| *made_for != gw) {
+            tcp.remove(&net);
+        }
+        let (_, t) = tcp
+            .entry(net)
+            .or_insert_with(|| (gw, TcpGateway::new(gw.mac, &gw.v4_addrs(), &gw.v6_addrs(), DNS_PORT, DNS_TCP_CONNS, DNS_TCP_IDLE_MS)));
         t.input(eth, ingress, now);
         serve_tcp(net, t, &*dns, now, tx);
         Some(&self.counters.dns)
     }
 
     /// Sends the forwarded answers that came back, runs the TCP endpoints' timers, and drops
-    /// the endpoints of networks that no longer serve DNS.
+    /// the endpoints of networks that no longer serve DNS or whose gateway changed.
     fn tick_dns(&self, tx: &mut dyn FnMut(PortId, &[u8])) {
         let Some(dns) = self.dns.lock().clone() else { return };
         let now = self.now_ms();
         let mut tcp = self.tcp.lock();
-        tcp.retain(|net, _| dns.serves(*net) && self.get(*net).is_some());
+        tcp.retain(|net, (made_for, _)| dns.serves(*net) && self.get(*net) == Some(*made_for));
         dns.drain_completed(&mut |client, msg| match client.tcp {
             Some(conn) => {
-                if let Some(t) = tcp.get_mut(&client.net) {
+                if let Some((_, t)) = tcp.get_mut(&client.net) {
                     t.reply(conn, msg);
                 }
             }
@@ -345,7 +371,7 @@ impl Gateways {
                 }
             }
         });
-        for (net, t) in tcp.iter_mut() {
+        for (net, (_, t)) in tcp.iter_mut() {
             serve_tcp(*net, t, &*dns, now, tx);
         }
     }
@@ -456,6 +482,7 @@ mod tests {
     use super::*;
     use crate::answer::ETH_HDR_LEN;
     use crate::fixtures::*;
+    use std::net::{IpAddr, SocketAddr};
 
     /// Feeds one frame to `g` as if it arrived on port 7 of network 1; returns what was sent.
     fn feed(g: &Gateways, net: NetId, eth: &[u8]) -> Vec<(PortId, Vec<u8>)> {
@@ -616,6 +643,118 @@ mod tests {
         assert_eq!(total(c), FRAMES);
         assert_eq!(c.arp_replies + c.icmp_echo_replies + c.nd_adverts + c.icmp6_echo_replies, replies);
         assert!(replies > 100 && c.malformed > 1000 && c.ignored > 1000, "{c:?}");
+    }
+
+    /// A DNS service that answers every query at once, and notes the address each was sent to.
+    #[derive(Debug, Default)]
+    struct Answers {
+        servers: Mutex<Vec<IpAddr>>,
+    }
+
+    impl DnsService for Answers {
+        fn serves(&self, _: NetId) -> bool {
+            true
+        }
+
+        fn query(&self, client: &DnsClient, msg: &[u8], out: &mut Vec<u8>) -> DnsAction {
+            self.servers.lock().push(client.server);
+            out.clear();
+            out.extend_from_slice(b"answer to ");
+            out.extend_from_slice(msg);
+            DnsAction::Reply
+        }
+
+        fn drain_completed(&self, _: &mut dyn FnMut(&DnsClient, &[u8])) {}
+    }
+
+    /// A DNS query over UDP from the client's port 53 to `server`:53: the reply writer's frame
+    /// with the roles swapped (dnsgw's tests check that writer independently).
+    fn udp_query(client: IpAddr, server: IpAddr) -> Vec<u8> {
+        let mut f = Vec::new();
+        write_udp_reply(&mut f, CLIENT_MAC, GW_MAC, client, SocketAddr::new(server, DNS_PORT), b"question").unwrap();
+        f
+    }
+
+    /// A TCP SYN from the client, 172.17.0.2:40000, to `dst`:53.
+    fn syn4(dst: Ipv4Addr) -> Vec<u8> {
+        use crate::checksum;
+        let mut f = vec![0u8; ETH_HDR_LEN + 40];
+        crate::answer::write_eth(&mut f, GW_MAC, CLIENT_MAC, 0x0800);
+        let ip = &mut f[ETH_HDR_LEN..ETH_HDR_LEN + 20];
+        ip[0] = 0x45;
+        ip[3] = 40;
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&[172, 17, 0, 2]);
+        ip[16..20].copy_from_slice(&dst.octets());
+        let c = checksum::of(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let pseudo = checksum::add(checksum::add(0, &f[ETH_HDR_LEN + 12..ETH_HDR_LEN + 20]), &[0, 6]) + 20;
+        let tcp = &mut f[ETH_HDR_LEN + 20..];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&DNS_PORT.to_be_bytes());
+        tcp[7] = 1; // sequence number
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x02; // SYN
+        tcp[14..16].copy_from_slice(&[0xff, 0xff]);
+        let c = checksum::finish(checksum::add(pseudo, tcp));
+        tcp[16..18].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn dns_over_udp_to_the_dns_address_is_answered_from_it() {
+        let g = Gateways::new();
+        let dns = Arc::new(Answers::default());
+        g.set_dns(dns.clone());
+        g.set(1, gw_with_dns());
+        let client4: IpAddr = "172.17.0.2".parse().unwrap();
+        let client6: IpAddr = "fd00::2".parse().unwrap();
+        let cases = [(client4, "172.17.0.3"), (client6, "fd00::3"), (client4, "172.17.0.1"), (client6, "fd00::1")];
+        for (client, server) in cases {
+            let server: IpAddr = server.parse().unwrap();
+            let sent = feed(&g, 1, &udp_query(client, server));
+            assert_eq!(sent.len(), 1, "{server}");
+            let (port, r) = &sent[0];
+            assert_eq!(*port, 7);
+            assert_eq!(r[6..12], GW_MAC.0, "from the gateway's MAC");
+            let (src, dst, udp) = match (server, &r[ETH_HDR_LEN..]) {
+                (IpAddr::V4(_), ip) => (&ip[12..16], &ip[16..20], &ip[20..]),
+                (IpAddr::V6(_), ip) => (&ip[8..24], &ip[24..40], &ip[40..]),
+            };
+            let octets = |a: IpAddr| match a {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            assert_eq!((src, dst), (&octets(server)[..], &octets(client)[..]), "from the address asked");
+            assert_eq!(udp[0..2], DNS_PORT.to_be_bytes());
+            assert!(udp.ends_with(b"answer to question"));
+        }
+        assert_eq!(*dns.servers.lock(), cases.map(|(_, s)| s.parse::<IpAddr>().unwrap()));
+        assert_eq!(g.counters().dns, 4);
+        // Without DNS addresses the gateway does not answer for them.
+        g.set(1, gw());
+        assert!(feed(&g, 1, &udp_query(client4, "172.17.0.3".parse().unwrap())).is_empty());
+        assert_eq!(g.counters().dns, 4);
+    }
+
+    #[test]
+    fn dns_over_tcp_to_the_dns_address_is_accepted_from_it_even_after_a_change() {
+        let g = Gateways::new();
+        g.set_dns(Arc::new(Answers::default()));
+        let syn_ack_from = |sent: &[(PortId, Vec<u8>)]| {
+            let [(7, f)] = sent else { panic!("{sent:02x?}") };
+            assert_eq!(f[ETH_HDR_LEN + 20 + 13], 0x12, "SYN-ACK");
+            Ipv4Addr::new(f[26], f[27], f[28], f[29])
+        };
+        g.set(1, gw());
+        assert_eq!(syn_ack_from(&feed(&g, 1, &syn4(Ipv4Addr::new(172, 17, 0, 1)))), Ipv4Addr::new(172, 17, 0, 1));
+        assert!(feed(&g, 1, &syn4(Ipv4Addr::new(172, 17, 0, 3))).is_empty(), "not a DNS address yet");
+        // The endpoint made for the old gateway gives way to one that listens at 172.17.0.3 too.
+        g.set(1, gw_with_dns());
+        assert_eq!(syn_ack_from(&feed(&g, 1, &syn4(Ipv4Addr::new(172, 17, 0, 3)))), Ipv4Addr::new(172, 17, 0, 3));
+        assert!(feed(&g, 1, &syn4(Ipv4Addr::new(172, 17, 0, 9))).is_empty(), "nor any other address");
+        assert_eq!(g.counters().dns, 2);
     }
 
     /// Makes the checksums of a mutated IP frame right again where its lengths allow it.

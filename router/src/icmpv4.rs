@@ -1,5 +1,5 @@
 //! IPv4 as far as the gateway needs it: validate the header, answer ICMP echo requests (RFC 792)
-//! sent to the gateway's address.
+//! sent to the gateway's address or its DNS address.
 
 use std::net::Ipv4Addr;
 
@@ -40,7 +40,7 @@ pub(crate) fn answer(gw: &Gateway, l2: L2, ip: &[u8], out: &mut [u8]) -> Answer 
     }
     let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
     let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
-    if h[9] != PROTO_ICMP || gw.ipv4 != Some(dst) || l2.dst != gw.mac {
+    if h[9] != PROTO_ICMP || !gw.v4_addrs().contains(&Some(dst)) || l2.dst != gw.mac {
         // Traffic through the gateway (routing and NAT are other stages), or a broadcast ping,
         // which Linux does not answer either (icmp_echo_ignore_broadcasts).
         return Answer::Ignored;
@@ -194,6 +194,20 @@ mod tests {
         let mut none = gw();
         none.ipv4 = None;
         assert_eq!(answer(&none, &ECHO_REQUEST, &mut [0u8; REPLY_BUF]), Answer::Ignored);
+    }
+
+    #[test]
+    fn a_ping_to_the_dns_address_is_answered_from_it() {
+        let mut f = ECHO_REQUEST;
+        f[33] = 3; // to 172.17.0.3
+        fix_checksums(&mut f);
+        let mut want = ECHO_REPLY;
+        want[29] = 3; // from 172.17.0.3
+        fix_checksums(&mut want);
+        let mut out = [0u8; REPLY_BUF];
+        assert_eq!(answer(&gw_with_dns(), &f, &mut out), Answer::Reply { kind: Reply::IcmpEcho, len: want.len() });
+        assert_eq!(out[..want.len()], want);
+        assert_eq!(ask(&f), (Answer::Ignored, vec![]), "no DNS address, no answer");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! IPv6 as far as the gateway needs it: Neighbor Discovery (RFC 4861) for the gateway's address
-//! and ICMPv6 echo (RFC 4443).
+//! and its DNS address, and ICMPv6 echo (RFC 4443) to them.
 
 use std::net::Ipv6Addr;
 
@@ -47,10 +47,9 @@ pub(crate) fn answer(gw: &Gateway, l2: L2, ip: &[u8], out: &mut [u8]) -> Answer 
     };
     let src = addr_at(h, 8);
     let dst = addr_at(h, 24);
-    let Some(gw_ip) = gw.ipv6 else { return Answer::Ignored };
     // Extension headers never precede the messages answered here; a jumbogram (payload length
     // 0 and a hop-by-hop option) is not one of them either.
-    if h[6] != NEXT_HEADER_ICMPV6 || (dst != gw_ip && dst != solicited_node(gw_ip)) {
+    if h[6] != NEXT_HEADER_ICMPV6 || !gw.v6_addrs().iter().flatten().any(|&a| dst == a || dst == solicited_node(a)) {
         return Answer::Ignored;
     }
     let icmp = payload;
@@ -64,14 +63,14 @@ pub(crate) fn answer(gw: &Gateway, l2: L2, ip: &[u8], out: &mut [u8]) -> Answer 
     }
     let req = Request { l2, src, dst, hop_limit: h[7], icmp };
     match icmp[0] {
-        NEIGHBOR_SOLICIT => neighbor_solicit(gw, gw_ip, &req, out),
-        ECHO_REQUEST => echo(gw, gw_ip, &req, out),
+        NEIGHBOR_SOLICIT => neighbor_solicit(gw, &req, out),
+        ECHO_REQUEST => echo(gw, &req, out),
         // Router Solicitations, MLD reports and the rest: not answered (yet).
         _ => Answer::Ignored,
     }
 }
 
-/// A checksummed ICMPv6 message to the gateway's address or its solicited-node group.
+/// A checksummed ICMPv6 message to one of the gateway's addresses or its solicited-node group.
 struct Request<'a> {
     l2: L2,
     src: Ipv6Addr,
@@ -80,8 +79,9 @@ struct Request<'a> {
     icmp: &'a [u8],
 }
 
-/// A Neighbor Solicitation for the gateway's address gets an Advertisement with its MAC.
-fn neighbor_solicit(gw: &Gateway, gw_ip: Ipv6Addr, req: &Request<'_>, out: &mut [u8]) -> Answer {
+/// A Neighbor Solicitation for one of the gateway's addresses gets an Advertisement for that
+/// address with the gateway's MAC.
+fn neighbor_solicit(gw: &Gateway, req: &Request<'_>, out: &mut [u8]) -> Answer {
     let Some(ns) = req.icmp.first_chunk::<ND_LEN>() else { return Answer::Malformed };
     // RFC 4861 §7.1.1: the receiver must discard solicitations failing these checks.
     if req.hop_limit != ND_HOP_LIMIT || ns[1] != 0 {
@@ -92,9 +92,10 @@ fn neighbor_solicit(gw: &Gateway, gw_ip: Ipv6Addr, req: &Request<'_>, out: &mut 
         return Answer::Malformed;
     }
     let Ok(source_ll) = source_link_layer(&req.icmp[ND_LEN..]) else { return Answer::Malformed };
-    if target != gw_ip {
+    if !gw.v6_addrs().contains(&Some(target)) {
         return Answer::Ignored;
     }
+    let gw_ip = target;
     if !req.l2.dst.is_multicast() && req.l2.dst != gw.mac {
         return Answer::Ignored;
     }
@@ -137,10 +138,11 @@ fn neighbor_solicit(gw: &Gateway, gw_ip: Ipv6Addr, req: &Request<'_>, out: &mut 
     Answer::Reply { kind: Reply::NeighborAdvert, len: r }
 }
 
-/// An echo request to the gateway's address gets an echo reply with the same identifier,
-/// sequence number and data.
-fn echo(gw: &Gateway, gw_ip: Ipv6Addr, req: &Request<'_>, out: &mut [u8]) -> Answer {
-    if req.dst != gw_ip || req.l2.dst != gw.mac {
+/// An echo request to one of the gateway's addresses gets an echo reply from that address with
+/// the same identifier, sequence number and data.
+fn echo(gw: &Gateway, req: &Request<'_>, out: &mut [u8]) -> Answer {
+    let gw_ip = req.dst;
+    if !gw.v6_addrs().contains(&Some(gw_ip)) || req.l2.dst != gw.mac {
         // Sent to the solicited-node group, or to a MAC other than the gateway's.
         return Answer::Ignored;
     }
@@ -316,6 +318,33 @@ mod tests {
         let mut none = gw();
         none.ipv6 = None;
         assert_eq!(answer(&none, &NS, &mut [0u8; REPLY_BUF]), Answer::Ignored);
+    }
+
+    #[test]
+    fn the_dns_address_is_advertised_and_pinged_with_the_gateway_mac() {
+        let dns = gw_with_dns();
+        let mut out = [0u8; REPLY_BUF];
+        // For fd00::3, to its solicited-node group ff02::1:ff00:3.
+        let ns = edited(NS, |f| {
+            f[5] = 3;
+            f[53] = 3;
+            f[77] = 3;
+        });
+        let na = edited(NA, |f| {
+            f[37] = 3; // from fd00::3
+            f[77] = 3; // target fd00::3, the gateway's MAC in the option
+        });
+        assert_eq!(answer(&dns, &ns, &mut out), Answer::Reply { kind: Reply::NeighborAdvert, len: NA.len() });
+        assert_eq!(out[..NA.len()], na);
+        assert_eq!(answer(&dns, &NS, &mut out), Answer::Reply { kind: Reply::NeighborAdvert, len: NA.len() });
+        assert_eq!(out[..NA.len()], NA, "the gateway's own address is answered as before");
+        assert_eq!(ask(&ns), (Answer::Ignored, vec![]), "no DNS address, no answer");
+
+        let echo = edited(ECHO6_REQUEST, |f| f[53] = 3);
+        let reply = edited(ECHO6_REPLY, |f| f[37] = 3);
+        assert_eq!(answer(&dns, &echo, &mut out), Answer::Reply { kind: Reply::Icmp6Echo, len: reply.len() });
+        assert_eq!(out[..reply.len()], reply);
+        assert_eq!(ask(&echo), (Answer::Ignored, vec![]));
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //!   Detection probes;
 //! - ICMPv6 echo requests to its IPv6 address (RFC 4443).
 //!
+//! Its DNS addresses ([`Gateway::dns4`], [`Gateway::dns6`]; slirp4netns's 10.0.2.3 beside the
+//! gateway's 10.0.2.2) are answered the same way, and serve DNS as the gateway's own do.
+//!
 //! Everything else is counted as ignored, malformed or too big (see [`RouterCounters`]) and
 //! dropped; nothing here panics on any input or allocates per frame.
 

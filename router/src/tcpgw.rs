@@ -107,7 +107,8 @@ pub struct TcpPeer {
 }
 
 /// A TCP endpoint at one network's gateway: listens on one port at the gateway's IPv4 and/or
-/// IPv6 address, and carries length-prefixed messages (see the module documentation).
+/// IPv6 addresses (its own, and a DNS address beside it), and carries length-prefixed messages
+/// (see the module documentation).
 ///
 /// Drive it from one thread: [`input`](Self::input) each frame [`wants_frame`](Self::wants_frame)
 /// claims, then [`poll`](Self::poll); [`poll`](Self::poll) again after [`reply`](Self::reply),
@@ -115,8 +116,9 @@ pub struct TcpPeer {
 /// timeouts).
 pub struct TcpGateway {
     mac: Mac,
-    v4: Option<Ipv4Addr>,
-    v6: Option<Ipv6Addr>,
+    /// The addresses it listens at (None entries: none).
+    v4: Box<[Option<Ipv4Addr>]>,
+    v6: Box<[Option<Ipv6Addr>]>,
     port: u16,
     max_conns: usize,
     idle_ms: u64,
@@ -180,37 +182,43 @@ impl fmt::Debug for TcpGateway {
 }
 
 impl TcpGateway {
-    /// Listens on `port` at the gateway's addresses (either may be None), with at most
-    /// `max_conns` connections at once (further SYNs get a RST); connections are closed after
-    /// `idle_ms` without a segment from the client or a reply.
-    pub fn new(mac: Mac, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>, port: u16, max_conns: usize, idle_ms: u64) -> Self {
+    /// Listens on `port` at the addresses in `v4` and `v6` (None entries are skipped; the
+    /// gateway's own and its DNS address), with at most `max_conns` connections at once
+    /// (further SYNs get a RST); connections are closed after `idle_ms` without a segment from
+    /// the client or a reply. A connection's packets come from the address it was opened to.
+    pub fn new(mac: Mac, v4: &[Option<Ipv4Addr>], v6: &[Option<Ipv6Addr>], port: u16, max_conns: usize, idle_ms: u64) -> Self {
         let mut tx = VecDeque::new();
         let mut cfg = Config::new(HardwareAddress::Ip);
         // smoltcp draws initial sequence numbers from this seed; an off-path host must not be
         // able to guess them (RFC 6528). std's RandomState is keyed from the OS's randomness.
         cfg.random_seed = std::collections::hash_map::RandomState::new().hash_one((mac.0, port));
         let mut iface = Interface::new(cfg, &mut Link { rx: None, tx: &mut tx }, Instant::ZERO);
+        let addrs = v4.iter().flatten().map(|&a| IpCidr::new(IpAddress::Ipv4(a), 32));
+        let addrs = addrs.chain(v6.iter().flatten().map(|&a| IpCidr::new(IpAddress::Ipv6(a), 128)));
+        let mut all_held = true;
         iface.update_ip_addrs(|a| {
-            // Two addresses at most, which smoltcp's default capacity holds.
-            if let Some(v4) = v4 {
-                let _ = a.push(IpCidr::new(IpAddress::Ipv4(v4), 32));
-            }
-            if let Some(v6) = v6 {
-                let _ = a.push(IpCidr::new(IpAddress::Ipv6(v6), 128));
+            for cidr in addrs {
+                all_held &= a.push(cidr).is_ok();
             }
         });
+        if !all_held {
+            // smoltcp holds two addresses by default; beyond that it would drop segments to the
+            // others and reset their connections. AnyIP makes it take every destination, which
+            // opens nothing: check() lets through only segments to the addresses given here.
+            iface.set_any_ip(true);
+        }
         // smoltcp sends only to addresses it has a route to; with Medium::Ip any route will do,
         // and clients are outside our /32 and /128.
-        if let Some(v4) = v4 {
+        if let Some(&v4) = v4.iter().flatten().next() {
             let _ = iface.routes_mut().add_default_ipv4_route(v4);
         }
-        if let Some(v6) = v6 {
+        if let Some(&v6) = v6.iter().flatten().next() {
             let _ = iface.routes_mut().add_default_ipv6_route(v6);
         }
         TcpGateway {
             mac,
-            v4,
-            v6,
+            v4: v4.into(),
+            v6: v6.into(),
             port,
             max_conns,
             idle_ms,
@@ -230,29 +238,32 @@ impl TcpGateway {
     /// Whether `eth` (a bare Ethernet frame) is TCP to one of our addresses and our port: only
     /// then call [`input`](Self::input).
     pub fn wants(&self, eth: &[u8]) -> bool {
-        Self::wants_frame(eth, self.v4, self.v6, self.port)
+        Self::wants_frame(eth, &self.v4, &self.v6, self.port)
     }
 
-    /// [`wants`](Self::wants) without an endpoint: whether `eth` is TCP to `v4` or `v6` and
-    /// `port`. A segment too short to show its port is claimed too (input() counts it
-    /// malformed); the destination MAC and the checksums are input()'s to check.
-    pub fn wants_frame(eth: &[u8], v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>, port: u16) -> bool {
+    /// [`wants`](Self::wants) without an endpoint: whether `eth` is TCP to one of the addresses
+    /// in `v4` or `v6` and `port`. A segment too short to show its port is claimed too (input()
+    /// counts it malformed); the destination MAC and the checksums are input()'s to check.
+    pub fn wants_frame(eth: &[u8], v4: &[Option<Ipv4Addr>], v6: &[Option<Ipv6Addr>], port: u16) -> bool {
         let Some((hdr, ip)) = eth.split_first_chunk::<ETH_HDR_LEN>() else {
             return false;
         };
         let (port_at, ours) = match u16::from_be_bytes([hdr[12], hdr[13]]) {
             ETHERTYPE_IPV4 => {
-                let (Some(v4), Some(h)) = (v4, ip.first_chunk::<20>()) else {
+                let Some(h) = ip.first_chunk::<20>() else {
                     return false;
                 };
-                (usize::from(h[0] & 0x0f) * 4 + 2, h[9] == u8::from(IpProtocol::Tcp) && h[16..20] == v4.octets())
+                let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+                (usize::from(h[0] & 0x0f) * 4 + 2, h[9] == u8::from(IpProtocol::Tcp) && v4.contains(&Some(dst)))
             }
             ETHERTYPE_IPV6 => {
-                let (Some(v6), Some(h)) = (v6, ip.first_chunk::<40>()) else {
+                let Some(h) = ip.first_chunk::<40>() else {
                     return false;
                 };
+                let mut dst = [0u8; 16];
+                dst.copy_from_slice(&h[24..40]);
                 // Extension headers are not followed: TCP to the gateway has no reason for them.
-                (42, h[6] == u8::from(IpProtocol::Tcp) && h[24..40] == v6.octets())
+                (42, h[6] == u8::from(IpProtocol::Tcp) && v6.contains(&Some(Ipv6Addr::from(dst))))
             }
             _ => return false,
         };
@@ -461,7 +472,7 @@ impl TcpGateway {
                 // fragmentation feature is on) fail the TCP checks below.
                 let repr = Ipv4Repr::parse(&pkt, &caps).ok()?;
                 let s = repr.src_addr;
-                if Some(repr.dst_addr) != self.v4
+                if !self.v4.contains(&Some(repr.dst_addr))
                     || repr.next_header != IpProtocol::Tcp
                     || s.is_broadcast()
                     || s.is_multicast()
@@ -476,7 +487,8 @@ impl TcpGateway {
                 let pkt = Ipv6Packet::new_checked(payload).ok()?;
                 let repr = Ipv6Repr::parse(&pkt).ok()?;
                 let s = repr.src_addr;
-                if Some(repr.dst_addr) != self.v6 || repr.next_header != IpProtocol::Tcp || s.is_multicast() || s.is_unspecified() {
+                let ours = self.v6.contains(&Some(repr.dst_addr));
+                if !ours || repr.next_header != IpProtocol::Tcp || s.is_multicast() || s.is_unspecified() {
                     return None;
                 }
                 (payload.get(..40 + repr.payload_len)?, IpAddress::Ipv6(s), IpAddress::Ipv6(repr.dst_addr), pkt.payload())
@@ -716,6 +728,10 @@ mod tests {
 
     impl Net {
         fn new(max_conns: usize, idle_ms: u64) -> Self {
+            Self::with_gateway(TcpGateway::new(GW_MAC, &[Some(GW4)], &[Some(GW6)], DNS, max_conns, idle_ms))
+        }
+
+        fn with_gateway(gw: TcpGateway) -> Self {
             let mut tx = VecDeque::new();
             let mut cfg = Config::new(HardwareAddress::Ip);
             cfg.random_seed = 42;
@@ -724,22 +740,18 @@ mod tests {
                 a.push(IpCidr::new(IpAddress::Ipv4(CLIENT4), 24)).unwrap();
                 a.push(IpCidr::new(IpAddress::Ipv6(CLIENT6), 64)).unwrap();
             });
-            Net {
-                gw: TcpGateway::new(GW_MAC, Some(GW4), Some(GW6), DNS, max_conns, idle_ms),
-                client,
-                sockets: SocketSet::new(Vec::new()),
-                now: 1000,
-                msgs: Vec::new(),
-                to_client: Vec::new(),
-                sent: Vec::new(),
-            }
+            Net { gw, client, sockets: SocketSet::new(Vec::new()), now: 1000, msgs: Vec::new(), to_client: Vec::new(), sent: Vec::new() }
         }
 
         /// A client socket connecting to the gateway's port 53 from `local_port`.
         fn connect(&mut self, v6: bool, local_port: u16) -> SocketHandle {
+            self.connect_to(if v6 { IpAddress::Ipv6(GW6) } else { IpAddress::Ipv4(GW4) }, local_port)
+        }
+
+        /// A client socket connecting to port 53 of `addr` from `local_port`.
+        fn connect_to(&mut self, addr: IpAddress, local_port: u16) -> SocketHandle {
             let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 128 * 1024]), tcp::SocketBuffer::new(vec![0; 16 * 1024]));
-            let gw = if v6 { IpAddress::Ipv6(GW6) } else { IpAddress::Ipv4(GW4) };
-            s.connect(self.client.context(), (gw, DNS), local_port).unwrap();
+            s.connect(self.client.context(), (addr, DNS), local_port).unwrap();
             self.sockets.add(s)
         }
 
@@ -858,6 +870,56 @@ mod tests {
     #[test]
     fn ipv6_works_the_same() {
         query_and_reply(true);
+    }
+
+    #[test]
+    fn the_dns_address_beside_the_gateway_serves_from_itself() {
+        let (dns4, dns6) = (Ipv4Addr::new(10, 0, 0, 3), Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3));
+        // Two addresses fit smoltcp's interface; four do not, and take the AnyIP path.
+        let two = TcpGateway::new(GW_MAC, &[Some(GW4), Some(dns4)], &[], DNS, 8, 10_000);
+        let four = TcpGateway::new(GW_MAC, &[Some(GW4), Some(dns4)], &[Some(GW6), Some(dns6)], DNS, 8, 10_000);
+        for (gw, targets) in
+            [(two, &[IpAddress::Ipv4(dns4), IpAddress::Ipv4(GW4)][..]), (four, &[dns4.into(), dns6.into(), GW4.into()][..])]
+        {
+            let mut n = Net::with_gateway(gw);
+            for (i, &to) in targets.iter().enumerate() {
+                let port = 40000 + i as u16;
+                // Established only if the SYN-ACK came from `to`: smoltcp's client takes nothing else.
+                let h = n.connect_to(to, port);
+                n.run(5);
+                assert_eq!(n.sock(h).state(), tcp::State::Established, "{to}");
+                n.sock(h).send_slice(&framed(b"query")).unwrap();
+                n.run(3);
+                let (id, m) = n.msgs.pop().unwrap();
+                assert_eq!(m, b"query");
+                assert_eq!(n.gw.peer(id).unwrap().local, IpAddr::from(to), "the answer's source");
+                assert!(n.gw.reply(id, b"answer"));
+                n.run(3);
+                assert_eq!(n.read(h), framed(b"answer"));
+            }
+            assert_eq!(n.gw.counters().accepted, targets.len() as u64);
+        }
+    }
+
+    #[test]
+    fn anyip_opens_no_address_that_was_not_given() {
+        let dns4 = Ipv4Addr::new(10, 0, 0, 3);
+        let mut n = Net::with_gateway(TcpGateway::new(GW_MAC, &[Some(GW4), Some(dns4)], &[Some(GW6), None], DNS, 8, 10_000));
+        let h = n.connect_to(IpAddress::Ipv4(dns4), 40000);
+        n.run(5);
+        assert_eq!(n.sock(h).state(), tcp::State::Established);
+        // The same SYN to 10.0.0.9: not claimed, and refused if input() is given it anyway.
+        let mut syn = n.sent[0].clone();
+        syn[ETH_HDR_LEN + 19] = 9;
+        syn[ETH_HDR_LEN + 10..ETH_HDR_LEN + 12].fill(0);
+        let c = crate::checksum::of(&syn[ETH_HDR_LEN..ETH_HDR_LEN + 20]);
+        syn[ETH_HDR_LEN + 10..ETH_HDR_LEN + 12].copy_from_slice(&c.to_be_bytes());
+        assert!(!n.gw.wants(&syn));
+        let before = n.gw.counters();
+        n.gw.input(&syn, CLIENT_PORT, n.now);
+        let mut sent = 0;
+        n.gw.poll(n.now, &mut |_, _| panic!("no message"), &mut |_, _| sent += 1);
+        assert_eq!((sent, n.gw.counters().malformed, n.gw.counters().accepted), (0, before.malformed + 1, before.accepted));
     }
 
     #[test]
@@ -1138,11 +1200,11 @@ mod tests {
         n.established(true, 40001);
         let (syn4, syn6) = (n.sent[0].clone(), n.sent.iter().find(|f| f[ETH_HDR_LEN] >> 4 == 6).unwrap().clone());
         assert!(n.gw.wants(&syn4) && n.gw.wants(&syn6));
-        let other_port = TcpGateway::new(GW_MAC, Some(GW4), Some(GW6), 853, 8, 1000);
+        let other_port = TcpGateway::new(GW_MAC, &[Some(GW4)], &[Some(GW6)], 853, 8, 1000);
         assert!(!other_port.wants(&syn4) && !other_port.wants(&syn6));
-        let other_addr = TcpGateway::new(GW_MAC, Some(CLIENT4), Some(CLIENT6), DNS, 8, 1000);
+        let other_addr = TcpGateway::new(GW_MAC, &[Some(CLIENT4)], &[Some(CLIENT6)], DNS, 8, 1000);
         assert!(!other_addr.wants(&syn4) && !other_addr.wants(&syn6));
-        let none = TcpGateway::new(GW_MAC, None, None, DNS, 8, 1000);
+        let none = TcpGateway::new(GW_MAC, &[], &[], DNS, 8, 1000);
         assert!(!none.wants(&syn4) && !none.wants(&syn6));
         let mut udp = syn4.clone();
         udp[ETH_HDR_LEN + 9] = 17;
@@ -1172,7 +1234,7 @@ mod tests {
     #[test]
     fn truncated_and_corrupted_frames_are_counted_malformed() {
         let corpus = corpus();
-        let mut gw = TcpGateway::new(GW_MAC, Some(GW4), Some(GW6), DNS, 8, 10_000);
+        let mut gw = TcpGateway::new(GW_MAC, &[Some(GW4)], &[Some(GW6)], DNS, 8, 10_000);
         let mut expect = 0;
         for f in &corpus {
             for len in 0..f.len() {

@@ -26,6 +26,8 @@ fn network(mac: Mac, v4: &str, v6: &str, mtu: u32) -> NetworkL3 {
         internal: false,
         uplink: false,
         host_loopback: false,
+        dns4: None,
+        dns6: None,
     }
 }
 
@@ -854,4 +856,75 @@ fn tcp_and_udp_for_the_gateway_go_up_but_not_its_own_services() {
     }
     // Without the uplink, the gateway's address is only the gateway.
     assert_eq!(run(&router(), 1, to_gw(6, 8080), NOW).0, Forward::Local);
+}
+
+/// [`uplink_router`] with DNS addresses beside network 1's gateway, as slirp4netns has.
+fn uplink_router_with_dns() -> L3 {
+    let mut c = L3Config::new();
+    let n1 = network(GW1, "10.20.0.1/24", "fd20::1/64", 1500);
+    c.set_network(1, NetworkL3 { uplink: true, dns4: Some("10.20.0.3".parse().unwrap()), dns6: Some("fd20::3".parse().unwrap()), ..n1 })
+        .unwrap();
+    let l3 = L3::new();
+    l3.store(c);
+    l3
+}
+
+#[test]
+fn everything_to_the_dns_address_is_the_gateways_never_the_uplinks() {
+    let l3 = uplink_router_with_dns();
+    let to_dns4 = |proto: u8, dport: u16| {
+        let mut f = v4_edit(&UDP4_IN, [10, 20, 0, 3], 64, true, 0);
+        f[23] = proto;
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        fix_ipv4_header(&mut f);
+        wire(&f)
+    };
+    let to_dns6 = |proto: u8, dport: u16| {
+        let mut f = v6_edit(&UDP6_IN, "fd20::3", 64, 0);
+        f[20] = proto;
+        f[56..58].copy_from_slice(&dport.to_be_bytes());
+        wire(&f)
+    };
+    for (proto, port) in [(6, 53), (17, 53), (6, 8080), (17, 5353), (1, 0)] {
+        assert_eq!(run(&l3, 1, to_dns4(proto, port), NOW).0, Forward::Local, "{proto}/{port} to 10.20.0.3");
+        let proto6 = if proto == 1 { 58 } else { proto };
+        assert_eq!(run(&l3, 1, to_dns6(proto6, port), NOW).0, Forward::Local, "{proto6}/{port} to fd20::3");
+    }
+    // The gateway's own address still sends the host's traffic up; its DNS stays local.
+    let mut to_gw = v4_edit(&UDP4_IN, [10, 20, 0, 1], 64, true, 0);
+    fix_ipv4_header(&mut to_gw);
+    assert_eq!(run(&l3, 1, wire(&to_gw), NOW).0, Forward::Uplink);
+    // Without the DNS address, 10.20.0.3 is a neighbour like any other, to be resolved.
+    assert_eq!(run(&uplink_router(false), 1, to_dns4(17, 53), NOW).0, Forward::Resolve { net: 1, ip: ip("10.20.0.3") });
+    // And no frame may claim it for a container.
+    assert_eq!(l3.learn_neighbor(1, ip("10.20.0.3"), A, NOW), None);
+    assert_eq!(l3.learn_neighbor(1, ip("fd20::3"), A, NOW), None);
+    assert!(l3.learn_neighbor(1, ip("10.20.0.4"), A, NOW).is_some());
+}
+
+#[test]
+fn dns_addresses_must_be_hosts_of_the_subnet_other_than_the_gateway() {
+    let mut c = L3Config::new();
+    let n = network(GW1, "10.20.0.1/24", "fd20::1/64", 1500);
+    let with = |dns4: Option<&str>, dns6: Option<&str>| NetworkL3 {
+        dns4: dns4.map(|s| s.parse().unwrap()),
+        dns6: dns6.map(|s| s.parse().unwrap()),
+        ..n
+    };
+    let v4 = |dns: &str| Err(L3Error::DnsAddress { dns: ip(dns), subnet: "10.20.0.1/24".parse().unwrap() });
+    let v6 = |dns: &str| Err(L3Error::DnsAddress { dns: ip(dns), subnet: "fd20::1/64".parse().unwrap() });
+    for bad in ["10.30.0.3", "10.20.0.1", "10.20.0.0", "10.20.0.255"] {
+        assert_eq!(c.set_network(1, with(Some(bad), None)), v4(bad), "{bad}");
+    }
+    for bad in ["fd30::3", "fd20::1", "fd20::"] {
+        assert_eq!(c.set_network(1, with(None, Some(bad))), v6(bad), "{bad}");
+    }
+    let no_v6 = NetworkL3 { ipv6: None, ..with(None, Some("fd20::3")) };
+    assert_eq!(c.set_network(1, no_v6), Err(L3Error::NoGateway { prefix: "fd20::3/128".parse().unwrap(), net: 1 }));
+    assert_eq!(c.networks().count(), 0, "nothing was changed");
+    assert_eq!(c.set_network(1, with(Some("10.20.0.3"), Some("fd20::3"))), Ok(None));
+    assert_eq!(
+        L3Error::DnsAddress { dns: ip("10.20.0.1"), subnet: "10.20.0.1/24".parse().unwrap() }.to_string(),
+        "DNS address 10.20.0.1 must be inside 10.20.0.1/24 and be neither the gateway's address nor the subnet's network or broadcast address"
+    );
 }
