@@ -35,10 +35,14 @@ pub(crate) struct IcmpFlow {
 }
 
 impl IcmpFlow {
-    /// Err with `PermissionDenied` when `net.ipv4.ping_group_range` leaves this user out.
+    /// Err with `PermissionDenied` when `net.ipv4.ping_group_range` leaves this user out. The
+    /// socket is bound to `from` (the network's outbound address) if given, the identifier left
+    /// to the kernel.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         container: IpAddr,
         remote: IpAddr,
+        from: Option<IpAddr>,
         host: IpAddr,
         id: u16,
         dest: Dest,
@@ -54,6 +58,7 @@ impl IcmpFlow {
             }
             Err(e) => return Err(e),
         };
+        super::bind_source(&sock, from, host)?;
         sock.connect(&SockAddr::from(SocketAddr::new(host, 0)))?;
         poller.add_edge(sock.as_raw_fd(), token)?;
         Ok(IcmpFlow { sock, dest, container, remote, id, raw })

@@ -13,7 +13,9 @@
 //!
 //! Destinations: the network's gateway address means the host itself (127.0.0.1 or ::1), and
 //! only with `host_loopback` (new flows to it are refused otherwise, TCP with a RST); anything
-//! else goes where it was addressed.
+//! else goes where it was addressed. A network's outbound addresses (slirp4netns'
+//! `--outbound-addr`) are the local addresses its own flows' host sockets are bound to, so that
+//! the world sees them come from there; see [`EngineNet::outbound4`].
 //!
 //! Published ports ([`Engine::publish`], the `publish` module) work the other way: host sockets
 //! whose clients' connections and datagrams the engine carries to a container. A frame from a
@@ -50,6 +52,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use socket2::{SockAddr, Socket};
 use vswitch_switch::sys::EventFd;
 use vswitch_switch::{Mac, Uplink};
 
@@ -78,6 +81,14 @@ pub struct EngineNet {
     /// The largest IP packet the network's containers take: replies are cut to it (TCP segments
     /// by the container's kernel, through GSO; UDP and ICMP replies as IP fragments).
     pub mtu: u32,
+    /// The local addresses the network's own flows leave from, by family (slirp4netns'
+    /// `--outbound-addr` and `--outbound-addr6`; None: whatever the kernel's routes pick). A flow
+    /// whose host socket cannot be bound there (an address the host does not have) is refused as
+    /// if its connect had failed. Published ports' flows leave from their own socket, and flows to
+    /// the host's loopback keep the kernel's choice unless the address is a loopback one (see
+    /// `outbound_source`).
+    pub outbound4: Option<Ipv4Addr>,
+    pub outbound6: Option<Ipv6Addr>,
 }
 
 /// Where frames come from and where they go: [`Uplink`] in the daemon, an in-memory double in
@@ -226,7 +237,8 @@ counters! {
     drop_flow_table_full,
     /// Refused: `net.ipv4.ping_group_range` forbids ping sockets to this user.
     drop_ping_not_permitted,
-    /// Refused: a host socket could not be made (out of descriptors, ...).
+    /// Refused: a UDP or ICMP host socket could not be made, bound to the network's outbound
+    /// address or connected (out of descriptors, an address the host lacks, ...).
     drop_host_socket_failed,
     /// Dropped: a host socket did not take a datagram (its buffer full, an error).
     drop_host_send_failed,
@@ -758,8 +770,9 @@ impl Core {
         let token = self.token();
         let tcp_at = pkt.ip.len() - l4.len();
         let local = SocketAddr::new(pkt.dst, dport);
+        let from = self.nets.get(&net).and_then(|cfg| outbound_source(cfg, host));
         let (conn, connected) =
-            match TcpConn::connect(pkt.ip, tcp_at, local, SocketAddr::new(host, dport), dest, self.params, &self.poller, token) {
+            match TcpConn::connect(pkt.ip, tcp_at, local, from, SocketAddr::new(host, dport), dest, self.params, &self.poller, token) {
                 Ok(r) => r,
                 Err(e) => {
                     connect_failed(c, &e);
@@ -935,7 +948,8 @@ impl Core {
                     return;
                 }
                 let token = self.token();
-                let flow = match UdpFlow::open(container, remote, SocketAddr::new(host, dport), dest, &self.poller, token) {
+                let from = self.nets.get(&net).and_then(|cfg| outbound_source(cfg, host));
+                let flow = match UdpFlow::open(container, remote, from, SocketAddr::new(host, dport), dest, &self.poller, token) {
                     Ok(f) => f,
                     Err(_) => return add(&c.drop_host_socket_failed, 1),
                 };
@@ -978,7 +992,8 @@ impl Core {
                     return;
                 }
                 let token = self.token();
-                let flow = match IcmpFlow::open(pkt.src, pkt.dst, host, echo_id, dest, &self.poller, token) {
+                let from = self.nets.get(&net).and_then(|cfg| outbound_source(cfg, host));
+                let flow = match IcmpFlow::open(pkt.src, pkt.dst, from, host, echo_id, dest, &self.poller, token) {
                     Ok(f) => f,
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
                         add(&c.drop_ping_not_permitted, 1);
@@ -1105,8 +1120,35 @@ fn host_address(net: &EngineNet, dst: IpAddr) -> Option<IpAddr> {
         a if unicast(a) => Some(a),
         _ => None,
     };
-    // Tests feed random frames: whatever they address, no socket may leave the machine.
+    // Tests feed random frames: whatever they address, no socket may leave the machine. Only an
+    // outbound address's flows go further, to have their bind refused (see `bind_source`).
     #[cfg(test)]
-    let host = host.filter(IpAddr::is_loopback);
+    let host = host.filter(|h| h.is_loopback() || outbound_source(net, *h).is_some());
     host
+}
+
+/// The local address a flow of network `net` to `host` leaves from: the network's outbound
+/// address of that family. Not toward the host's loopback (the gateway's address), which needs
+/// none and which an outbound address the host has lost would cut off; a loopback outbound
+/// address reaches it, though, and is kept there.
+fn outbound_source(net: &EngineNet, host: IpAddr) -> Option<IpAddr> {
+    let from = match host {
+        IpAddr::V4(_) => net.outbound4.map(IpAddr::V4),
+        IpAddr::V6(_) => net.outbound6.map(IpAddr::V6),
+    }?;
+    (!host.is_loopback() || from.is_loopback()).then_some(from)
+}
+
+/// Binds a new flow's host socket to its source address `from` (any port), before it connects
+/// to `to`. An address the host does not have fails here (EADDRNOTAVAIL), before anything is sent.
+pub(crate) fn bind_source(sock: &Socket, from: Option<IpAddr>, to: IpAddr) -> io::Result<()> {
+    if let Some(from) = from {
+        sock.bind(&SockAddr::from(SocketAddr::new(from, 0)))?;
+    }
+    // A test's flow past `host_address`'s loopback-only filter must have failed just above; one
+    // that did not (the address local after all) stops the engine rather than leave the machine.
+    if cfg!(test) {
+        assert!(to.is_loopback(), "a test's flow to {to} would leave the machine");
+    }
+    Ok(())
 }

@@ -510,6 +510,8 @@ mod tests {
             v6: Some("fd00::1".parse().unwrap()),
             host_loopback: false,
             mtu: 1500,
+            outbound4: None,
+            outbound6: None,
         }
     }
 

@@ -187,14 +187,15 @@ impl std::fmt::Debug for TcpConn {
 }
 
 impl TcpConn {
-    /// Starts a host connection to `host_addr` for the container's SYN `syn` (an IP packet whose
-    /// transport header is at `tcp_at`), registered with `poller` under `token`. Err if the host
-    /// socket cannot even be made or the connect fails at once.
+    /// Starts a host connection from `from` (None: any address) to `host_addr` for the container's
+    /// SYN `syn` (an IP packet whose transport header is at `tcp_at`), registered with `poller`
+    /// under `token`. Err if the host socket cannot even be made or bound, or the connect fails at once.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn connect(
         syn: &[u8],
         tcp_at: usize,
         local: SocketAddr,
+        from: Option<IpAddr>,
         host_addr: SocketAddr,
         dest: Dest,
         params: TcpParams,
@@ -209,6 +210,7 @@ impl TcpConn {
         let sock = Socket::new(Domain::for_address(host_addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
         // The container's stack already coalesces (Nagle); ours would only add a delay.
         let _ = sock.set_tcp_nodelay(true);
+        super::bind_source(&sock, from, host_addr.ip())?;
         let connected = match sock.connect(&SockAddr::from(host_addr)) {
             Ok(()) => true,
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,

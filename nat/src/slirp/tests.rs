@@ -2,7 +2,8 @@
 //!
 //! Frames go through an in-memory [`FrameIo`]; the engine runs on its own thread with real time.
 //! The engine only ever reaches loopback addresses in tests (see `host_address`), whatever a
-//! (random) frame asks for. The tests take one lock: some count the process's open files.
+//! (random) frame asks for; other addresses only with an outbound address the host lacks, whose
+//! bind fails before anything is sent. The tests take one lock: some count the process's open files.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -225,9 +226,13 @@ impl Rig {
     }
 
     fn connect(&mut self, v6: bool, port: u16, local_port: u16) -> SocketHandle {
+        let gw = if v6 { IpAddr::V6(GW6) } else { IpAddr::V4(GW4) };
+        self.connect_to(SocketAddr::new(gw, port), local_port)
+    }
+
+    fn connect_to(&mut self, to: SocketAddr, local_port: u16) -> SocketHandle {
         let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 256 * 1024]), tcp::SocketBuffer::new(vec![0; 256 * 1024]));
-        let gw = if v6 { IpAddress::Ipv6(GW6) } else { IpAddress::Ipv4(GW4) };
-        s.connect(self.iface.context(), (gw, port), local_port).unwrap();
+        s.connect(self.iface.context(), (IpAddress::from(to.ip()), to.port()), local_port).unwrap();
         self.sockets.add(s)
     }
 
@@ -367,7 +372,7 @@ impl Rig {
 
 /// The rig's one network, with or without host-loopback.
 fn networks(host_loopback: bool, mtu: u32) -> HashMap<NetId, EngineNet> {
-    HashMap::from([(NET, EngineNet { mac: GW_MAC, v4: Some(GW4), v6: Some(GW6), host_loopback, mtu })])
+    HashMap::from([(NET, EngineNet { mac: GW_MAC, v4: Some(GW4), v6: Some(GW6), host_loopback, mtu, outbound4: None, outbound6: None })])
 }
 
 fn addrs(ip: &[u8]) -> (IpAddr, IpAddr) {
@@ -929,8 +934,7 @@ fn networks_removed_close_their_flows_and_unknown_ones_are_counted() {
     let c = rig.engine.counters();
     assert_eq!((c.drop_no_network, c.udp_open), (2, 0), "{c:?}");
     // Without host_loopback, the gateway's address reaches nothing.
-    rig.engine
-        .set_networks(HashMap::from([(NET, EngineNet { mac: GW_MAC, v4: Some(GW4), v6: Some(GW6), host_loopback: false, mtu: 1500 })]));
+    rig.engine.set_networks(HashMap::from([(NET, EngineNet { host_loopback: false, ..networks(true, 1500)[&NET].clone() })]));
     assert!(rig.exchange(udp_frame(src, dst, b"x"), 1, 300).is_empty());
     assert_eq!(rig.engine.counters().drop_denied, 1);
     stop.store(true, Ordering::Relaxed);
@@ -1380,4 +1384,161 @@ fn without_host_loopback_new_tcp_to_the_gateway_is_reset() {
     let c = rig.engine.counters();
     assert_eq!((c.drop_denied, c.tcp_open), (1, 0), "{c:?}");
     drop(l);
+}
+
+/// The rig's network, its flows leaving from these addresses.
+fn outbound(v4: Option<&str>, v6: Option<&str>) -> HashMap<NetId, EngineNet> {
+    let mut nets = networks(true, 1500);
+    let n = nets.get_mut(&NET).unwrap();
+    n.outbound4 = v4.map(|a| a.parse().unwrap());
+    n.outbound6 = v6.map(|a| a.parse().unwrap());
+    nets
+}
+
+/// Serves `nets` from the next frame on: the engine takes requests in order, so once it listed
+/// its flows it has the new networks (frames already queued may otherwise beat them).
+fn set_networks_now(rig: &Rig, nets: HashMap<NetId, EngineNet>) {
+    rig.engine.set_networks(nets);
+    rig.engine.flows();
+}
+
+/// A TCP connection from the container to the host's loopback through the gateway: the address
+/// the host's server saw it come from.
+fn tcp_peer(rig: &mut Rig, v6: bool, local_port: u16) -> IpAddr {
+    let (l, port) = listen(v6);
+    let host = std::thread::spawn(move || {
+        let (mut s, peer) = l.accept().unwrap();
+        s.write_all(b"seen").unwrap();
+        peer.ip()
+    });
+    let h = rig.connect(v6, port, local_port);
+    let mut got = Vec::new();
+    let done = rig.run_until(5000, |r| {
+        r.read(h, &mut got);
+        got == b"seen"
+    });
+    assert!(done, "{:?}", rig.engine.counters());
+    rig.sock(h).close();
+    host.join().unwrap()
+}
+
+/// A UDP datagram from the container to the host's loopback through the gateway, answered: the
+/// address the host's socket saw it come from.
+fn udp_peer(rig: &mut Rig, v6: bool, container_port: u16) -> IpAddr {
+    let s = UdpSocket::bind(if v6 { "[::1]:0" } else { "127.0.0.1:0" }).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (client, gw) = if v6 { (IpAddr::V6(CLIENT6), IpAddr::V6(GW6)) } else { (IpAddr::V4(CLIENT4), IpAddr::V4(GW4)) };
+    let src = SocketAddr::new(client, container_port);
+    let dst = SocketAddr::new(gw, s.local_addr().unwrap().port());
+    rig.other.clear();
+    rig.mem.push(NET, udp_frame(src, dst, b"who"));
+    let mut b = [0u8; 16];
+    let (n, peer) = s.recv_from(&mut b).unwrap_or_else(|e| panic!("{e}: {:?}", rig.engine.counters()));
+    assert_eq!(&b[..n], b"who");
+    s.send_to(b"you", peer).unwrap();
+    assert!(rig.run_until(5000, |r| !r.other.is_empty()));
+    assert_eq!(parse_udp(&rig.other[0]), (dst, src, b"you".to_vec()));
+    peer.ip()
+}
+
+#[test]
+fn flows_leave_from_the_networks_outbound_address() {
+    let _g = serial();
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    // Without one, the kernel picks (the loopback's own).
+    assert_eq!(tcp_peer(&mut rig, false, 47000), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(udp_peer(&mut rig, false, 47000), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // Linux routes all of 127/8 on lo, so these are the host's and reach 127.0.0.1.
+    for (i, a) in ["127.0.0.2", "127.0.0.3"].into_iter().enumerate() {
+        set_networks_now(&rig, outbound(Some(a), None));
+        let want: IpAddr = a.parse().unwrap();
+        assert_eq!(tcp_peer(&mut rig, false, 47001 + i as u16), want);
+        assert_eq!(udp_peer(&mut rig, false, 47001 + i as u16), want);
+        // The other family is left alone.
+        assert_eq!(udp_peer(&mut rig, true, 47001 + i as u16), IpAddr::V6(Ipv6Addr::LOCALHOST));
+    }
+    // ::1 is the one IPv6 loopback address: bound to it, flows still work.
+    set_networks_now(&rig, outbound(Some("127.0.0.2"), Some("::1")));
+    assert_eq!(tcp_peer(&mut rig, true, 47010), IpAddr::V6(Ipv6Addr::LOCALHOST));
+    assert_eq!(udp_peer(&mut rig, true, 47010), IpAddr::V6(Ipv6Addr::LOCALHOST));
+    // ICMP echo sockets are bound too, and their replies still find them.
+    let data = pattern(32, 13);
+    let replies = rig.exchange(echo_frame(IpAddr::V4(CLIENT4), IpAddr::V4(GW4), 0x4242, 1, &data), 1, 3000);
+    let c = rig.engine.counters();
+    if c.drop_ping_not_permitted == 0 {
+        assert_eq!(replies.len(), 1, "{c:?}");
+        assert_eq!(addrs(&replies[0]), (IpAddr::V4(GW4), IpAddr::V4(CLIENT4)));
+    }
+    assert_eq!((c.tcp_connect_failed, c.drop_host_socket_failed), (0, 0), "{c:?}");
+    assert!(rig.engine.running());
+}
+
+/// Whether `a` is an address of this host (a socket can be bound to it).
+fn local(a: &str) -> bool {
+    UdpSocket::bind(SocketAddr::new(a.parse().unwrap(), 0)).is_ok()
+}
+
+#[test]
+fn the_hosts_loopback_is_reached_whatever_the_outbound_address() {
+    let _g = serial();
+    if local("192.0.2.1") || local("2001:db8::1") {
+        eprintln!("SKIPPED the_hosts_loopback_is_reached_whatever_the_outbound_address: 192.0.2.1 or 2001:db8::1 is this host's");
+        return;
+    }
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    set_networks_now(&rig, outbound(Some("192.0.2.1"), Some("2001:db8::1")));
+    assert_eq!(tcp_peer(&mut rig, false, 47100), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(udp_peer(&mut rig, false, 47100), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(tcp_peer(&mut rig, true, 47101), IpAddr::V6(Ipv6Addr::LOCALHOST));
+    assert_eq!(udp_peer(&mut rig, true, 47101), IpAddr::V6(Ipv6Addr::LOCALHOST));
+    let c = rig.engine.counters();
+    assert_eq!((c.tcp_connect_failed, c.drop_host_socket_failed), (0, 0), "{c:?}");
+}
+
+#[test]
+fn an_outbound_address_the_host_lacks_refuses_flows_and_counts_them() {
+    let _g = serial();
+    // Binding to an address the host lacks fails before anything is sent; if it is the host's
+    // (or ip_nonlocal_bind is on), this test would send to the world, and `bind_source` stops it.
+    if local("192.0.2.1") || local("2001:db8::1") {
+        eprintln!("SKIPPED an_outbound_address_the_host_lacks_refuses_flows_and_counts_them: 192.0.2.1 or 2001:db8::1 binds here");
+        return;
+    }
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    set_networks_now(&rig, outbound(Some("192.0.2.1"), Some("2001:db8::1")));
+    for (i, (client, world)) in [(IpAddr::V4(CLIENT4), "198.51.100.7"), (IpAddr::V6(CLIENT6), "2001:db8:1::7")].into_iter().enumerate() {
+        let world: IpAddr = world.parse().unwrap();
+        let before = rig.engine.counters();
+        // TCP: reset, as a failed connect is.
+        let h = rig.connect_to(SocketAddr::new(world, 80), 47200 + i as u16);
+        assert!(rig.run_until(5000, |r| r.state(h) == tcp::State::Closed), "{:?}", rig.engine.counters());
+        let c = rig.engine.counters();
+        assert_eq!((c.tcp_connect_failed - before.tcp_connect_failed, c.tcp_opened, c.tcp_open), (1, 0, 0), "{c:?}");
+        // UDP and ICMP echo: dropped, as when their socket cannot be made.
+        let dst = SocketAddr::new(world, 53);
+        assert!(rig.exchange(udp_frame(SocketAddr::new(client, 5353), dst, b"q"), 1, 300).is_empty());
+        assert!(rig.exchange(echo_frame(client, world, 7, 1, b"ping"), 1, 300).is_empty());
+        let c = rig.engine.counters();
+        let icmp = u64::from(c.drop_ping_not_permitted == before.drop_ping_not_permitted);
+        assert_eq!(c.drop_host_socket_failed - before.drop_host_socket_failed, 1 + icmp, "{c:?}");
+        assert_eq!((c.udp_flows, c.icmp_flows, c.udp_open, c.icmp_open), (0, 0, 0, 0), "{c:?}");
+    }
+    assert!(rig.engine.flows().is_empty());
+    assert!(rig.engine.running());
+}
+
+#[test]
+fn outbound_sources_keep_to_their_family_and_leave_the_loopback_alone() {
+    let nets = outbound(Some("192.0.2.1"), Some("2001:db8::1"));
+    let n = &nets[&NET];
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(outbound_source(n, ip("198.51.100.7")), Some(ip("192.0.2.1")));
+    assert_eq!(outbound_source(n, ip("2001:db8:1::7")), Some(ip("2001:db8::1")));
+    assert_eq!(outbound_source(n, ip("127.0.0.1")), None);
+    assert_eq!(outbound_source(n, ip("::1")), None);
+    let nets = outbound(Some("127.0.0.2"), None);
+    let n = &nets[&NET];
+    assert_eq!(outbound_source(n, ip("127.0.0.1")), Some(ip("127.0.0.2")));
+    assert_eq!(outbound_source(n, ip("::1")), None);
+    assert_eq!(outbound_source(&networks(true, 1500)[&NET], ip("198.51.100.7")), None);
 }

@@ -1,7 +1,7 @@
 //! UDP flows of the slirp engine: one connected host socket per (container address and port, destination), replies rebuilt as frames.
 
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -11,8 +11,8 @@ use super::sys::Poller;
 use super::{add, Counters, FrameIo};
 
 /// One UDP flow: the container's address and port, where it sent to, and the host socket
-/// connected there (to the host's loopback for the gateway's address), which only the
-/// destination's answers reach.
+/// connected there (to the host's loopback for the gateway's address), from the network's
+/// outbound address if it has one, which only the destination's answers reach.
 #[derive(Debug)]
 pub(crate) struct UdpFlow {
     sock: Socket,
@@ -25,12 +25,14 @@ impl UdpFlow {
     pub(crate) fn open(
         container: SocketAddr,
         remote: SocketAddr,
+        from: Option<IpAddr>,
         host: SocketAddr,
         dest: Dest,
         poller: &Poller,
         token: u64,
     ) -> io::Result<Self> {
         let sock = Socket::new(Domain::for_address(host), Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
+        super::bind_source(&sock, from, host.ip())?;
         sock.connect(&SockAddr::from(host))?;
         poller.add_edge(sock.as_raw_fd(), token)?;
         Ok(UdpFlow { sock, dest, container, remote })
