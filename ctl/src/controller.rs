@@ -215,7 +215,15 @@ impl Controller {
                 let nid = *self.nets.get(&n.id)?;
                 Some((
                     nid,
-                    EngineNet { mac: n.gateway_mac(), v4: n.gateway4(), v6: n.gateway6(), host_loopback: n.host_loopback(), mtu: n.mtu },
+                    EngineNet {
+                        mac: n.gateway_mac(),
+                        v4: n.gateway4(),
+                        v6: n.gateway6(),
+                        host_loopback: n.host_loopback(),
+                        mtu: n.mtu,
+                        outbound4: None,
+                        outbound6: None,
+                    },
                 ))
             })
             .collect();
@@ -332,6 +340,8 @@ impl Controller {
                     internal: n.internal,
                     uplink: n.uplink(),
                     host_loopback: n.host_loopback(),
+                    dns4: None,
+                    dns6: None,
                 },
             )
             .map_err(bad)?;
@@ -467,7 +477,7 @@ impl Controller {
         }
         let cfg = NetworkConfig { aging_secs: n.aging_secs, mac_limit: n.mac_limit, mtu: n.mtu, gateway_mac: Some(n.gateway_mac()) };
         let id = self.dp.add_network(cfg).map_err(|e| ApiError::internal(e.to_string()))?;
-        self.gateways.set(id, Gateway { ipv4: n.gateway4(), ipv6: n.gateway6(), mac: n.gateway_mac() });
+        self.gateways.set(id, Gateway { ipv4: n.gateway4(), ipv6: n.gateway6(), mac: n.gateway_mac(), dns4: None, dns6: None });
         // IPv6 networks advertise their prefix, so SLAAC hosts configure themselves.
         let ra = n.v6().and_then(|c| match c.subnet {
             IpNet::V6(p) => {
@@ -557,7 +567,7 @@ impl Controller {
             ifname: ep.ifname.clone(),
             queues: self.dp.workers(),
             mtu: net.mtu,
-            mac: ep.mac,
+            mac: Some(ep.mac),
             addr: ep.ipv4.map(|a| (a, ep.prefix)),
             addr6: ep.ipv6.map(|a| (a, ep.prefix6)),
             default_via: if default_route && !net.internal { net.gateway4() } else { None },

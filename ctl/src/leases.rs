@@ -51,7 +51,8 @@ struct Inner {
 
 #[derive(Debug)]
 pub struct LeaseDb {
-    path: PathBuf,
+    /// None: kept in memory only (the slirp personalities, whose leases die with them).
+    path: Option<PathBuf>,
     inner: Mutex<Inner>,
 }
 
@@ -72,7 +73,12 @@ impl LeaseDb {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        Ok(Self { path, inner: Mutex::new(Inner { pools: HashMap::new(), leases }) })
+        Ok(Self { path: Some(path), inner: Mutex::new(Inner { pools: HashMap::new(), leases }) })
+    }
+
+    /// A store that writes nothing to disk.
+    pub fn in_memory() -> Self {
+        Self { path: None, inner: Mutex::new(Inner::default()) }
     }
 
     pub fn set_pool(&self, net: NetId, pool: Option<Pool>) {
@@ -103,11 +109,12 @@ impl LeaseDb {
     pub fn forget_network(&self, network_id: &str) {
         let mut i = self.inner.lock();
         i.leases.retain(|l| l.network_id != network_id);
-        let _ = save(&self.path, &i.leases);
+        let _ = save(self.path.as_deref(), &i.leases);
     }
 }
 
-fn save(path: &Path, leases: &[Lease]) -> std::io::Result<()> {
+fn save(path: Option<&Path>, leases: &[Lease]) -> std::io::Result<()> {
+    let Some(path) = path else { return Ok(()) };
     let bytes = serde_json::to_vec_pretty(leases).map_err(std::io::Error::other)?;
     write_durably(path, &bytes)
 }
@@ -116,7 +123,7 @@ fn save(path: &Path, leases: &[Lease]) -> std::io::Result<()> {
 struct NetLeases<'a> {
     inner: &'a mut Inner,
     net: NetId,
-    path: &'a Path,
+    path: Option<&'a Path>,
     now: u64,
 }
 
@@ -239,13 +246,13 @@ impl<A: Family> LeaseStore<A> for NetLeases<'_> {
 impl Leases for LeaseDb {
     fn with_v4(&self, net: NetId, f: &mut dyn FnMut(&mut dyn LeaseStore<Ipv4Addr>)) {
         let mut i = self.inner.lock();
-        let mut s = NetLeases { inner: &mut i, net, path: &self.path, now: now_secs() };
+        let mut s = NetLeases { inner: &mut i, net, path: self.path.as_deref(), now: now_secs() };
         f(&mut s);
     }
 
     fn with_v6(&self, net: NetId, f: &mut dyn FnMut(&mut dyn LeaseStore<Ipv6Addr>)) {
         let mut i = self.inner.lock();
-        let mut s = NetLeases { inner: &mut i, net, path: &self.path, now: now_secs() };
+        let mut s = NetLeases { inner: &mut i, net, path: self.path.as_deref(), now: now_secs() };
         f(&mut s);
     }
 

@@ -4,6 +4,7 @@
 pub mod api_types;
 pub mod cli;
 pub mod client;
+pub mod compat;
 pub mod controller;
 pub mod dns;
 pub mod error;

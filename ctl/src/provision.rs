@@ -91,7 +91,8 @@ pub struct TapSpec {
     pub ifname: String,
     pub queues: usize,
     pub mtu: u32,
-    pub mac: Mac,
+    /// None leaves the device's MAC as it is.
+    pub mac: Option<Mac>,
     pub addr: Option<(Ipv4Addr, u8)>,
     pub addr6: Option<(Ipv6Addr, u8)>,
     /// Install a default route via this gateway (the sandbox's first network).
@@ -108,7 +109,7 @@ fn runtime() -> io::Result<tokio::runtime::Runtime> {
 pub fn ensure_tap(netns: &Path, spec: TapSpec, reconfigure: bool) -> Result<(Tap, bool), ProvisionError> {
     let r = sys::in_netns(netns, move || {
         let existed = sys::if_nametoindex(&spec.ifname).is_ok();
-        let tap = match Tap::open(&spec.ifname, &TapOptions { queues: spec.queues, persist: true }) {
+        let tap = match Tap::open(&spec.ifname, &TapOptions { queues: spec.queues, persist: true, adopt: false }) {
             Ok(t) => t,
             Err(e) => return Ok(Err(ProvisionError::from(e))),
         };
@@ -124,6 +125,12 @@ pub fn ensure_tap(netns: &Path, spec: TapSpec, reconfigure: bool) -> Result<(Tap
     r.map_err(|e| ProvisionError::Netlink { what: "entering the sandbox's namespace".into(), source: e })?
 }
 
+/// Configures an interface of the calling thread's namespace as `spec` says, every setting
+/// (the slirp4netns personality's `--configure`, run in a process that joined the namespace).
+pub fn configure_here(spec: &TapSpec) -> Result<(), ProvisionError> {
+    runtime().map_err(nl("tokio runtime"))?.block_on(configure_link(spec, true))
+}
+
 async fn configure_link(spec: &TapSpec, full: bool) -> Result<(), ProvisionError> {
     let (conn, handle, _) = rtnetlink::new_connection().map_err(nl("netlink socket"))?;
     tokio::spawn(conn);
@@ -134,14 +141,11 @@ async fn configure_link(spec: &TapSpec, full: bool) -> Result<(), ProvisionError
         .map(|l| l.header.index)
         .ok_or_else(|| ProvisionError::Netlink { what: format!("looking up {ifname}"), source: io::ErrorKind::NotFound.into() })?;
     if full {
-        handle
-            .link()
-            .set(index)
-            .mtu(spec.mtu)
-            .address(spec.mac.0.to_vec())
-            .execute()
-            .await
-            .map_err(nl(format!("setting MTU {} and MAC {} on {ifname}", spec.mtu, spec.mac)))?;
+        let mut set = handle.link().set(index).mtu(spec.mtu);
+        if let Some(mac) = spec.mac {
+            set = set.address(mac.0.to_vec());
+        }
+        set.execute().await.map_err(nl(format!("setting MTU {} and MAC {:?} on {ifname}", spec.mtu, spec.mac)))?;
     }
     // The loopback must be up for a sandbox to talk to itself; harmless if it already is.
     if let Some(lo) = handle.link().get().match_name("lo".into()).execute().try_next().await.ok().flatten() {

@@ -4,6 +4,7 @@
 //! never collide with each other or with a previous run. Each test starts its own vswitchd
 //! with its own socket and state directory.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -508,4 +509,81 @@ pub fn http_raw(socket: &Path, request: &str) -> (u16, String) {
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
     (status, body)
+}
+/// Test users alive in this process, and /dev/net/tun's mode before the first was created.
+static TUN_OPENED: std::sync::Mutex<(u32, u32)> = std::sync::Mutex::new((0, 0o600));
+
+/// A user for the test, removed with its home on drop; /dev/net/tun opened to everyone while
+/// it lives (it is 0600 on these machines where distributions ship 0666), and put back.
+#[derive(Debug)]
+pub struct TestUser {
+    pub name: String,
+}
+
+impl TestUser {
+    pub fn create() -> Self {
+        let name = unique("vsu");
+        ok("useradd", &["-m", &name]);
+        let mut tun = TUN_OPENED.lock().unwrap_or_else(|e| e.into_inner());
+        if tun.0 == 0 {
+            tun.1 = std::fs::metadata("/dev/net/tun").map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
+            let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666));
+        }
+        tun.0 += 1;
+        TestUser { name }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let mut tun = TUN_OPENED.lock().unwrap_or_else(|e| e.into_inner());
+        tun.0 -= 1;
+        if tun.0 == 0 {
+            let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(tun.1));
+        }
+        drop(tun);
+        kill_processes_of(&self.name);
+        let _ = run("userdel", &["-r", &self.name]);
+    }
+}
+
+/// Kills (by PID) whatever the test user still runs: only processes this test started as it.
+pub fn kill_processes_of(user: &str) {
+    let Ok(uid) = String::from_utf8(run("id", &["-u", user]).stdout) else { return };
+    let uid = uid.trim().to_string();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let owner = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("");
+        if owner == uid {
+            // SAFETY: kill(2) on a PID read from /proc that belongs to the test's own user.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A directory everyone may read, holding copies of the binaries (the build directory need not
+/// be readable by the test user); removed on drop.
+#[derive(Debug)]
+pub struct Stage(pub PathBuf);
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Stage {
+    /// A fresh directory owned by `user` and readable by all, holding copies of the build's
+    /// binaries: `(binary, name of the copy)` (a copy named `slirp4netns` runs that personality).
+    pub fn new(user: &TestUser, bins: &[(&str, &str)]) -> Self {
+        let stage = Stage(std::env::temp_dir().join(unique("vsr")));
+        std::fs::create_dir_all(&stage.0).unwrap();
+        for (bin, name) in bins {
+            std::fs::copy(bin_dir().join(bin), stage.0.join(name)).unwrap();
+        }
+        ok("chown", &["-R", &user.name, stage.0.to_str().unwrap()]);
+        std::fs::set_permissions(&stage.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        stage
+    }
 }

@@ -4,60 +4,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
 use vswitch_tests::*;
-
-/// A user for the test, removed with its home on drop; /dev/net/tun opened to everyone while
-/// it lives (it is 0600 on these machines where distributions ship 0666), and put back.
-struct TestUser {
-    name: String,
-    tun_mode: u32,
-}
-
-impl TestUser {
-    fn create() -> Self {
-        let name = unique("vsu");
-        ok("useradd", &["-m", &name]);
-        let tun_mode = std::fs::metadata("/dev/net/tun").map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
-        let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666));
-        TestUser { name, tun_mode }
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(self.tun_mode));
-        kill_processes_of(&self.name);
-        let _ = run("userdel", &["-r", &self.name]);
-    }
-}
-
-/// Kills (by PID) whatever the test user still runs: only processes this test started as it.
-fn kill_processes_of(user: &str) {
-    let Ok(uid) = String::from_utf8(run("id", &["-u", user]).stdout) else { return };
-    let uid = uid.trim().to_string();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-        let owner = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("");
-        if owner == uid {
-            // SAFETY: kill(2) on a PID read from /proc that belongs to the test's own user.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
-/// A directory everyone may read, holding copies of the binaries (the build directory need not
-/// be readable by the test user); removed on drop.
-struct Stage(PathBuf);
-
-impl Drop for Stage {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const SCRIPT: &str = r#"
 set -eu
@@ -92,14 +40,8 @@ fn an_ordinary_user_runs_vswitchd_in_a_user_namespace() {
         return;
     }
     let user = TestUser::create();
-    let stage = Stage(std::env::temp_dir().join(unique("vsr")));
-    std::fs::create_dir_all(&stage.0).unwrap();
-    for bin in ["vswitchd", "vswitchctl"] {
-        std::fs::copy(bin_dir().join(bin), stage.0.join(bin)).unwrap();
-    }
+    let stage = Stage::new(&user, &[("vswitchd", "vswitchd"), ("vswitchctl", "vswitchctl")]);
     std::fs::write(stage.0.join("run.sh"), SCRIPT).unwrap();
-    ok("chown", &["-R", &user.name, stage.0.to_str().unwrap()]);
-    std::fs::set_permissions(&stage.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     // The host's service, on its loopback only.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let host_port = l.local_addr().unwrap().port();

@@ -54,6 +54,14 @@ struct Args {
 }
 
 fn main() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some((name, args)) = vswitch_ctl::compat::personality(&argv) {
+        // Callers log a personality's output as warnings: say only what matters.
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,netlink_packet_route=error"))
+            .format_timestamp_millis()
+            .init();
+        std::process::exit(vswitch_ctl::compat::run(name, args));
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,netlink_packet_route=error"))
         .format_timestamp_millis()
         .init();

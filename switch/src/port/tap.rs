@@ -39,6 +39,15 @@ struct IfReqFlags {
     _pad: [u8; 22],
 }
 
+/// `struct ifreq` as SIOCGIFHWADDR fills it: a name and a `struct sockaddr`.
+#[repr(C)]
+struct IfReqHwAddr {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    family: libc::sa_family_t,
+    data: [u8; 14],
+    _pad: [u8; 8],
+}
+
 /// Why a TAP could not be opened; the message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -61,6 +70,11 @@ pub struct TapOptions {
     pub queues: usize,
     /// Keep the device when our fds close, so a restarted daemon finds it.
     pub persist: bool,
+    /// Take the device as someone else made it (rootlesskit's `ip tuntap add` makes a
+    /// single-queue TAP and owns its configuration): a single-queue TAP is attached with one
+    /// queue, and its persistence is left as it is. A TAP that does not exist is created
+    /// multiqueue and not persistent, as slirp4netns creates one for Podman.
+    pub adopt: bool,
 }
 
 /// A TAP device in whichever network namespace it was opened in; the fds work from anywhere.
@@ -75,22 +89,30 @@ impl Tap {
     /// persistent one of that name, with `opts.queues` queues.
     pub fn open(name: &str, opts: &TapOptions) -> Result<Self, TapError> {
         let ifname = sys::ifname_bytes(name).map_err(TapError::Name)?;
-        let queues = opts.queues.max(1);
+        let mut queues = opts.queues.max(1);
         let mut fds = Vec::with_capacity(queues);
-        for q in 0..queues {
-            let file =
-                OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/net/tun").map_err(
-                    |e| if e.kind() == io::ErrorKind::PermissionDenied { TapError::TunPermission } else { TapError::TunOpen(e) },
-                )?;
-            let fd: OwnedFd = file.into();
-            let mut req = IfReqFlags { name: ifname, flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE, _pad: [0; 22] };
+        let mut flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
+        while fds.len() < queues {
+            let fd = open_tun()?;
+            let mut req = IfReqFlags { name: ifname, flags, _pad: [0; 22] };
             // SAFETY: req is a valid ifreq-sized struct that outlives the call; TUNSETIFF reads and writes it.
-            sys::cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) })
-                .map_err(|source| TapError::Attach { name: name.to_string(), source })?;
-            if q == 0 {
+            let attached = sys::cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) });
+            match attached {
+                // The kernel refuses a multiqueue attach to a single-queue device with EINVAL.
+                Err(e) if opts.adopt && fds.is_empty() && flags & IFF_MULTI_QUEUE != 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                    flags &= !IFF_MULTI_QUEUE;
+                    queues = 1;
+                    continue;
+                }
+                r => r.map_err(|source| TapError::Attach { name: name.to_string(), source })?,
+            };
+            if fds.is_empty() {
                 setup_device(fd.as_raw_fd(), name)?;
             }
             fds.push(fd);
+        }
+        if opts.adopt {
+            return Ok(Self { name: name.to_string(), fds });
         }
         // Persistent only once every queue is attached, so a failure above leaves nothing behind.
         let fd = fds[0].as_raw_fd();
@@ -103,6 +125,23 @@ impl Tap {
         Ok(Self { name: name.to_string(), fds })
     }
 
+    /// A TAP from fds opened elsewhere (another namespace, another process) with the virtio-net
+    /// header and offloads already set up, as [`Tap::open`] leaves them.
+    pub fn from_fds(name: &str, fds: Vec<OwnedFd>) -> Self {
+        assert!(!fds.is_empty(), "a TAP has at least one queue");
+        Self { name: name.to_string(), fds }
+    }
+
+    /// The device's MAC address as the namespace sees it (the container's, not ours).
+    pub fn hw_addr(&self) -> io::Result<crate::Mac> {
+        let mut req = IfReqHwAddr { name: [0; libc::IFNAMSIZ], family: 0, data: [0; 14], _pad: [0; 8] };
+        // SAFETY: SIOCGIFHWADDR on a TAP fd fills the ifreq's sockaddr, which req provides in full.
+        sys::cvt(unsafe { libc::ioctl(self.fds[0].as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) })?;
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&req.data[..6]);
+        Ok(crate::Mac(mac))
+    }
+
     /// Clears the persistent flag so the device disappears when the last fd closes.
     pub fn unpersist(&self) -> io::Result<()> {
         // SAFETY: TUNSETPERSIST takes its argument by value.
@@ -110,10 +149,27 @@ impl Tap {
         Ok(())
     }
 
+    /// Hands the fds over, owned (to send them to another process).
+    pub fn into_fds(self) -> Vec<OwnedFd> {
+        self.fds
+    }
+
     /// Hands the fds over (used by callers that pass a TAP to another process).
     pub fn into_raw_fds(self) -> Vec<RawFd> {
         self.fds.into_iter().map(IntoRawFd::into_raw_fd).collect()
     }
+}
+
+fn open_tun() -> Result<OwnedFd, TapError> {
+    let file =
+        OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/net/tun").map_err(|e| {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                TapError::TunPermission
+            } else {
+                TapError::TunOpen(e)
+            }
+        })?;
+    Ok(file.into())
 }
 
 fn setup_device(fd: RawFd, name: &str) -> Result<(), TapError> {

@@ -1,0 +1,225 @@
+//! One network, one TAP and the whole vswitch stack behind it (switch, gateway services, DNS,
+//! the slirp engine): what the slirp4netns and pasta personalities run.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use parking_lot::Mutex;
+use vswitch_dns::NamesBuilder;
+use vswitch_nat::slirp::{Engine, EngineCounters, EngineLimits, EngineNet, PortForward, PublishError};
+use vswitch_nat::Proto;
+use vswitch_router::{DhcpConfig, DhcpServer, Gateway, Gateways, L3Config, NetworkL3, RaConfig, L3};
+use vswitch_switch::port::Tap;
+use vswitch_switch::{Dataplane, DataplaneConfig, Hooks, L3Handler, Mac, Mode, NetId, NetworkConfig, SlowPathHandler};
+
+use crate::dns::{Dns, DnsHandle, NetDns};
+use crate::leases::{LeaseDb, Pool};
+use crate::model::IpamConfig;
+
+/// The IPv6 side of a [`NetPlan`].
+#[derive(Debug, Clone)]
+pub struct V6Plan {
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
+    pub dns: Option<Ipv6Addr>,
+}
+
+/// The network a personality serves.
+#[derive(Debug, Clone)]
+pub struct NetPlan {
+    pub subnet4: Ipv4Net,
+    /// The gateway: the default route, and the host's loopback when `host_loopback`.
+    pub gateway4: Ipv4Addr,
+    /// Where the DNS forwarder answers besides the gateway (slirp4netns: net+3); None: no DNS.
+    pub dns4: Option<Ipv4Addr>,
+    /// The container's address (slirp4netns: net+100): published ports' default target.
+    pub guest4: Ipv4Addr,
+    /// DHCP hands out this address and the next 15 (libslirp's 16 leases); None: no DHCP.
+    pub dhcp_first: Option<Ipv4Addr>,
+    pub v6: Option<V6Plan>,
+    pub mtu: u32,
+    pub host_loopback: bool,
+    pub outbound4: Option<Ipv4Addr>,
+    pub outbound6: Option<Ipv6Addr>,
+    pub gateway_mac: Mac,
+    /// Upstream resolvers; empty: the host's, from `resolv_conf`.
+    pub dns_upstreams: Vec<SocketAddr>,
+    pub resolv_conf: PathBuf,
+}
+
+/// A published port as the personalities list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub id: u64,
+    pub proto: Proto,
+    pub host: SocketAddr,
+    pub guest: SocketAddr,
+}
+
+/// The running stack. Dropping it does not stop the threads: the personalities end by exiting.
+pub struct Stack {
+    pub plan: NetPlan,
+    dp: Arc<Dataplane>,
+    engine: Arc<Engine>,
+    net: NetId,
+    tap: Arc<Tap>,
+    forwards: Mutex<Vec<Forward>>,
+    next_id: AtomicU64,
+    _rt: tokio::runtime::Runtime,
+    _dns: Option<Arc<Dns>>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack").field("net", &self.net).field("tap", &self.tap).finish_non_exhaustive()
+    }
+}
+
+impl Stack {
+    /// Starts the threads (one worker, the slow path, the engine, a runtime thread for DNS
+    /// forwarding) serving `tap` as `plan` says.
+    pub fn start(plan: NetPlan, tap: Tap) -> anyhow::Result<Stack> {
+        let gateways = Arc::new(Gateways::new());
+        let l3 = Arc::new(L3::new());
+        gateways.set_l3(l3.clone());
+        let handler: Arc<dyn SlowPathHandler> = gateways.clone();
+        let router: Arc<dyn L3Handler> = l3.clone();
+        // One TAP, one worker: a second would only contend for its single queue.
+        let cfg = DataplaneConfig { workers: 1, pin: false, mode: Mode::Switch };
+        let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: Some(router), uplink: true })?);
+        let net = dp.add_network(NetworkConfig { mtu: plan.mtu, gateway_mac: Some(plan.gateway_mac), ..Default::default() })?;
+        let v6 = plan.v6.as_ref();
+        let mut l3cfg = L3Config::new();
+        l3cfg
+            .set_network(
+                net,
+                NetworkL3 {
+                    mac: plan.gateway_mac,
+                    mtu: plan.mtu,
+                    ipv4: Some(Ipv4Net::new(plan.gateway4, plan.subnet4.prefix_len())?),
+                    ipv6: v6.map(|v| Ipv6Net::new(v.gateway, v.subnet.prefix_len())).transpose()?,
+                    internal: false,
+                    uplink: true,
+                    host_loopback: plan.host_loopback,
+                    dns4: plan.dns4,
+                    dns6: v6.and_then(|v| v.dns),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        l3.store(l3cfg);
+        let dns_on = plan.dns4.is_some();
+        gateways.set(
+            net,
+            Gateway {
+                ipv4: Some(plan.gateway4),
+                ipv6: v6.map(|v| v.gateway),
+                mac: plan.gateway_mac,
+                dns4: plan.dns4,
+                dns6: v6.and_then(|v| v.dns),
+            },
+        );
+        if let Some(v) = v6 {
+            let mut ra = RaConfig::new(v.subnet.network(), v.subnet.prefix_len());
+            ra.mtu = plan.mtu;
+            ra.dns = v.dns;
+            gateways.set_ra(net, Some(ra), dp.now());
+        }
+        let leases = Arc::new(LeaseDb::in_memory());
+        gateways.set_leases(leases.clone());
+        if let Some(first) = plan.dhcp_first {
+            let mut cfg = DhcpConfig::new(plan.gateway_mac, plan.gateway4, plan.subnet4.netmask());
+            cfg.dns = plan.dns4.into_iter().collect();
+            cfg.mtu = u16::try_from(plan.mtu).ok();
+            cfg.lease_secs = 86_400;
+            leases.set_pool(net, Some(dhcp_pool(&plan, first)?));
+            gateways.set_dhcp(net, Some(DhcpServer::new(cfg)?), None);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(2).enable_all().build()?;
+        let dns = dns_on.then(|| {
+            let dns = Dns::new(&plan.resolv_conf, rt.handle().clone(), dp.slow_waker());
+            gateways.set_dns(Arc::new(DnsHandle(dns.clone())));
+            let mut b = NamesBuilder::default();
+            b.network(net, "slirp");
+            dns.publish(b.build(), HashMap::from([(net, NetDns::new(plan.dns_upstreams.clone(), plan.mtu))]));
+            dns
+        });
+        let uplink = dp.uplink().ok_or_else(|| anyhow::anyhow!("the data plane has no uplink"))?;
+        let engine = Arc::new(Engine::start(uplink, EngineLimits::default())?);
+        engine.set_networks(HashMap::from([(
+            net,
+            EngineNet {
+                mac: plan.gateway_mac,
+                v4: Some(plan.gateway4),
+                v6: v6.map(|v| v.gateway),
+                host_loopback: plan.host_loopback,
+                mtu: plan.mtu,
+                outbound4: plan.outbound4,
+                outbound6: plan.outbound6,
+            },
+        )]));
+        let tap = Arc::new(tap);
+        dp.add_port(net, tap.clone(), &[])?;
+        Ok(Stack { plan, dp, engine, net, tap, forwards: Mutex::new(Vec::new()), next_id: AtomicU64::new(1), _rt: rt, _dns: dns })
+    }
+
+    /// Publishes host `host` to the container's `guest`; the id is the next of 1, 2, 3...
+    pub fn add_forward(&self, proto: Proto, host: SocketAddr, guest: SocketAddr) -> Result<Forward, PublishError> {
+        // The container's MAC as its namespace has it now: replies must come from it.
+        let container_mac = self.tap.hw_addr()?;
+        let mut list = self.forwards.lock();
+        let id = self.next_id.load(Ordering::Relaxed);
+        self.engine.publish(PortForward { id, proto, host, net: self.net, container: guest, container_mac })?;
+        self.next_id.store(id + 1, Ordering::Relaxed);
+        let f = Forward { id, proto, host, guest };
+        list.push(f.clone());
+        Ok(f)
+    }
+
+    /// Removes a published port; false when there is none with that id.
+    pub fn remove_forward(&self, id: u64) -> bool {
+        let mut list = self.forwards.lock();
+        let Some(at) = list.iter().position(|f| f.id == id) else { return false };
+        self.engine.unpublish(id);
+        list.remove(at);
+        true
+    }
+
+    pub fn forwards(&self) -> Vec<Forward> {
+        self.forwards.lock().clone()
+    }
+
+    pub fn engine_counters(&self) -> EngineCounters {
+        self.engine.counters()
+    }
+
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+}
+
+/// DHCP's pool: `first` and the next 15 addresses, never the gateway's, the DNS server's or the
+/// container's own.
+fn dhcp_pool(plan: &NetPlan, first: Ipv4Addr) -> anyhow::Result<Pool> {
+    let base = u32::from(first);
+    let range = Ipv4Net::new(first, 27)?.trunc();
+    let mut taken: HashSet<IpAddr> = range.hosts().filter(|a| !(base..base + 16).contains(&u32::from(*a))).map(IpAddr::V4).collect();
+    taken.extend([plan.gateway4, plan.guest4].map(IpAddr::V4));
+    taken.extend(plan.dns4.map(IpAddr::V4));
+    let v4 = IpamConfig {
+        subnet: IpNet::V4(plan.subnet4),
+        ip_range: Some(IpNet::V4(range)),
+        gateway: IpAddr::V4(plan.gateway4),
+        aux: Default::default(),
+    };
+    Ok(Pool { network_id: "slirp".into(), v4: Some(v4), v6: None, reserved: HashMap::new(), taken })
+}
+
+/// libslirp's gateway MAC: 52:55 and the gateway's IPv4 address.
+pub fn slirp_mac(gw: Ipv4Addr) -> Mac {
+    let o = gw.octets();
+    Mac([0x52, 0x55, o[0], o[1], o[2], o[3]])
+}

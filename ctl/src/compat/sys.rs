@@ -1,0 +1,304 @@
+//! Kernel calls of the slirp personalities: fork into a target's namespaces, pass fds back over
+//! a Unix socket, and wait for an exit fd to hang up.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The number of threads of this process (fork and unshare(CLONE_NEWUSER) want one).
+pub fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|v| v.trim().parse().ok())))
+        .unwrap_or(1)
+}
+
+/// Runs `child` in a forked process and returns the fds it sent back, or the error text it
+/// reported. The child's work may enter other namespaces: only the fork changes them, never
+/// this process. Call it while the process has one thread, so the child inherits no lock held
+/// by a thread that does not exist in it.
+pub fn in_child(child: impl FnOnce() -> Result<Vec<OwnedFd>, String>) -> Result<Vec<OwnedFd>, String> {
+    if thread_count() != 1 {
+        return Err("internal error: the namespace helper must be forked before any thread starts".into());
+    }
+    let mut pair = [0 as RawFd; 2];
+    // SAFETY: socketpair writes two fds into the array it is given, which has room for them.
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, pair.as_mut_ptr()) })
+        .map_err(|e| format!("socketpair: {e}"))?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    // SAFETY: the process is single-threaded (checked above), so the child is a full copy that
+    // may allocate and run ordinary code; it leaves only through _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(ours);
+        let code = match child() {
+            Ok(fds) => send(&theirs, b"ok", &fds).map_or(2, |()| 0),
+            Err(msg) => send(&theirs, msg.as_bytes(), &[]).map_or(2, |()| 1),
+        };
+        // SAFETY: _exit ends the child without running the parent's atexit handlers or
+        // destructors, which belong to the parent.
+        unsafe { libc::_exit(code) };
+    }
+    drop(theirs);
+    let got = recv(&ours);
+    let mut status = 0;
+    // SAFETY: pid is our child; status is a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match got {
+        Ok((msg, fds)) if msg == b"ok" => Ok(fds),
+        Ok((msg, _)) if !msg.is_empty() => Err(String::from_utf8_lossy(&msg).into_owned()),
+        Ok(_) => Err(format!("the namespace helper exited without an answer (wait status {status:#x})")),
+        Err(e) => Err(format!("reading the namespace helper's answer: {e}")),
+    }
+}
+
+/// Room for this many fds in one message (a multiqueue TAP's queues).
+const MAX_FDS: usize = 16;
+
+fn send(sock: &OwnedFd, msg: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    let fds = &fds[..fds.len().min(MAX_FDS)];
+    let payload = std::mem::size_of_val(fds) as u32;
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+    let mut control = vec![0u8; space.max(1)];
+    let mut iov = libc::iovec { iov_base: msg.as_ptr() as *mut libc::c_void, iov_len: msg.len() };
+    // SAFETY: an all-zero msghdr is valid (no name, no iov, no control).
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    if !fds.is_empty() {
+        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_controllen = space as _;
+        // SAFETY: msg_control points at `space` bytes, enough for one cmsg carrying every fd;
+        // CMSG_FIRSTHDR returns a pointer inside it and CMSG_DATA one past its header.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&hdr);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(payload) as _;
+            let data = libc::CMSG_DATA(c).cast::<RawFd>();
+            for (i, fd) in fds.iter().enumerate() {
+                data.add(i).write_unaligned(fd.as_raw_fd());
+            }
+        }
+    }
+    // SAFETY: hdr points at live buffers (iov, control) for the duration of the call.
+    cvt(unsafe { libc::sendmsg(sock.as_raw_fd(), &hdr, 0) as libc::c_int })?;
+    Ok(())
+}
+
+fn recv(sock: &OwnedFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: an all-zero msghdr is valid.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = space as _;
+    // SAFETY: hdr points at live buffers for the call; MSG_CMSG_CLOEXEC keeps the fds from leaking into children.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control; the CMSG_* walk stays within msg_controllen, and
+    // each SCM_RIGHTS fd is new to this process, so owning it is right.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&hdr, c);
+        }
+    }
+    Ok((buf, fds))
+}
+
+/// Enters the namespace of type `nstype` that `path` names (the calling thread; the whole
+/// process when it has one thread, as a user namespace requires).
+pub fn setns(path: &Path, nstype: libc::c_int) -> io::Result<()> {
+    let f = File::open(path)?;
+    setns_fd(&f, nstype)
+}
+
+pub fn setns_fd(f: &File, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: f is an open namespace fd; setns takes no pointers.
+    cvt(unsafe { libc::setns(f.as_raw_fd(), nstype) })?;
+    Ok(())
+}
+
+/// Blocks until `fd` reports a hang-up or an error (the slirp4netns exit fd), or forever when
+/// poll itself fails.
+pub fn wait_hangup(fd: RawFd) {
+    let mut p = libc::pollfd { fd, events: libc::POLLHUP, revents: 0 };
+    loop {
+        // SAFETY: p is one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if r < 0 {
+            std::thread::park();
+            continue;
+        }
+        if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            return;
+        }
+        // Readable data on the exit pipe is not a hang-up; drain it so poll blocks again.
+        let mut b = [0u8; 64];
+        // SAFETY: b is a valid buffer of its length.
+        if unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) } == 0 {
+            return;
+        }
+    }
+}
+
+/// Whether `fd` is open in this process.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Takes ownership of an inherited fd named on the command line.
+///
+/// # Safety
+/// `fd` must be open and owned by nobody else in this process.
+pub unsafe fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller promises fd is open and unowned.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Sends SIGKILL to this process when its parent dies (rootlesskit relies on the same).
+pub fn die_with_parent() {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number by value.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
+}
+
+/// Detaches into the background: forks, the parent exits 0 at once, the child starts a new
+/// session. Returns in the child. Call it while single-threaded.
+pub fn daemonize() -> io::Result<()> {
+    // SAFETY: single-threaded (the caller's promise); the parent leaves through _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        // SAFETY: ends the parent at once, leaving the child to run.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: setsid takes nothing; failure (already a group leader) is harmless.
+    unsafe { libc::setsid() };
+    Ok(())
+}
+
+/// Points stdin, stdout and stderr at /dev/null (a daemon's output has nowhere to go).
+pub fn silence_stdio() {
+    let Ok(null) = CString::new("/dev/null") else { return };
+    // SAFETY: null is a valid C string; the fd is closed below unless it is one of 0..2.
+    let fd = unsafe { libc::open(null.as_ptr(), libc::O_RDWR) };
+    if fd < 0 {
+        return;
+    }
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard fds, which we own.
+        unsafe { libc::dup2(fd, target) };
+    }
+    if fd > 2 {
+        // SAFETY: fd was opened above and is owned here.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Blocks the termination signals in this thread and every thread it starts later, so that
+/// [`wait_signal`] alone receives them. Call before starting threads.
+pub fn block_signals() {
+    // SAFETY: an all-zero sigset_t is a valid argument for sigemptyset to initialise.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t; the calls only edit it and the thread's mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for SIGTERM, SIGINT or SIGHUP (blocked by [`block_signals`]) and returns it.
+pub fn wait_signal() -> libc::c_int {
+    // SAFETY: as in block_signals.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut sig = 0;
+    // SAFETY: set and sig are valid for the calls; sigwait only writes sig.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        while libc::sigwait(&set, &mut sig) != 0 {}
+    }
+    sig
+}
+
+/// Sends `sig` to this process (a helper thread ends the main one's [`wait_signal`]).
+pub fn raise_process(sig: libc::c_int) {
+    // SAFETY: kill with our own pid and a valid signal number.
+    unsafe { libc::kill(libc::getpid(), sig) };
+}
+
+/// The addresses of interface `name` in this namespace.
+pub fn interface_addrs(name: &str) -> io::Result<Vec<std::net::IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list and stores its head in `head`.
+    cvt(unsafe { libc::getifaddrs(&mut head) })?;
+    let mut out = Vec::new();
+    let mut cur = head;
+    // SAFETY: the list is walked through ifa_next until null and freed once; every pointer in
+    // it is valid until freeifaddrs, and each sockaddr is read as the type its family says.
+    unsafe {
+        while !cur.is_null() {
+            let ifa = &*cur;
+            let matches = !ifa.ifa_name.is_null() && std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() == name.as_bytes();
+            if matches && !ifa.ifa_addr.is_null() {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                        out.push(std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
+                        out.push(std::net::IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    Ok(out)
+}
