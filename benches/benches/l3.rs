@@ -282,6 +282,8 @@ fn two_networks() -> L3Config {
         internal: false,
         dns4: None,
         dns6: None,
+        host_alias4: None,
+        host_alias6: None,
     };
     cfg.set_network(FRONT, net(GW_FRONT, "10.20.0.1/24", "fd20::1/64")).expect("front network");
     cfg.set_network(BACK, net(GW_BACK, "10.30.0.1/24", "fd30::1/64")).expect("back network");

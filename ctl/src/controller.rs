@@ -223,6 +223,8 @@ impl Controller {
                         mtu: n.mtu,
                         outbound4: None,
                         outbound6: None,
+                        host_alias4: None,
+                        host_alias6: None,
                     },
                 ))
             })
@@ -342,6 +344,8 @@ impl Controller {
                     host_loopback: n.host_loopback(),
                     dns4: None,
                     dns6: None,
+                    host_alias4: None,
+                    host_alias6: None,
                 },
             )
             .map_err(bad)?;
@@ -477,7 +481,8 @@ impl Controller {
         }
         let cfg = NetworkConfig { aging_secs: n.aging_secs, mac_limit: n.mac_limit, mtu: n.mtu, gateway_mac: Some(n.gateway_mac()) };
         let id = self.dp.add_network(cfg).map_err(|e| ApiError::internal(e.to_string()))?;
-        self.gateways.set(id, Gateway { ipv4: n.gateway4(), ipv6: n.gateway6(), mac: n.gateway_mac(), dns4: None, dns6: None });
+        self.gateways
+            .set(id, Gateway { ipv4: n.gateway4(), ipv6: n.gateway6(), mac: n.gateway_mac(), dns4: None, dns6: None, proxy_all: false });
         // IPv6 networks advertise their prefix, so SLAAC hosts configure themselves.
         let ra = n.v6().and_then(|c| match c.subnet {
             IpNet::V6(p) => {

@@ -31,9 +31,15 @@ thread_local! {
 }
 
 fn fixture() -> Fixture {
-    let dual =
-        Gateway { ipv4: Some("172.17.0.1".parse().unwrap()), ipv6: Some("fd00::1".parse().unwrap()), mac: GW_MAC, dns4: None, dns6: None };
-    let v4 = Gateway { ipv4: Some("172.17.0.1".parse().unwrap()), ipv6: None, mac: GW_MAC, dns4: None, dns6: None };
+    let dual = Gateway {
+        ipv4: Some("172.17.0.1".parse().unwrap()),
+        ipv6: Some("fd00::1".parse().unwrap()),
+        mac: GW_MAC,
+        dns4: None,
+        dns6: None,
+        proxy_all: false,
+    };
+    let v4 = Gateway { ipv4: Some("172.17.0.1".parse().unwrap()), ipv6: None, mac: GW_MAC, dns4: None, dns6: None, proxy_all: false };
     Fixture { gateways: [dual, v4] }
 }
 

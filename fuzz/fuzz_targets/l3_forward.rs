@@ -63,6 +63,8 @@ fn router() -> L3 {
         internal,
         dns4: None,
         dns6: None,
+        host_alias4: None,
+        host_alias6: None,
     };
     let mut c = L3Config::new();
     c.set_network(1, net(1, Some("10.20.0.1/24"), Some("fd20::1/64"), 1500, false)).unwrap();

@@ -55,6 +55,8 @@ fn fixture() -> Fixture {
         internal: false,
         dns4: None,
         dns6: None,
+        host_alias4: None,
+        host_alias6: None,
     };
     let n2 = NetworkL3 {
         mac: NET2_MAC,
@@ -66,6 +68,8 @@ fn fixture() -> Fixture {
         host_loopback: false,
         dns4: None,
         dns6: None,
+        host_alias4: None,
+        host_alias6: None,
     };
     c.set_network(1, n1).unwrap();
     c.set_network(2, n2).unwrap();

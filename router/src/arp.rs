@@ -1,9 +1,10 @@
-//! ARP (RFC 826) for the gateway's IPv4 addresses: a request for one gets a reply from the gateway's MAC.
+//! ARP (RFC 826) for the gateway's IPv4 addresses (every address, when it proxies): a request for one gets a reply from the gateway's MAC.
 
 use std::net::Ipv4Addr;
 
 use crate::answer::{mac_at, write_eth, Answer, Reply, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HDR_LEN, L2};
 use crate::gateway::Gateway;
+use crate::icmperr::v4_not_a_host;
 
 /// Bytes of an ARP packet for Ethernet and IPv4; anything after it is Ethernet padding.
 const ARP_LEN: usize = 28;
@@ -12,7 +13,7 @@ const OPER_REQUEST: u16 = 1;
 const OPER_REPLY: u16 = 2;
 
 /// Answers the ARP packet `arp` (the Ethernet payload) if it asks for the gateway's address or
-/// its DNS address.
+/// its DNS address, or, with [`Gateway::proxy_all`], for any other host's.
 pub(crate) fn answer(gw: &Gateway, l2: L2, arp: &[u8], out: &mut [u8]) -> Answer {
     let Some((p, _padding)) = arp.split_first_chunk::<ARP_LEN>() else {
         return Answer::Malformed;
@@ -34,7 +35,7 @@ pub(crate) fn answer(gw: &Gateway, l2: L2, arp: &[u8], out: &mut [u8]) -> Answer
     let sender_ip = [p[14], p[15], p[16], p[17]];
     let target_ip = [p[24], p[25], p[26], p[27]];
     let gw_ip = Ipv4Addr::from(target_ip);
-    if !gw.v4_addrs().contains(&Some(gw_ip)) {
+    if !gw.v4_addrs().contains(&Some(gw_ip)) && !proxied(gw, Ipv4Addr::from(sender_ip), gw_ip) {
         // Another host's address: the switch floods the request to it.
         return Answer::Ignored;
     }
@@ -68,6 +69,14 @@ pub(crate) fn answer(gw: &Gateway, l2: L2, arp: &[u8], out: &mut [u8]) -> Answer
     a[18..24].copy_from_slice(&sender_mac.0);
     a[24..28].copy_from_slice(&sender_ip);
     Answer::Reply { kind: Reply::Arp, len }
+}
+
+/// Whether a proxying gateway ([`Gateway::proxy_all`]) answers `sender`'s request for `target`,
+/// an address not its own. Never for the sender's own address (a gratuitous ARP), nor for a
+/// probe (sender 0.0.0.0, RFC 5227 §2.1.1): the prober would take its address for taken. Nor
+/// for what cannot be a host's address.
+fn proxied(gw: &Gateway, sender: Ipv4Addr, target: Ipv4Addr) -> bool {
+    gw.proxy_all && !sender.is_unspecified() && sender != target && !v4_not_a_host(target)
 }
 
 #[cfg(test)]
@@ -134,6 +143,53 @@ mod tests {
         assert_eq!(answer(&dns, &ARP_REQUEST, &mut out), Answer::Reply { kind: Reply::Arp, len: 42 });
         assert_eq!(out[..42], ARP_REPLY, "the gateway's own address is answered as before");
         assert_eq!(ask(&f), (Answer::Ignored, vec![]), "no DNS address, no answer");
+    }
+
+    /// [`ARP_REQUEST`] from `sender` asking for `target`.
+    fn asking(sender: [u8; 4], target: [u8; 4]) -> [u8; 60] {
+        let mut f = ARP_REQUEST;
+        f[28..32].copy_from_slice(&sender);
+        f[38..42].copy_from_slice(&target);
+        f
+    }
+
+    #[test]
+    fn a_proxying_gateway_answers_for_every_other_host() {
+        let mut out = [0u8; REPLY_BUF];
+        for target in [[172, 17, 0, 9], [172, 17, 0, 255], [10, 1, 2, 3], [169, 254, 1, 2]] {
+            let f = asking([172, 17, 0, 2], target);
+            assert_eq!(answer(&gw_proxy(), &f, &mut out), Answer::Reply { kind: Reply::Arp, len: 42 }, "{target:?}");
+            let mut want = ARP_REPLY;
+            want[28..32].copy_from_slice(&target); // the address asked, at the gateway's MAC
+            assert_eq!(out[..42], want, "{target:?}");
+            assert_eq!(ask(&f), (Answer::Ignored, vec![]), "{target:?} without proxy_all");
+        }
+        let mut refresh = asking([172, 17, 0, 2], [172, 17, 0, 9]);
+        refresh[0..6].copy_from_slice(&GW_MAC.0);
+        assert!(matches!(answer(&gw_proxy(), &refresh, &mut out), Answer::Reply { kind: Reply::Arp, .. }), "unicast to the gateway");
+        refresh[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+        assert_eq!(answer(&gw_proxy(), &refresh, &mut out), Answer::Ignored, "unicast to another station");
+        assert_eq!(answer(&gw_proxy(), &ARP_REQUEST, &mut out), Answer::Reply { kind: Reply::Arp, len: 42 });
+        assert_eq!(out[..42], ARP_REPLY, "the gateway's own address is answered as before");
+    }
+
+    #[test]
+    fn a_proxying_gateway_leaves_the_askers_own_address_alone() {
+        let mut out = [0u8; REPLY_BUF];
+        let cases = [
+            ("a gratuitous ARP", [172, 17, 0, 2], [172, 17, 0, 2]),
+            ("a probe for an address the asker wants", [0, 0, 0, 0], [172, 17, 0, 9]),
+            ("the unspecified address", [172, 17, 0, 2], [0, 0, 0, 0]),
+            ("a loopback address", [172, 17, 0, 2], [127, 0, 0, 1]),
+            ("a multicast group", [172, 17, 0, 2], [224, 0, 0, 251]),
+            ("the broadcast address", [172, 17, 0, 2], [255, 255, 255, 255]),
+        ];
+        for (what, sender, target) in cases {
+            assert_eq!(answer(&gw_proxy(), &asking(sender, target), &mut out), Answer::Ignored, "{what}");
+        }
+        // The gateway's own address is still defended against a probe.
+        let probe = asking([0, 0, 0, 0], [172, 17, 0, 1]);
+        assert!(matches!(answer(&gw_proxy(), &probe, &mut out), Answer::Reply { kind: Reply::Arp, .. }));
     }
 
     #[test]

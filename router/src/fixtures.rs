@@ -11,12 +11,24 @@ pub(crate) const CLIENT_MAC: Mac = Mac([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
 /// The gateway of every fixture: 172.17.0.1, fd00::1, 02:42:ac:11:00:01. The client is
 /// 172.17.0.2, fd00::2, 02:42:ac:11:00:02.
 pub(crate) fn gw() -> Gateway {
-    Gateway { ipv4: Some("172.17.0.1".parse().unwrap()), ipv6: Some("fd00::1".parse().unwrap()), mac: GW_MAC, dns4: None, dns6: None }
+    Gateway {
+        ipv4: Some("172.17.0.1".parse().unwrap()),
+        ipv6: Some("fd00::1".parse().unwrap()),
+        mac: GW_MAC,
+        dns4: None,
+        dns6: None,
+        proxy_all: false,
+    }
 }
 
 /// [`gw`] with DNS addresses beside it, as slirp4netns has: 172.17.0.3 and fd00::3.
 pub(crate) fn gw_with_dns() -> Gateway {
     Gateway { dns4: Some("172.17.0.3".parse().unwrap()), dns6: Some("fd00::3".parse().unwrap()), ..gw() }
+}
+
+/// [`gw`] answering ARP and Neighbor Solicitations for every address, as pasta does.
+pub(crate) fn gw_proxy() -> Gateway {
+    Gateway { proxy_all: true, ..gw() }
 }
 
 /// An ARP request from the client for the gateway's IPv4 address, broadcast and padded to the 60-byte Ethernet minimum.

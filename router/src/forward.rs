@@ -17,8 +17,8 @@
 //!
 //! 1. parse: the virtio-net header, Ethernet, the IP header (IPv4 header checksum verified);
 //! 2. addresses: a source that names no host is dropped; the gateway's own addresses (its DNS
-//!    address too), broadcast and multicast are [`Forward::Local`] (the slow path's); link-local
-//!    never crosses networks;
+//!    address too), broadcast, multicast and Neighbor Discovery are [`Forward::Local`] (the slow
+//!    path's); the host alias is [`Forward::Uplink`]; link-local never crosses networks;
 //! 3. route: longest prefix match; none → ICMP net unreachable;
 //! 4. policy: the ingress network must be allowed to reach the egress network (a network always
 //!    reaches itself); otherwise a silent drop, as Docker isolates its networks;
@@ -62,6 +62,10 @@ const IPV4_HDR_LEN: usize = 20;
 const IPV6_HDR_LEN: usize = 40;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
+const PROTO_ICMPV6: u8 = 58;
+/// ICMPv6 Neighbor Solicitation and Advertisement.
+const ND_SOLICIT: u8 = 135;
+const ND_ADVERT: u8 = 136;
 /// virtio-net header: the ECN bit of `gso_type`, and the types (`VIRTIO_NET_HDR_GSO_*`).
 const GSO_ECN: u8 = 0x80;
 const GSO_NONE: u8 = 0;
@@ -181,11 +185,18 @@ pub struct NetworkL3 {
     /// gateway serves) always go to the uplink, where they may also be a container's answers to
     /// published ports' clients that appear to come from the gateway (host-loopback or not).
     pub host_loopback: bool,
-    /// A second address of the gateway, on the IPv4 subnet, where it serves DNS (slirp4netns's
-    /// 10.0.2.3): everything sent to it is the slow path's, never routed nor sent up the uplink.
+    /// A second address of the gateway where it serves DNS: on the subnet (slirp4netns's
+    /// 10.0.2.3) or off it (pasta's link-local 169.254.1.1, reached through the gateway).
+    /// Everything sent to it is the slow path's, never routed nor sent up the uplink.
     pub dns4: Option<Ipv4Addr>,
     /// The same for IPv6 (fd00::3).
     pub dns6: Option<Ipv6Addr>,
+    /// An address that stands for the host itself (pasta's `--map-guest-addr`): with the uplink,
+    /// everything sent to it goes there, link-local or not, and the NAT engine carries it to the
+    /// host's own address (see `EngineNet::host_alias4`). Without the uplink it is ignored.
+    pub host_alias4: Option<Ipv4Addr>,
+    /// The same for IPv6.
+    pub host_alias6: Option<Ipv6Addr>,
 }
 
 /// Why the router refused a configuration change; nothing was changed.
@@ -209,10 +220,10 @@ pub enum L3Error {
     ViaNotOnLink { via: IpAddr, net: NetId },
     #[error("network {net} has no gateway address of the family of {prefix}")]
     NoGateway { prefix: IpNet, net: NetId },
-    #[error(
-        "DNS address {dns} must be inside {subnet} and be neither the gateway's address nor the subnet's network or broadcast address"
-    )]
+    #[error("DNS address {dns} must be a host's address, neither the gateway's ({subnet}) nor that subnet's network or broadcast address")]
     DnsAddress { dns: IpAddr, subnet: IpNet },
+    #[error("host alias {alias} must be a host's address, neither the gateway's nor its DNS address")]
+    HostAlias { alias: IpAddr },
     #[error(transparent)]
     Lpm(#[from] LpmError),
 }
@@ -252,6 +263,7 @@ impl L3Config {
             return Err(L3Error::Mtu { mtu: n.mtu, min });
         }
         check_dns(net, &n)?;
+        check_host_alias(&n)?;
         let subnets = [n.ipv4.map(|a| IpNet::V4(a.trunc())), n.ipv6.map(|a| IpNet::V6(a.trunc()))];
         for p in subnets.into_iter().flatten() {
             match self.connected.get(&p) {
@@ -434,13 +446,15 @@ impl L3Config {
     }
 }
 
-/// Containers reach a DNS address on their link (they ARP for it), so it must be a host of the
-/// network's subnet, and not the gateway's own address, which already answers for itself.
+/// A DNS address may be on the subnet (containers ARP for it) or off it (they reach it through
+/// the gateway); either way it must be a host's address that nothing else on the network claims:
+/// not the gateway's own, which already answers for itself, nor the subnet's network or
+/// broadcast address.
 fn check_dns(net: NetId, n: &NetworkL3) -> Result<(), L3Error> {
     if let Some(d) = n.dns4 {
         let dns = IpAddr::V4(d);
         let Some(g) = n.ipv4 else { return Err(L3Error::NoGateway { prefix: IpNet::from(dns), net }) };
-        if !v4_host_of(g, d) {
+        if v4_not_a_host(d) || d == g.addr() || (g.contains(&d) && !v4_host_of(g, d)) {
             return Err(L3Error::DnsAddress { dns, subnet: IpNet::V4(g) });
         }
     }
@@ -448,11 +462,32 @@ fn check_dns(net: NetId, n: &NetworkL3) -> Result<(), L3Error> {
         let dns = IpAddr::V6(d);
         let Some(g) = n.ipv6 else { return Err(L3Error::NoGateway { prefix: IpNet::from(dns), net }) };
         // The subnet's first address is its Subnet-Router anycast address (RFC 4291 §2.6.1).
-        if !g.contains(&d) || d == g.addr() || (g.prefix_len() < 127 && d == g.network()) {
+        if v6_not_a_host(d) || d == g.addr() || (g.prefix_len() < 127 && d == g.network()) {
             return Err(L3Error::DnsAddress { dns, subnet: IpNet::V6(g) });
         }
     }
     Ok(())
+}
+
+/// A host alias must be a host's address, and not one the gateway answers for itself: the
+/// packet path would not know whether to answer or carry it to the host.
+fn check_host_alias(n: &NetworkL3) -> Result<(), L3Error> {
+    if let Some(a) = n.host_alias4 {
+        if v4_not_a_host(a) || n.ipv4.is_some_and(|g| g.addr() == a) || n.dns4 == Some(a) {
+            return Err(L3Error::HostAlias { alias: IpAddr::V4(a) });
+        }
+    }
+    if let Some(a) = n.host_alias6 {
+        if v6_not_a_host(a) || n.ipv6.is_some_and(|g| g.addr() == a) || n.dns6 == Some(a) {
+            return Err(L3Error::HostAlias { alias: IpAddr::V6(a) });
+        }
+    }
+    Ok(())
+}
+
+/// Whether no host can have the IPv6 address `a`: unspecified, loopback, multicast, IPv4-mapped.
+fn v6_not_a_host(a: Ipv6Addr) -> bool {
+    a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.to_ipv4_mapped().is_some()
 }
 
 /// Whether `a` is a host of the IPv4 subnet `g` other than its gateway `g.addr()`: /31 and /32
@@ -538,6 +573,9 @@ struct NetRt {
     ipv6: Option<Ipv6Net>,
     dns4: Option<Ipv4Addr>,
     dns6: Option<Ipv6Addr>,
+    /// None without the uplink, where the alias means nothing.
+    host_alias4: Option<Ipv4Addr>,
+    host_alias6: Option<Ipv6Addr>,
     uplink: bool,
     /// Networks this one may route to, besides itself; sorted.
     egress: Box<[NetId]>,
@@ -550,12 +588,15 @@ impl NetRt {
     }
 
     /// Whether `ip` can be a neighbour on this network: on a subnet (IPv6 link-local too), not
-    /// the gateway nor its DNS address, not the IPv4 subnet's network or broadcast address.
+    /// the gateway, its DNS address nor the host alias, not the IPv4 subnet's network or
+    /// broadcast address.
     fn on_link(&self, ip: IpAddr) -> bool {
         match ip {
-            IpAddr::V4(a) => self.ipv4.is_some_and(|g| v4_host_of(g, a)) && self.dns4 != Some(a),
+            IpAddr::V4(a) => self.ipv4.is_some_and(|g| v4_host_of(g, a)) && self.dns4 != Some(a) && self.host_alias4 != Some(a),
             IpAddr::V6(a) => {
-                self.ipv6.is_some_and(|g| (g.contains(&a) || a.is_unicast_link_local()) && a != g.addr()) && self.dns6 != Some(a)
+                self.ipv6.is_some_and(|g| (g.contains(&a) || a.is_unicast_link_local()) && a != g.addr())
+                    && self.dns6 != Some(a)
+                    && self.host_alias6 != Some(a)
             }
         }
     }
@@ -629,6 +670,8 @@ impl L3 {
                 ipv6: n.ipv6,
                 dns4: n.dns4,
                 dns6: n.dns6,
+                host_alias4: n.host_alias4.filter(|_| n.uplink && !n.internal),
+                host_alias6: n.host_alias6.filter(|_| n.uplink && !n.internal),
                 uplink: n.uplink && !n.internal,
                 egress,
                 state,
@@ -809,7 +852,12 @@ impl Live {
         }
         if inn.dns4 == Some(dst) {
             // Only the gateway answers there (DNS, pings); the host is at the gateway's address.
+            // Before the scope check: the DNS address may be link-local (pasta's 169.254.1.1).
             return Forward::Local;
+        }
+        if inn.host_alias4 == Some(dst) {
+            // The host itself, link-local or not (pasta's 169.254.1.2): the NAT engine's.
+            return Forward::Uplink;
         }
         if dst.is_broadcast() || dst.is_multicast() {
             return Forward::Local;
@@ -903,11 +951,20 @@ impl Live {
         if src.is_multicast() || src.is_unspecified() || src.is_loopback() || src.to_ipv4_mapped().is_some() {
             return Forward::Drop(Martian);
         }
+        if next == PROTO_ICMPV6 && hop_limit == 255 && matches!(ip[IPV6_HDR_LEN..total].first(), Some(&(ND_SOLICIT | ND_ADVERT))) {
+            // Neighbor Discovery never crosses a router (a forwarded one would arrive with hop
+            // limit 254 and be discarded, RFC 4861 §7.1), so one at the gateway's MAC is for the
+            // gateway: a proxying gateway's unreachability probes are unicast to the address asked.
+            return Forward::Local;
+        }
         if inn.ipv6.is_some_and(|g| g.addr() == dst) {
             return if inn.uplink && to_host(next, &ip[IPV6_HDR_LEN..total]) { Forward::Uplink } else { Forward::Local };
         }
         if inn.dns6 == Some(dst) {
             return Forward::Local;
+        }
+        if inn.host_alias6 == Some(dst) {
+            return Forward::Uplink;
         }
         if dst.is_multicast() || dst.is_unicast_link_local() {
             return Forward::Local;

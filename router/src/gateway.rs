@@ -24,10 +24,17 @@ pub struct Gateway {
     pub ipv6: Option<Ipv6Addr>,
     pub mac: Mac,
     /// A second address that answers ARP, pings and DNS (UDP and TCP) with the gateway's MAC,
-    /// and nothing else: slirp4netns puts DNS at 10.0.2.3 beside the gateway's 10.0.2.2.
+    /// and nothing else: slirp4netns puts DNS at 10.0.2.3 beside the gateway's 10.0.2.2; pasta
+    /// at 169.254.1.1, off the subnet, which containers reach through the gateway.
     pub dns4: Option<Ipv4Addr>,
     /// The same for IPv6 (Neighbor Solicitations, pings, DNS): fd00::3 beside fd00::2.
     pub dns6: Option<Ipv6Addr>,
+    /// Proxy ARP and ND for the whole link, as pasta does: the container holds the host's own
+    /// address and believes every other address of its subnet on-link, so the gateway must
+    /// answer for all of them or nothing it sends there would reach the uplink. Not for the
+    /// asker's own address (nor its duplicate address detection), nor for IPv6 link-local
+    /// addresses other than the gateway's. Off: only the addresses above are answered.
+    pub proxy_all: bool,
 }
 
 impl Gateway {
@@ -47,11 +54,11 @@ impl Gateway {
 /// A snapshot of what the gateway services did, each frame counted exactly once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouterCounters {
-    /// ARP replies sent for a gateway's IPv4 address.
+    /// ARP replies sent for a gateway's IPv4 address (or any address, with `proxy_all`).
     pub arp_replies: u64,
     /// ICMPv4 echo replies sent.
     pub icmp_echo_replies: u64,
-    /// Neighbor Advertisements sent for a gateway's IPv6 address.
+    /// Neighbor Advertisements sent for a gateway's IPv6 address (or any address, with `proxy_all`).
     pub nd_adverts: u64,
     /// ICMPv6 echo replies sent.
     pub icmp6_echo_replies: u64,
@@ -755,6 +762,54 @@ mod tests {
         assert_eq!(syn_ack_from(&feed(&g, 1, &syn4(Ipv4Addr::new(172, 17, 0, 3)))), Ipv4Addr::new(172, 17, 0, 3));
         assert!(feed(&g, 1, &syn4(Ipv4Addr::new(172, 17, 0, 9))).is_empty(), "nor any other address");
         assert_eq!(g.counters().dns, 2);
+    }
+
+    #[test]
+    fn dns_at_a_link_local_address_off_the_subnet_is_answered_from_it() {
+        let g = Gateways::new();
+        let dns = Arc::new(Answers::default());
+        g.set_dns(dns.clone());
+        // pasta's --dns-forward: 169.254.1.1, reached through the gateway.
+        let server4 = Ipv4Addr::new(169, 254, 1, 1);
+        let server6: Ipv6Addr = "fe80::53".parse().unwrap();
+        g.set(1, Gateway { dns4: Some(server4), dns6: Some(server6), proxy_all: true, ..gw() });
+        let client4: IpAddr = "172.17.0.2".parse().unwrap();
+        let sent = feed(&g, 1, &udp_query(client4, IpAddr::V4(server4)));
+        let [(7, r)] = &sent[..] else { panic!("{sent:02x?}") };
+        assert_eq!(r[ETH_HDR_LEN + 12..ETH_HDR_LEN + 20], [169, 254, 1, 1, 172, 17, 0, 2], "from the address asked");
+        assert!(r.ends_with(b"answer to question"));
+        let sent = feed(&g, 1, &udp_query("fd00::2".parse().unwrap(), IpAddr::V6(server6)));
+        let [(7, r)] = &sent[..] else { panic!("{sent:02x?}") };
+        assert_eq!(r[ETH_HDR_LEN + 8..ETH_HDR_LEN + 24], server6.octets());
+        let sent = feed(&g, 1, &syn4(server4));
+        let [(7, f)] = &sent[..] else { panic!("{sent:02x?}") };
+        assert_eq!(f[ETH_HDR_LEN + 20 + 13], 0x12, "SYN-ACK");
+        assert_eq!(f[ETH_HDR_LEN + 12..ETH_HDR_LEN + 16], server4.octets());
+        assert_eq!(*dns.servers.lock(), [IpAddr::V4(server4), IpAddr::V6(server6)]);
+        assert_eq!(g.counters().dns, 3);
+    }
+
+    #[test]
+    fn a_proxying_gateway_answers_arp_and_nd_for_other_addresses_and_counts_them() {
+        let g = Gateways::new();
+        g.set(1, Gateway { proxy_all: true, ..gw() });
+        let mut arp = ARP_REQUEST;
+        arp[41] = 9; // who has 172.17.0.9?
+        let sent = feed(&g, 1, &arp);
+        let [(7, r)] = &sent[..] else { panic!("{sent:02x?}") };
+        assert_eq!((&r[22..28], &r[28..32]), (&GW_MAC.0[..], &[172, 17, 0, 9][..]));
+        let mut ns = NS.to_vec();
+        ns[5] = 9; // to ff02::1:ff00:9, for fd00::9
+        ns[53] = 9;
+        ns[77] = 9;
+        fix_checksums(&mut ns);
+        let sent = feed(&g, 1, &ns);
+        let [(7, r)] = &sent[..] else { panic!("{sent:02x?}") };
+        assert_eq!((r[54], r[77], &r[80..86]), (136, 9, &GW_MAC.0[..]), "an advertisement for fd00::9 at the gateway's MAC");
+        let c = g.counters();
+        assert_eq!((c.arp_replies, c.nd_adverts, total(c)), (1, 1, 2));
+        g.set(1, gw());
+        assert!(feed(&g, 1, &arp).is_empty() && feed(&g, 1, &ns).is_empty(), "not without proxy_all");
     }
 
     /// Makes the checksums of a mutated IP frame right again where its lengths allow it.

@@ -1,5 +1,5 @@
 //! IPv6 as far as the gateway needs it: Neighbor Discovery (RFC 4861) for the gateway's address
-//! and its DNS address, and ICMPv6 echo (RFC 4443) to them.
+//! and its DNS address (every address, when it proxies), and ICMPv6 echo (RFC 4443) to them.
 
 use std::net::Ipv6Addr;
 
@@ -8,6 +8,7 @@ use vswitch_switch::Mac;
 use crate::answer::{write_eth, Answer, Reply, ETHERTYPE_IPV6, ETH_HDR_LEN, L2};
 use crate::checksum;
 use crate::gateway::Gateway;
+use crate::ra::link_local_from_mac;
 
 const IPV6_HDR_LEN: usize = 40;
 const NEXT_HEADER_ICMPV6: u8 = 58;
@@ -49,7 +50,11 @@ pub(crate) fn answer(gw: &Gateway, l2: L2, ip: &[u8], out: &mut [u8]) -> Answer 
     let dst = addr_at(h, 24);
     // Extension headers never precede the messages answered here; a jumbogram (payload length
     // 0 and a hop-by-hop option) is not one of them either.
-    if h[6] != NEXT_HEADER_ICMPV6 || !gw.v6_addrs().iter().flatten().any(|&a| dst == a || dst == solicited_node(a)) {
+    let ours = gw.v6_addrs().iter().flatten().any(|&a| dst == a || dst == solicited_node(a));
+    // A proxying gateway hears solicitations for any address: to its group, or unicast to the
+    // gateway's MAC once the asker has it (unreachability detection).
+    let proxy = gw.proxy_all && (is_solicited_node(dst) || (!dst.is_multicast() && l2.dst == gw.mac));
+    if h[6] != NEXT_HEADER_ICMPV6 || !(ours || proxy) {
         return Answer::Ignored;
     }
     let icmp = payload;
@@ -70,7 +75,8 @@ pub(crate) fn answer(gw: &Gateway, l2: L2, ip: &[u8], out: &mut [u8]) -> Answer 
     }
 }
 
-/// A checksummed ICMPv6 message to one of the gateway's addresses or its solicited-node group.
+/// A checksummed ICMPv6 message to one of the gateway's addresses or its solicited-node group (with
+/// `proxy_all`, to any solicited-node group, or unicast to the gateway's MAC).
 struct Request<'a> {
     l2: L2,
     src: Ipv6Addr,
@@ -79,8 +85,8 @@ struct Request<'a> {
     icmp: &'a [u8],
 }
 
-/// A Neighbor Solicitation for one of the gateway's addresses gets an Advertisement for that
-/// address with the gateway's MAC.
+/// A Neighbor Solicitation for one of the gateway's addresses (or one it proxies for) gets an
+/// Advertisement for that address with the gateway's MAC.
 fn neighbor_solicit(gw: &Gateway, req: &Request<'_>, out: &mut [u8]) -> Answer {
     let Some(ns) = req.icmp.first_chunk::<ND_LEN>() else { return Answer::Malformed };
     // RFC 4861 §7.1.1: the receiver must discard solicitations failing these checks.
@@ -92,7 +98,8 @@ fn neighbor_solicit(gw: &Gateway, req: &Request<'_>, out: &mut [u8]) -> Answer {
         return Answer::Malformed;
     }
     let Ok(source_ll) = source_link_layer(&req.icmp[ND_LEN..]) else { return Answer::Malformed };
-    if !gw.v6_addrs().contains(&Some(target)) {
+    let own = gw.v6_addrs().contains(&Some(target));
+    if !own && !proxied(gw, req, target) {
         return Answer::Ignored;
     }
     let gw_ip = target;
@@ -118,7 +125,10 @@ fn neighbor_solicit(gw: &Gateway, req: &Request<'_>, out: &mut [u8]) -> Answer {
         if mac.is_multicast() || mac.is_zero() {
             return Answer::Malformed;
         }
-        (req.src, mac, NA_ROUTER | NA_SOLICITED | NA_OVERRIDE)
+        // A proxy's answer must not override the address's real owner, should one answer
+        // too (RFC 4861 §7.2.8).
+        let flags = if own { NA_ROUTER | NA_SOLICITED | NA_OVERRIDE } else { NA_ROUTER | NA_SOLICITED };
+        (req.src, mac, flags)
     };
 
     let icmp_len = ND_LEN + LL_OPT_LEN;
@@ -136,6 +146,20 @@ fn neighbor_solicit(gw: &Gateway, req: &Request<'_>, out: &mut [u8]) -> Answer {
     m[26..32].copy_from_slice(&gw.mac.0);
     finish_reply(m, gw_ip, dst_ip);
     Answer::Reply { kind: Reply::NeighborAdvert, len: r }
+}
+
+/// Whether a proxying gateway ([`Gateway::proxy_all`]) answers `req` for `target`, an address
+/// not its own. Not duplicate address detection (source `::`): the asker wants the address and
+/// would give it up. Not the asker's own address, nor another's link-local one, which only its
+/// owner can answer for (the gateway's own link-local address it can). The solicitation must
+/// go where one for `target` goes: its solicited-node group or `target` itself.
+fn proxied(gw: &Gateway, req: &Request<'_>, target: Ipv6Addr) -> bool {
+    gw.proxy_all
+        && !req.src.is_unspecified()
+        && req.src != target
+        && !(target.is_unspecified() || target.is_loopback() || target.to_ipv4_mapped().is_some())
+        && (!target.is_unicast_link_local() || target == link_local_from_mac(gw.mac))
+        && (req.dst == target || req.dst == solicited_node(target))
 }
 
 /// An echo request to one of the gateway's addresses gets an echo reply from that address with
@@ -232,6 +256,12 @@ fn addr_at(b: &[u8], at: usize) -> Ipv6Addr {
 fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
     let o = a.octets();
     Ipv6Addr::from([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, o[13], o[14], o[15]])
+}
+
+/// Whether `a` is a solicited-node multicast group, ff02::1:ff00:0/104.
+fn is_solicited_node(a: Ipv6Addr) -> bool {
+    let o = a.octets();
+    o[..13] == [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff]
 }
 
 /// The Ethernet address of an IPv6 multicast group (RFC 2464 §7): 33:33 and its last 32 bits.
@@ -345,6 +375,85 @@ mod tests {
         assert_eq!(answer(&dns, &echo, &mut out), Answer::Reply { kind: Reply::Icmp6Echo, len: reply.len() });
         assert_eq!(out[..reply.len()], reply);
         assert_eq!(ask(&echo), (Answer::Ignored, vec![]));
+    }
+
+    /// [`NS`] from fd00::2 for `target`, to the target's solicited-node group.
+    fn ns_for(target: Ipv6Addr) -> Vec<u8> {
+        let group = solicited_node(target);
+        edited(NS, |f| {
+            f[0..6].copy_from_slice(&multicast_mac(group).0);
+            f[38..54].copy_from_slice(&group.octets());
+            f[62..78].copy_from_slice(&target.octets());
+        })
+    }
+
+    /// [`NA`] for `target`, from it, with `flags`.
+    fn na_for(target: Ipv6Addr, flags: u8) -> Vec<u8> {
+        edited(NA, |f| {
+            f[22..38].copy_from_slice(&target.octets());
+            f[58] = flags;
+            f[62..78].copy_from_slice(&target.octets());
+        })
+    }
+
+    #[test]
+    fn a_proxying_gateway_advertises_every_other_address_without_override() {
+        let mut out = [0u8; REPLY_BUF];
+        let targets: [Ipv6Addr; 3] = ["fd00::9".parse().unwrap(), "2001:db8::1".parse().unwrap(), link_local_from_mac(GW_MAC)];
+        for t in targets {
+            let ns = ns_for(t);
+            assert_eq!(answer(&gw_proxy(), &ns, &mut out), Answer::Reply { kind: Reply::NeighborAdvert, len: NA.len() }, "{t}");
+            assert_eq!(out[..NA.len()], na_for(t, NA_ROUTER | NA_SOLICITED), "{t}");
+            assert!(checksums_valid(&out[..NA.len()]));
+            assert_eq!(ask(&ns), (Answer::Ignored, vec![]), "{t} without proxy_all");
+        }
+        // Unreachability detection: unicast to the address, at the gateway's MAC it was given.
+        let t: Ipv6Addr = "fd00::9".parse().unwrap();
+        let nud = edited(NS, |f| {
+            f[0..6].copy_from_slice(&GW_MAC.0);
+            f[38..54].copy_from_slice(&t.octets());
+            f[62..78].copy_from_slice(&t.octets());
+        });
+        assert_eq!(answer(&gw_proxy(), &nud, &mut out), Answer::Reply { kind: Reply::NeighborAdvert, len: NA.len() });
+        assert_eq!(out[..NA.len()], na_for(t, NA_ROUTER | NA_SOLICITED));
+        let mut elsewhere = nud.clone();
+        elsewhere[5] = 0x99;
+        assert_eq!(answer(&gw_proxy(), &elsewhere, &mut out), Answer::Ignored, "unicast to another station");
+        // The gateway's own address as before: overriding, and defended against DAD.
+        assert_eq!(answer(&gw_proxy(), &NS, &mut out), Answer::Reply { kind: Reply::NeighborAdvert, len: NA.len() });
+        assert_eq!(out[..NA.len()], NA);
+        let dad = edited(NS, |f| {
+            f.truncate(78);
+            f[19] = 24;
+            f[22..38].fill(0);
+        });
+        assert!(matches!(answer(&gw_proxy(), &dad, &mut out), Answer::Reply { kind: Reply::NeighborAdvert, .. }));
+    }
+
+    #[test]
+    fn a_proxying_gateway_leaves_the_askers_own_and_link_local_addresses_alone() {
+        let mut out = [0u8; REPLY_BUF];
+        let t: Ipv6Addr = "fd00::9".parse().unwrap();
+        let mut dad = ns_for(t);
+        dad.truncate(78);
+        dad[19] = 24;
+        dad[22..38].fill(0);
+        fix_checksums(&mut dad);
+        let mut wrong_group = ns_for(t);
+        wrong_group[5] = 8;
+        wrong_group[53] = 8;
+        fix_checksums(&mut wrong_group);
+        let cases = [
+            ("duplicate address detection", dad),
+            ("the asker's own address", ns_for("fd00::2".parse().unwrap())),
+            ("another's link-local address", ns_for("fe80::9".parse().unwrap())),
+            ("a loopback address", ns_for(Ipv6Addr::LOCALHOST)),
+            ("another address's group", wrong_group),
+        ];
+        for (what, ns) in cases {
+            assert!(checksums_valid(&ns), "{what}");
+            assert_eq!(answer(&gw_proxy(), &ns, &mut out), Answer::Ignored, "{what}");
+        }
     }
 
     #[test]

@@ -251,7 +251,7 @@ pub fn answer_rs(eth: &[u8], gw_mac: Mac, cfg: &RaConfig, out: &mut [u8]) -> Opt
 /// Router flag set. Everything else is [`Answer::Ignored`] (ARP and IPv4 included), so call it
 /// when [`answer()`] for the global address ignored the frame.
 pub fn answer_link_local(eth: &[u8], gw_mac: Mac, gw_link_local: Ipv6Addr, out: &mut [u8]) -> Answer {
-    answer(&Gateway { ipv4: None, ipv6: Some(gw_link_local), mac: gw_mac, dns4: None, dns6: None }, eth, out)
+    answer(&Gateway { ipv4: None, ipv6: Some(gw_link_local), mac: gw_mac, dns4: None, dns6: None, proxy_all: false }, eth, out)
 }
 
 /// Says when the next unsolicited advertisement is due (RFC 4861 §6.2.4): right away, then the

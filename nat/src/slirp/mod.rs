@@ -12,8 +12,9 @@
 //! - ICMP echo: a ping socket per (container, destination, echo identifier).
 //!
 //! Destinations: the network's gateway address means the host itself (127.0.0.1 or ::1), and
-//! only with `host_loopback` (new flows to it are refused otherwise, TCP with a RST); anything
-//! else goes where it was addressed. A network's outbound addresses (slirp4netns'
+//! only with `host_loopback` (new flows to it are refused otherwise, TCP with a RST); a host
+//! alias means the address it maps to ([`EngineNet::host_alias4`]); anything else goes where it
+//! was addressed. The container's side of a flow always keeps the address it sent to. A network's outbound addresses (slirp4netns'
 //! `--outbound-addr`) are the local addresses its own flows' host sockets are bound to, so that
 //! the world sees them come from there; see [`EngineNet::outbound4`].
 //!
@@ -89,6 +90,12 @@ pub struct EngineNet {
     /// `outbound_source`).
     pub outbound4: Option<Ipv4Addr>,
     pub outbound6: Option<Ipv6Addr>,
+    /// (alias, target): new flows to the alias go to the target instead (pasta's
+    /// `--map-guest-addr`: the alias stands for the host, the target is the host's own address),
+    /// with or without `host_loopback`. The container's side of the flow keeps the alias, so its
+    /// replies come from there.
+    pub host_alias4: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub host_alias6: Option<(Ipv6Addr, Ipv6Addr)>,
 }
 
 /// Where frames come from and where they go: [`Uplink`] in the daemon, an in-memory double in
@@ -1110,11 +1117,13 @@ fn unicast(a: IpAddr) -> bool {
     }
 }
 
-/// Where the host should send what a container addressed to `dst`: the host's loopback for the
-/// gateway's address (with `host_loopback`), the address itself otherwise; None when no host
-/// socket may go there.
+/// Where the host should send what a container addressed to `dst`: a host alias's target for the
+/// alias, the host's loopback for the gateway's address (with `host_loopback`), the address
+/// itself otherwise; None when no host socket may go there.
 fn host_address(net: &EngineNet, dst: IpAddr) -> Option<IpAddr> {
     let host = match dst {
+        IpAddr::V4(a) if net.host_alias4.is_some_and(|(alias, _)| alias == a) => net.host_alias4.map(|(_, to)| IpAddr::V4(to)),
+        IpAddr::V6(a) if net.host_alias6.is_some_and(|(alias, _)| alias == a) => net.host_alias6.map(|(_, to)| IpAddr::V6(to)),
         IpAddr::V4(a) if net.v4 == Some(a) => net.host_loopback.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         IpAddr::V6(a) if net.v6 == Some(a) => net.host_loopback.then_some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
         a if unicast(a) => Some(a),

@@ -512,6 +512,8 @@ mod tests {
             mtu: 1500,
             outbound4: None,
             outbound6: None,
+            host_alias4: None,
+            host_alias6: None,
         }
     }
 

@@ -372,7 +372,18 @@ impl Rig {
 
 /// The rig's one network, with or without host-loopback.
 fn networks(host_loopback: bool, mtu: u32) -> HashMap<NetId, EngineNet> {
-    HashMap::from([(NET, EngineNet { mac: GW_MAC, v4: Some(GW4), v6: Some(GW6), host_loopback, mtu, outbound4: None, outbound6: None })])
+    let net = EngineNet {
+        mac: GW_MAC,
+        v4: Some(GW4),
+        v6: Some(GW6),
+        host_loopback,
+        mtu,
+        outbound4: None,
+        outbound6: None,
+        host_alias4: None,
+        host_alias6: None,
+    };
+    HashMap::from([(NET, net)])
 }
 
 fn addrs(ip: &[u8]) -> (IpAddr, IpAddr) {
@@ -1541,4 +1552,80 @@ fn outbound_sources_keep_to_their_family_and_leave_the_loopback_alone() {
     assert_eq!(outbound_source(n, ip("127.0.0.1")), Some(ip("127.0.0.2")));
     assert_eq!(outbound_source(n, ip("::1")), None);
     assert_eq!(outbound_source(&networks(true, 1500)[&NET], ip("198.51.100.7")), None);
+}
+
+const ALIAS4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 2);
+const ALIAS6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 2, 1);
+
+/// The rig's network with host aliases (pasta's `--map-guest-addr`) and without host-loopback:
+/// 169.254.1.2 and fe80::2:1 stand for the host, here its loopback (tests reach nothing else;
+/// a real one maps to the host's own address).
+fn aliased() -> HashMap<NetId, EngineNet> {
+    let mut nets = networks(false, 1500);
+    let n = nets.get_mut(&NET).unwrap();
+    n.host_alias4 = Some((ALIAS4, Ipv4Addr::LOCALHOST));
+    n.host_alias6 = Some((ALIAS6, Ipv6Addr::LOCALHOST));
+    nets
+}
+
+#[test]
+fn tcp_and_udp_to_the_host_alias_reach_the_host_and_come_back_from_the_alias() {
+    let _g = serial();
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    set_networks_now(&rig, aliased());
+    for (i, (client, alias)) in
+        [(IpAddr::V4(CLIENT4), IpAddr::V4(ALIAS4)), (IpAddr::V6(CLIENT6), IpAddr::V6(ALIAS6))].into_iter().enumerate()
+    {
+        let (l, port) = listen(alias.is_ipv6());
+        let host = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.write_all(b"host here").unwrap();
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).unwrap();
+            b
+        });
+        let h = rig.connect_to(SocketAddr::new(alias, port), 48000 + i as u16);
+        let mut got = Vec::new();
+        let heard = rig.run_until(5000, |r| {
+            r.read(h, &mut got);
+            got == b"host here"
+        });
+        assert!(heard, "{alias}: {:?}", rig.engine.counters());
+        // smoltcp takes segments only from the address it connected to.
+        assert_eq!(IpAddr::from(rig.sock(h).remote_endpoint().unwrap().addr), alias);
+        assert_eq!(rig.sock(h).send_slice(b"hello"), Ok(5));
+        assert!(rig.run_until(5000, |_| host.is_finished()), "{alias}");
+        assert_eq!(&host.join().unwrap(), b"hello");
+        rig.sock(h).close();
+
+        let (server, t, stop) = udp_echo_server(alias.is_ipv6());
+        let src = SocketAddr::new(client, 5355);
+        let dst = SocketAddr::new(alias, server.port());
+        let replies = rig.exchange(udp_frame(src, dst, b"ping"), 1, 5000);
+        assert_eq!(replies.len(), 1, "{alias}: {:?}", rig.engine.counters());
+        assert_eq!(parse_udp(&replies[0]), (dst, src, b"echo:ping".to_vec()), "from the alias");
+        let tracked = rig.engine.flows().iter().any(|f| (f.row.proto, f.row.src, f.row.dst) == (Proto::Udp, src, dst));
+        assert!(tracked, "tracked as the container sent it: {:?}", rig.engine.flows());
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+    }
+    let c = rig.engine.counters();
+    assert_eq!((c.tcp_opened, c.udp_flows, c.drop_denied), (2, 2, 0), "{c:?}");
+}
+
+#[test]
+fn the_host_alias_is_mapped_whatever_host_loopback_says_and_only_there() {
+    let nets = aliased();
+    let n = &nets[&NET];
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(host_address(n, ip("169.254.1.2")), Some(ip("127.0.0.1")));
+    assert_eq!(host_address(n, ip("fe80::2:1")), Some(ip("::1")));
+    assert_eq!(host_address(n, IpAddr::V4(GW4)), None, "the gateway's address still needs host-loopback");
+    assert_eq!(host_address(n, IpAddr::V6(GW6)), None);
+    let with_loopback = EngineNet { host_loopback: true, ..n.clone() };
+    assert_eq!(host_address(&with_loopback, IpAddr::V4(GW4)), Some(ip("127.0.0.1")));
+    assert_eq!(host_address(&with_loopback, ip("169.254.1.2")), Some(ip("127.0.0.1")));
+    // Without aliases, the alias's address is an address like any other (past the test filter:
+    // it is not loopback, so a test may not go there).
+    assert_eq!(host_address(&networks(true, 1500)[&NET], ip("169.254.1.2")), None);
 }

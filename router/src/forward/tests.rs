@@ -28,6 +28,8 @@ fn network(mac: Mac, v4: &str, v6: &str, mtu: u32) -> NetworkL3 {
         host_loopback: false,
         dns4: None,
         dns6: None,
+        host_alias4: None,
+        host_alias6: None,
     }
 }
 
@@ -903,7 +905,7 @@ fn everything_to_the_dns_address_is_the_gateways_never_the_uplinks() {
 }
 
 #[test]
-fn dns_addresses_must_be_hosts_of_the_subnet_other_than_the_gateway() {
+fn dns_addresses_must_be_hosts_other_than_the_gateway_on_or_off_the_subnet() {
     let mut c = L3Config::new();
     let n = network(GW1, "10.20.0.1/24", "fd20::1/64", 1500);
     let with = |dns4: Option<&str>, dns6: Option<&str>| NetworkL3 {
@@ -913,18 +915,137 @@ fn dns_addresses_must_be_hosts_of_the_subnet_other_than_the_gateway() {
     };
     let v4 = |dns: &str| Err(L3Error::DnsAddress { dns: ip(dns), subnet: "10.20.0.1/24".parse().unwrap() });
     let v6 = |dns: &str| Err(L3Error::DnsAddress { dns: ip(dns), subnet: "fd20::1/64".parse().unwrap() });
-    for bad in ["10.30.0.3", "10.20.0.1", "10.20.0.0", "10.20.0.255"] {
+    for bad in ["10.20.0.1", "10.20.0.0", "10.20.0.255", "0.0.0.0", "127.0.0.53", "224.0.0.251", "255.255.255.255"] {
         assert_eq!(c.set_network(1, with(Some(bad), None)), v4(bad), "{bad}");
     }
-    for bad in ["fd30::3", "fd20::1", "fd20::"] {
+    for bad in ["fd20::1", "fd20::", "::", "::1", "ff02::fb", "::ffff:10.20.0.3"] {
         assert_eq!(c.set_network(1, with(None, Some(bad))), v6(bad), "{bad}");
     }
     let no_v6 = NetworkL3 { ipv6: None, ..with(None, Some("fd20::3")) };
     assert_eq!(c.set_network(1, no_v6), Err(L3Error::NoGateway { prefix: "fd20::3/128".parse().unwrap(), net: 1 }));
     assert_eq!(c.networks().count(), 0, "nothing was changed");
     assert_eq!(c.set_network(1, with(Some("10.20.0.3"), Some("fd20::3"))), Ok(None));
+    // Off the subnet, as pasta's --dns-forward has it, or another network's address.
+    for (d4, d6) in [("169.254.1.1", "fe80::53"), ("10.30.0.5", "fd30::5"), ("192.0.2.53", "2001:db8::53")] {
+        assert!(c.set_network(1, with(Some(d4), Some(d6))).is_ok(), "{d4} {d6}");
+    }
     assert_eq!(
         L3Error::DnsAddress { dns: ip("10.20.0.1"), subnet: "10.20.0.1/24".parse().unwrap() }.to_string(),
-        "DNS address 10.20.0.1 must be inside 10.20.0.1/24 and be neither the gateway's address nor the subnet's network or broadcast address"
+        "DNS address 10.20.0.1 must be a host's address, neither the gateway's (10.20.0.1/24) nor that subnet's network or broadcast address"
     );
+}
+
+/// Network 1 with the uplink, pasta's way: its DNS address and the host's alias link-local,
+/// off the subnet.
+fn pasta_router() -> L3 {
+    let n1 = network(GW1, "10.20.0.1/24", "fd20::1/64", 1500);
+    let mut c = L3Config::new();
+    c.set_network(
+        1,
+        NetworkL3 {
+            uplink: true,
+            dns4: Some("169.254.1.1".parse().unwrap()),
+            dns6: Some("fe80::53".parse().unwrap()),
+            host_alias4: Some("169.254.1.2".parse().unwrap()),
+            host_alias6: Some("fe80::2:1".parse().unwrap()),
+            ..n1
+        },
+    )
+    .unwrap();
+    let l3 = L3::new();
+    l3.store(c);
+    l3
+}
+
+fn udp4_to(dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut f = v4_edit(&UDP4_IN, dst, 64, true, 0);
+    f[36..38].copy_from_slice(&dport.to_be_bytes());
+    wire(&f)
+}
+
+fn udp6_to(dst: &str, dport: u16) -> Vec<u8> {
+    let mut f = v6_edit(&UDP6_IN, dst, 64, 0);
+    f[56..58].copy_from_slice(&dport.to_be_bytes());
+    wire(&f)
+}
+
+#[test]
+fn a_link_local_dns_address_is_the_gateways_not_out_of_scope() {
+    let l3 = pasta_router();
+    for port in [53, 8080] {
+        assert_eq!(run(&l3, 1, udp4_to([169, 254, 1, 1], port), NOW).0, Forward::Local, "{port}");
+        assert_eq!(run(&l3, 1, udp6_to("fe80::53", port), NOW).0, Forward::Local, "{port}");
+    }
+    // Any other link-local destination is still out of scope.
+    assert_eq!(run(&l3, 1, udp4_to([169, 254, 1, 3], 53), NOW).0, Forward::Drop(DropReason::Scope));
+    assert_eq!(l3.learn_neighbor(1, ip("169.254.1.1"), A, NOW), None, "nor on the subnet, nor claimable");
+}
+
+#[test]
+fn the_host_alias_goes_up_the_uplink_even_when_link_local() {
+    let l3 = pasta_router();
+    for port in [53, 80, 8080] {
+        let (verdict, out, _) = run(&l3, 1, udp4_to([169, 254, 1, 2], port), NOW);
+        assert_eq!((verdict, &out[..]), (Forward::Uplink, &udp4_to([169, 254, 1, 2], port)[VNET_HDR_LEN..]), "{port}");
+        assert_eq!(run(&l3, 1, udp6_to("fe80::2:1", port), NOW).0, Forward::Uplink, "{port}");
+    }
+    let mut ping = v4_edit(&UDP4_IN, [169, 254, 1, 2], 64, true, 0);
+    ping[23] = 1;
+    fix_ipv4_header(&mut ping);
+    assert_eq!(run(&l3, 1, wire(&ping), NOW).0, Forward::Uplink, "not only TCP and UDP");
+    // Without the uplink the alias means nothing: link-local is out of scope, as ever.
+    let mut c = L3Config::clone(&l3.config());
+    let n1 = *c.network(1).unwrap();
+    c.set_network(1, NetworkL3 { uplink: false, ..n1 }).unwrap();
+    l3.store(c);
+    assert_eq!(run(&l3, 1, udp4_to([169, 254, 1, 2], 80), NOW).0, Forward::Drop(DropReason::Scope));
+    // On the subnet, the alias is nobody's neighbour either.
+    let mut c = L3Config::new();
+    c.set_network(1, NetworkL3 { uplink: true, host_alias4: Some("10.20.0.9".parse().unwrap()), ..n1 }).unwrap();
+    l3.store(c);
+    assert_eq!(run(&l3, 1, udp4_to([10, 20, 0, 9], 80), NOW).0, Forward::Uplink);
+    assert_eq!(l3.learn_neighbor(1, ip("10.20.0.9"), A, NOW), None);
+}
+
+#[test]
+fn host_aliases_must_be_hosts_other_than_the_gateways_addresses() {
+    let n = NetworkL3 {
+        dns4: Some("10.20.0.3".parse().unwrap()),
+        dns6: Some("fd20::3".parse().unwrap()),
+        ..network(GW1, "10.20.0.1/24", "fd20::1/64", 1500)
+    };
+    let mut c = L3Config::new();
+    for bad in ["10.20.0.1", "10.20.0.3", "0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255"] {
+        let got = c.set_network(1, NetworkL3 { host_alias4: Some(bad.parse().unwrap()), ..n });
+        assert_eq!(got, Err(L3Error::HostAlias { alias: ip(bad) }), "{bad}");
+    }
+    for bad in ["fd20::1", "fd20::3", "::", "::1", "ff02::1", "::ffff:1.2.3.4"] {
+        let got = c.set_network(1, NetworkL3 { host_alias6: Some(bad.parse().unwrap()), ..n });
+        assert_eq!(got, Err(L3Error::HostAlias { alias: ip(bad) }), "{bad}");
+    }
+    assert_eq!(c.networks().count(), 0);
+    let good = NetworkL3 { host_alias4: Some("169.254.1.2".parse().unwrap()), host_alias6: Some("fd20::9".parse().unwrap()), ..n };
+    assert_eq!(c.set_network(1, good), Ok(None));
+}
+
+#[test]
+fn neighbor_discovery_at_the_gateways_mac_is_never_routed() {
+    // A Neighbor Solicitation unicast to a routed address (unreachability detection of an address
+    // a proxying gateway answered for): hop limit 255, ICMPv6 type 135.
+    let ns = |dst: &str, hop: u8, kind: u8| {
+        let mut f = v6_edit(&UDP6_IN, dst, hop, 0);
+        f[20] = 58;
+        f[54] = kind;
+        wire(&f)
+    };
+    for l3 in [router(), uplink_router(false)] {
+        for dst in ["fd30::2", "fd99::2", "fd20::9"] {
+            assert_eq!(run(&l3, 1, ns(dst, 255, 135), NOW).0, Forward::Local, "NS to {dst}");
+            assert_eq!(run(&l3, 1, ns(dst, 255, 136), NOW).0, Forward::Local, "NA to {dst}");
+        }
+    }
+    // Anything else to those addresses is routed as before.
+    assert!(matches!(run(&router(), 1, ns("fd30::2", 64, 135), NOW).0, Forward::Out { net: 2, .. }));
+    assert!(matches!(run(&router(), 1, ns("fd30::2", 255, 128), NOW).0, Forward::Out { net: 2, .. }));
+    assert_eq!(run(&uplink_router(false), 1, ns("fd99::2", 255, 128), NOW).0, Forward::Uplink);
 }
