@@ -5,6 +5,7 @@ pub mod api_types;
 pub mod cli;
 pub mod client;
 pub mod compat;
+pub mod confine;
 pub mod controller;
 pub mod dns;
 pub mod error;

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use clap::Parser;
+use vswitch_ctl::confine;
 use vswitch_ctl::controller::Controller;
 use vswitch_ctl::dns::{Dns, DnsHandle};
 use vswitch_ctl::leases::LeaseDb;
@@ -51,6 +52,18 @@ struct Args {
     /// Seconds an unanswered UDP flow lives without traffic (four times as long once answered).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     nat_udp_timeout: u32,
+    /// Confine the daemon at start, as slirp4netns's --enable-sandbox does: its own mount
+    /// namespace whose root holds only the state directory, the socket's directory, the
+    /// --resolv-conf directory, /etc (read-only, /etc/netns writable), /run, /var/run/netns,
+    /// /proc and /dev/net/tun; no capability but CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_NET_RAW,
+    /// CAP_NET_BIND_SERVICE and CAP_DAC_OVERRIDE (not CAP_SYS_PTRACE: a sandbox named by PID
+    /// then resolves only for a process with no capability beyond those).
+    #[arg(long)]
+    sandbox: bool,
+    /// Allow only the system calls the daemon makes (a seccomp allow-list); any other fails
+    /// with EPERM.
+    #[arg(long)]
+    seccomp: bool,
 }
 
 fn main() {
@@ -73,6 +86,13 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // First of all: confinement covers only the threads started after it.
+    if args.sandbox {
+        confine::enter_sandbox(&confine::Sandbox::vswitchd(&args.state_dir, &args.socket, &args.resolv_conf)?)?;
+    }
+    if args.seccomp {
+        confine::enter_seccomp(confine::Profile::Daemon, &[])?;
+    }
     // Both checks come before anything touches a device: a second daemon re-attaching the
     // first one's TAPs would steal a share of every container's traffic.
     server::check_socket_free(&args.socket)?;
