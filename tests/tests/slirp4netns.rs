@@ -152,6 +152,8 @@ fn podman_command_line_with_ready_exit_fds_and_api_socket() {
     let mut s = Slirp::spawn(
         &[
             "--mtu=65520",
+            "--enable-sandbox",
+            "--enable-seccomp",
             "--enable-ipv6",
             "-c",
             "-r",
@@ -167,6 +169,11 @@ fn podman_command_line_with_ready_exit_fds_and_api_socket() {
         Some(&resolv),
     );
     assert_eq!(s.wait_ready(15), "1", "ready fd: {}", s.log());
+    // --enable-sandbox and --enable-seccomp confine it for real.
+    let pid = s.proc.0.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(!Path::new(&format!("/proc/{pid}/root/usr")).exists(), "the sandbox's root has no /usr");
     assert!(s.log().contains("WARNING: 127.0.0.1:* on the host is accessible as 10.0.2.2"), "{}", s.log());
     // --configure: address, MTU, default route.
     let addr = ns.exec_ok(&["ip", "-o", "addr", "show", "dev", "tap0"]);
@@ -354,7 +361,7 @@ set -eu
 T=$1; HOSTPORT=$2; PUBPORT=$3
 export XDG_RUNTIME_DIR=$T/xdg; mkdir -p "$XDG_RUNTIME_DIR"
 rootlesskit --state-dir="$T/rk" --net=slirp4netns --slirp4netns-binary="$T/slirp4netns" --port-driver=slirp4netns \
-  --copy-up=/etc sh -c '
+  --slirp4netns-sandbox=true --slirp4netns-seccomp=true --copy-up=/etc sh -c '
     echo "uid=$(id -u) tap=$(ip -o -4 addr show dev tap0 | tr -s " " | cut -d" " -f4) ns=$(cat /etc/resolv.conf | grep nameserver)" > "$1/inside"
     echo "out=$(curl -sS --max-time 5 http://10.0.2.2:$2/)" >> "$1/inside"
     exec socat TCP-LISTEN:8000,reuseaddr,fork SYSTEM:"echo inside"' sh "$T" "$HOSTPORT" > "$T/rk.log" 2>&1 &

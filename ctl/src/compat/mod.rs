@@ -3,6 +3,8 @@
 //! and protocols, with vswitch's stack behind them.
 
 pub mod api;
+pub mod pasta;
+pub mod portspec;
 pub mod slirp4netns;
 pub mod stack;
 pub mod sys;
@@ -34,6 +36,7 @@ pub fn personality(argv: &[OsString]) -> Option<(&'static str, Vec<OsString>)> {
 pub fn run(name: &str, args: Vec<OsString>) -> i32 {
     match name {
         "slirp4netns" => slirp4netns::main(args),
+        "pasta" => pasta::main(args),
         other => {
             eprintln!("{other}: this personality is not available in this build");
             1
@@ -53,12 +56,18 @@ pub struct Target {
 }
 
 /// Opens (or attaches to) the TAP `ifname` inside the target's namespaces, in a forked child
-/// that joins them, configuring it when `configure` says how; the fds come back to this process,
-/// which never leaves its own namespaces. Call while single-threaded.
-pub fn join_and_open_tap(t: &Target, ifname: &str, configure: Option<TapSpec>) -> anyhow::Result<Tap> {
+/// that joins them, configuring it when `configure` says how, and opening `files` there too
+/// (`/proc/self/net/tcp` reads the namespace's sockets ever after); the fds come back to this
+/// process, which never leaves its own namespaces. Call while single-threaded.
+pub fn join_and_open_tap(
+    t: &Target,
+    ifname: &str,
+    configure: Option<TapSpec>,
+    files: &'static [&'static str],
+) -> anyhow::Result<(Tap, Vec<std::fs::File>)> {
     let t2 = t.clone();
     let name = ifname.to_string();
-    let fds = sys::in_child(move || {
+    let mut fds = sys::in_child(move || {
         let net = std::fs::File::open(&t2.net).map_err(|e| format!("{}: {e}", t2.net.display()))?;
         if let Some(u) = &t2.user {
             match sys::setns(u, libc::CLONE_NEWUSER) {
@@ -74,10 +83,18 @@ pub fn join_and_open_tap(t: &Target, ifname: &str, configure: Option<TapSpec>) -
         if let Some(spec) = &configure {
             provision::configure_here(spec).map_err(|e| format!("configuring {name}: {e}"))?;
         }
-        Ok(tap.into_fds())
+        let mut fds = tap.into_fds();
+        for f in files {
+            fds.push(std::fs::File::open(f).map_err(|e| format!("{f}: {e}"))?.into());
+        }
+        Ok(fds)
     })
     .map_err(|e| anyhow!(e))?;
-    Ok(Tap::from_fds(ifname, fds))
+    if fds.len() != 1 + files.len() {
+        bail!("the namespace helper sent {} fds, expected {}", fds.len(), 1 + files.len());
+    }
+    let rest = fds.split_off(1).into_iter().map(std::fs::File::from).collect();
+    Ok((Tap::from_fds(ifname, fds), rest))
 }
 
 /// `--outbound-addr`: an IPv4 address, or an interface whose first IPv4 address to use.
@@ -104,7 +121,10 @@ fn outbound<A: std::str::FromStr>(s: &str, flag: &str, pick: impl Fn(IpAddr) -> 
         bail!("{flag} {s}: an address of the wrong family");
     }
     let addrs = sys::interface_addrs(s).map_err(|e| anyhow!("{flag} {s}: {e}"))?;
-    addrs.into_iter().find_map(pick).ok_or_else(|| anyhow!("{flag} {s}: neither an address nor an interface with one of that family"))
+    addrs
+        .into_iter()
+        .find_map(|(a, _)| pick(a))
+        .ok_or_else(|| anyhow!("{flag} {s}: neither an address nor an interface with one of that family"))
 }
 
 /// Where the DNS forwarder finds the host's resolvers: /etc/resolv.conf, or the file
@@ -115,9 +135,21 @@ pub fn host_resolv_conf() -> PathBuf {
 
 /// Applies `--enable-sandbox` / `--enable-seccomp`. Call while single-threaded, after every
 /// file the process needs later (TAP, API socket) is open.
-pub fn confine_personality(sandbox: bool, seccomp: bool) -> anyhow::Result<()> {
-    if sandbox || seccomp {
-        bail!("--enable-sandbox and --enable-seccomp are not available yet");
+///
+/// The sandbox keeps /etc and /run (slirp4netns's choice), the resolv.conf in use, and `keep_rw`
+/// (the API socket's directory, so the socket can be removed at exit).
+pub fn confine_personality(sandbox: bool, seccomp: bool, keep_rw: &[&Path]) -> anyhow::Result<()> {
+    use crate::confine::{enter_sandbox, enter_seccomp, Keep, Profile, Sandbox};
+    if sandbox {
+        let mut sb = Sandbox::slirp4netns();
+        if let Some(dir) = host_resolv_conf().parent().filter(|d| !d.starts_with("/etc") && !d.starts_with("/run")) {
+            sb.keep.push(Keep::ro(dir));
+        }
+        sb.keep.extend(keep_rw.iter().copied().map(Keep::rw));
+        enter_sandbox(&sb).map_err(|e| anyhow!("--enable-sandbox: {e}"))?;
+    }
+    if seccomp {
+        enter_seccomp(Profile::Engine, &[]).map_err(|e| anyhow!("--enable-seccomp: {e}"))?;
     }
     Ok(())
 }

@@ -154,6 +154,7 @@ fn plan(a: &Args) -> anyhow::Result<NetPlan> {
     }
     let v6 = a.enable_ipv6.then(|| V6Plan {
         subnet: Ipv6Net::new(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0), 64).expect("a /64"),
+        guest: None,
         gateway: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2),
         dns: (!a.disable_dns).then_some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3)),
     });
@@ -171,6 +172,8 @@ fn plan(a: &Args) -> anyhow::Result<NetPlan> {
         gateway_mac: slirp_mac(at(2)),
         dns_upstreams: Vec::new(),
         resolv_conf: super::host_resolv_conf(),
+        proxy_all: false,
+        host_alias: None,
     })
 }
 
@@ -238,9 +241,10 @@ fn run(a: Args) -> anyhow::Result<()> {
         default_via: Some(plan.gateway4),
         default_via6: None,
     });
-    let tap = join_and_open_tap(&target, &tapname, configure)?;
+    let (tap, _) = join_and_open_tap(&target, &tapname, configure, &[])?;
     let listener = a.api_socket.as_deref().map(|p| api::bind(p).with_context(|| format!("API socket {}", p.display()))).transpose()?;
-    confine_personality(a.enable_sandbox, a.enable_seccomp)?;
+    let api_dir: Vec<&std::path::Path> = a.api_socket.as_deref().and_then(std::path::Path::parent).into_iter().collect();
+    confine_personality(a.enable_sandbox, a.enable_seccomp, &api_dir)?;
     sys::block_signals();
     let stack = Arc::new(Stack::start(plan, tap).context("starting the network stack")?);
     if let Some(l) = listener {

@@ -24,6 +24,8 @@ use crate::model::IpamConfig;
 #[derive(Debug, Clone)]
 pub struct V6Plan {
     pub subnet: Ipv6Net,
+    /// The container's address when it is configured for it (pasta); None: SLAAC picks one.
+    pub guest: Option<Ipv6Addr>,
     pub gateway: Ipv6Addr,
     pub dns: Option<Ipv6Addr>,
 }
@@ -49,6 +51,11 @@ pub struct NetPlan {
     /// Upstream resolvers; empty: the host's, from `resolv_conf`.
     pub dns_upstreams: Vec<SocketAddr>,
     pub resolv_conf: PathBuf,
+    /// pasta: the gateway answers ARP/ND for every address but the container's, and only the
+    /// gateway's own address is on the link for the router (the rest leaves through the engine).
+    pub proxy_all: bool,
+    /// pasta's --map-guest-addr / --map-host-loopback: (address, what it reaches on the host).
+    pub host_alias: Option<(IpAddr, IpAddr)>,
 }
 
 /// A published port as the personalities list it.
@@ -93,6 +100,12 @@ impl Stack {
         let dp = Arc::new(Dataplane::start(cfg, Hooks { slow: Some(handler), l3: Some(router), uplink: true })?);
         let net = dp.add_network(NetworkConfig { mtu: plan.mtu, gateway_mac: Some(plan.gateway_mac), ..Default::default() })?;
         let v6 = plan.v6.as_ref();
+        let (alias4, alias6) = match plan.host_alias {
+            Some((IpAddr::V4(a), IpAddr::V4(t))) => (Some((a, t)), None),
+            Some((IpAddr::V6(a), IpAddr::V6(t))) => (None, Some((a, t))),
+            Some((a, t)) => anyhow::bail!("{a} cannot stand for {t}: the families differ"),
+            None => (None, None),
+        };
         let mut l3cfg = L3Config::new();
         l3cfg
             .set_network(
@@ -100,13 +113,17 @@ impl Stack {
                 NetworkL3 {
                     mac: plan.gateway_mac,
                     mtu: plan.mtu,
-                    ipv4: Some(Ipv4Net::new(plan.gateway4, plan.subnet4.prefix_len())?),
-                    ipv6: v6.map(|v| Ipv6Net::new(v.gateway, v.subnet.prefix_len())).transpose()?,
+                    // With proxy ARP every other address is reached through the engine, so only the
+                    // gateway itself is on the router's link.
+                    ipv4: Some(Ipv4Net::new(plan.gateway4, if plan.proxy_all { 32 } else { plan.subnet4.prefix_len() })?),
+                    ipv6: v6.map(|v| Ipv6Net::new(v.gateway, if plan.proxy_all { 128 } else { v.subnet.prefix_len() })).transpose()?,
                     internal: false,
                     uplink: true,
                     host_loopback: plan.host_loopback,
                     dns4: plan.dns4,
                     dns6: v6.and_then(|v| v.dns),
+                    host_alias4: alias4.map(|a| a.0),
+                    host_alias6: alias6.map(|a| a.0),
                 },
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -120,6 +137,7 @@ impl Stack {
                 mac: plan.gateway_mac,
                 dns4: plan.dns4,
                 dns6: v6.and_then(|v| v.dns),
+                proxy_all: plan.proxy_all,
             },
         );
         if let Some(v) = v6 {
@@ -159,6 +177,8 @@ impl Stack {
                 mtu: plan.mtu,
                 outbound4: plan.outbound4,
                 outbound6: plan.outbound6,
+                host_alias4: alias4,
+                host_alias6: alias6,
             },
         )]));
         let tap = Arc::new(tap);

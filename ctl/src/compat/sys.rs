@@ -270,8 +270,8 @@ pub fn raise_process(sig: libc::c_int) {
     unsafe { libc::kill(libc::getpid(), sig) };
 }
 
-/// The addresses of interface `name` in this namespace.
-pub fn interface_addrs(name: &str) -> io::Result<Vec<std::net::IpAddr>> {
+/// The addresses of interface `name` in this namespace, with their prefix lengths.
+pub fn interface_addrs(name: &str) -> io::Result<Vec<(std::net::IpAddr, u8)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list and stores its head in `head`.
     cvt(unsafe { libc::getifaddrs(&mut head) })?;
@@ -284,14 +284,21 @@ pub fn interface_addrs(name: &str) -> io::Result<Vec<std::net::IpAddr>> {
             let ifa = &*cur;
             let matches = !ifa.ifa_name.is_null() && std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() == name.as_bytes();
             if matches && !ifa.ifa_addr.is_null() {
+                let mask = ifa.ifa_netmask;
                 match i32::from((*ifa.ifa_addr).sa_family) {
                     libc::AF_INET => {
                         let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
-                        out.push(std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                        let bits = if mask.is_null() { 32 } else { (*mask.cast::<libc::sockaddr_in>()).sin_addr.s_addr.count_ones() as u8 };
+                        out.push((std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))), bits));
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
-                        out.push(std::net::IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                        let bits = if mask.is_null() {
+                            128
+                        } else {
+                            (*mask.cast::<libc::sockaddr_in6>()).sin6_addr.s6_addr.iter().map(|b| b.count_ones() as u8).sum()
+                        };
+                        out.push((std::net::IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr)), bits));
                     }
                     _ => {}
                 }

@@ -1,0 +1,207 @@
+//! The pasta personality run with the command lines rootlesskit and Podman pass: it configures
+//! the namespace, forks to the background, serves DNS, the host and published ports, and quits
+//! when the namespace goes away.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use vswitch_tests::*;
+
+/// A directory of the test's (removed on drop) with `pasta` linking to the build's vswitchd.
+struct Bin(PathBuf);
+
+impl Bin {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique("psb"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(bin_dir().join("vswitchd"), dir.join("pasta")).unwrap();
+        Bin(dir)
+    }
+    /// Runs pasta as a caller does, waiting for it to exit (it forks once ready).
+    fn run(&self, args: &[&str], resolv: &std::path::Path) -> std::process::Output {
+        Command::new(self.0.join("pasta")).args(args).env("VSWITCH_RESOLV_CONF", resolv).output().unwrap()
+    }
+}
+
+impl Drop for Bin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn host_service(bind: &str, reply: &'static str) -> u16 {
+    let l = TcpListener::bind(bind).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut b = [0u8; 512];
+            let _ = s.read(&mut b);
+            let _ = s.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{reply}", reply.len()).as_bytes());
+        }
+    });
+    port
+}
+
+fn fetch(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
+}
+
+#[test]
+fn rootlesskit_command_line_with_a_pid_and_auto_ports() {
+    if !root_or_skip("rootlesskit_command_line_with_a_pid_and_auto_ports") {
+        return;
+    }
+    let ns = Netns::new();
+    let holder = ns.spawn(&["sleep", "120"]);
+    let pid = holder.0.as_ref().unwrap().id().to_string();
+    let dnsmasq = Dnsmasq::start(free_port(), &["--address=/up.test/10.9.9.9".into()]);
+    let bin = Bin::new();
+    let resolv = bin.0.join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver 127.0.0.1:{}\n", dnsmasq.port)).unwrap();
+    let out = bin.run(
+        &[
+            "--stderr",
+            "--ns-ifname=tap0",
+            "--mtu=65520",
+            "--config-net",
+            "--address=10.0.2.100",
+            "--netmask=24",
+            "--gateway=10.0.2.2",
+            "--dns-forward=10.0.2.3",
+            "--ipv4-only",
+            "--tcp-ports=auto",
+            "--udp-ports=auto",
+            &pid,
+        ],
+        &resolv,
+    );
+    assert!(out.status.success(), "pasta exits 0 once the namespace is configured: {}", String::from_utf8_lossy(&out.stderr));
+    let addr = ns.exec_ok(&["ip", "-o", "addr", "show", "dev", "tap0"]);
+    assert!(addr.contains("inet 10.0.2.100/24"), "{addr}");
+    assert!(ns.exec_ok(&["ip", "link", "show", "tap0"]).contains("mtu 65520"));
+    assert!(ns.exec_ok(&["ip", "route"]).contains("default via 10.0.2.2"));
+    assert!(ns.ping("10.0.2.2", 1));
+    assert_eq!(dig(&ns, &["@10.0.2.3", "up.test", "+short"]).trim(), "10.9.9.9", "--dns-forward");
+    // The gateway stands for the host's loopback (no --no-map-gw).
+    let hp = host_service("127.0.0.1:0", "host");
+    assert_eq!(ns.exec_ok(&["curl", "-sS", "--max-time", "5", &format!("http://10.0.2.2:{hp}/")]), "host");
+    // auto: a port bound in the namespace appears on the host within a few seconds.
+    let p = free_port();
+    let _srv = ns.spawn(&["socat", &format!("TCP-LISTEN:{p},reuseaddr,fork"), "SYSTEM:echo inside"]);
+    let mut got = None;
+    assert!(
+        eventually(6, || {
+            got = fetch(p);
+            got.as_deref().is_some_and(|g| g.trim() == "inside")
+        }),
+        "auto-forwarded port {p}: {got:?}"
+    );
+    // The namespace's process ends: pasta quits and its ports close.
+    drop(holder);
+    assert!(eventually(5, || !listening(p)), "pasta still forwards {p} after its PID ended");
+}
+
+#[test]
+fn podman_command_line_with_ports_dns_forward_and_guest_addr() {
+    if !root_or_skip("podman_command_line_with_ports_dns_forward_and_guest_addr") {
+        return;
+    }
+    if !std::fs::read_to_string("/proc/net/route").unwrap_or_default().lines().any(|l| l.split_whitespace().nth(1) == Some("00000000")) {
+        eprintln!(
+            "SKIPPED podman_command_line_with_ports_dns_forward_and_guest_addr: the host has no IPv4 default route for pasta to copy"
+        );
+        return;
+    }
+    let ns = Netns::with_ipv6();
+    let dnsmasq = Dnsmasq::start(free_port(), &["--address=/up.test/10.9.9.9".into()]);
+    let bin = Bin::new();
+    let resolv = bin.0.join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver 127.0.0.1:{}\n", dnsmasq.port)).unwrap();
+    let (tp, up) = (free_port(), free_port());
+    let pidfile = bin.0.join("pasta.pid");
+    let out = bin.run(
+        &[
+            "--config-net",
+            "--pid",
+            pidfile.to_str().unwrap(),
+            "-t",
+            &format!("{tp}-{tp}:80-80"),
+            "-u",
+            &format!("{up}-{up}:53-53"),
+            "--dns-forward",
+            "169.254.1.1",
+            "-T",
+            "none",
+            "-U",
+            "none",
+            "--no-map-gw",
+            "--quiet",
+            "--netns",
+            ns.path().to_str().unwrap(),
+            "--map-guest-addr",
+            "169.254.1.2",
+        ],
+        &resolv,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "--quiet prints nothing");
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // The namespace has the host's address on an interface named like the host's.
+    let routes = ns.exec_ok(&["ip", "route"]);
+    assert!(routes.starts_with("default via "), "{routes}");
+    assert_eq!(dig(&ns, &["@169.254.1.1", "up.test", "+short"]).trim(), "10.9.9.9", "DNS at --dns-forward's address");
+    // --map-guest-addr: the host itself, at its own address.
+    let hp = host_service("0.0.0.0:0", "host itself");
+    assert_eq!(ns.exec_ok(&["curl", "-sS", "--max-time", "5", &format!("http://169.254.1.2:{hp}/")]), "host itself");
+    // -t/-u: published ports to the namespace's address.
+    let _tcp = ns.spawn(&["socat", "TCP-LISTEN:80,reuseaddr,fork", "SYSTEM:echo web"]);
+    let _udp = ns.spawn(&["socat", "UDP-RECVFROM:53,fork", "SYSTEM:echo dns"]);
+    let mut got = None;
+    assert!(
+        eventually(5, || {
+            got = fetch(tp);
+            got.as_deref().is_some_and(|g| g.trim() == "web")
+        }),
+        "{got:?}"
+    );
+    let udp = run("sh", &["-c", &format!("echo hi | socat -T3 - UDP:127.0.0.1:{up}")]);
+    assert_eq!(String::from_utf8_lossy(&udp.stdout).trim(), "dns");
+    // The namespace goes away: pasta quits.
+    drop(ns);
+    assert!(eventually(5, || !std::path::Path::new(&format!("/proc/{pid}")).exists()), "pasta {pid} outlived its namespace");
+    assert!(!listening(tp));
+}
+
+#[test]
+fn versions_probes_and_unsupported_options() {
+    let bin = Bin::new();
+    let null = std::path::Path::new("/dev/null");
+    assert!(bin.run(&["--version"], null).status.success(), "rootlesskit probes pasta --version");
+    // rootlesskit then probes --host-lo-to-ns-lo: refusing it keeps rootlesskit from using it.
+    let out = bin.run(&["--host-lo-to-ns-lo", "--version"], null);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--host-lo-to-ns-lo"));
+    for (args, expect) in [
+        (vec!["--splice-only", "1"], "--splice-only"),
+        (vec!["-T", "8080", "--netns", "/proc/self/ns/net"], "-T/--tcp-ns"),
+        (vec!["-t", "0", "--netns", "/proc/self/ns/net"], "invalid port"),
+        (vec!["--netns", "/nonexistent/ns"], "no such network namespace"),
+        (vec!["-c", "/tmp/pesto.sock", "1"], "pesto"),
+    ] {
+        let out = bin.run(&args, null);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+}
