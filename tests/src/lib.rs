@@ -543,6 +543,7 @@ impl Drop for TestUser {
         }
         drop(tun);
         kill_processes_of(&self.name);
+        remove_subids(&self.name);
         let _ = run("userdel", &["-r", &self.name]);
     }
 }
@@ -585,5 +586,84 @@ impl Stage {
         ok("chown", &["-R", &user.name, stage.0.to_str().unwrap()]);
         std::fs::set_permissions(&stage.0, std::fs::Permissions::from_mode(0o755)).unwrap();
         stage
+    }
+}
+
+impl TestUser {
+    /// Gives the user subordinate uid and gid ranges (rootlesskit's newuidmap needs them);
+    /// they are removed with the user.
+    pub fn with_subids(self) -> Self {
+        let base = 300_000 + (std::process::id() % 1000) * 65_536;
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            let mut text = std::fs::read_to_string(f).unwrap_or_default();
+            if !text.lines().any(|l| l.starts_with(&format!("{}:", self.name))) {
+                text.push_str(&format!("{}:{base}:65536\n", self.name));
+                std::fs::write(f, text).unwrap();
+            }
+        }
+        self
+    }
+
+    /// Runs `stage/run.sh` as the user with `args`, behind `wrap` (`unshare ...`); returns its
+    /// stdout and a report for assertions, with the stage's `log` file appended.
+    pub fn run_script(&self, stage: &Stage, wrap: &[&str], args: &[&str], log: &str) -> (String, String) {
+        let script = stage.0.join("run.sh");
+        let mut full = vec!["-u", &self.name, "--"];
+        full.extend_from_slice(wrap);
+        full.extend_from_slice(&["bash", script.to_str().unwrap(), stage.0.to_str().unwrap()]);
+        full.extend_from_slice(args);
+        let out = run("runuser", &full);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let text = std::fs::read_to_string(stage.0.join(log)).unwrap_or_default();
+        let why = format!("{stdout}{}\n--- {log} ---\n{text}", String::from_utf8_lossy(&out.stderr));
+        (stdout, why)
+    }
+}
+
+fn remove_subids(user: &str) {
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let kept: String = text.lines().filter(|l| !l.starts_with(&format!("{user}:"))).map(|l| format!("{l}\n")).collect();
+        if kept != text {
+            let _ = std::fs::write(f, kept);
+        }
+    }
+}
+
+/// A service on `bind` (a loopback address and port 0, usually) answering every connection
+/// with an HTTP response carrying `reply`; returns its port. Lives as long as the test process.
+pub fn http_service(bind: &str, reply: &'static str) -> u16 {
+    let l = std::net::TcpListener::bind(bind).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in l.incoming().flatten() {
+            let mut b = [0u8; 512];
+            let _ = s.read(&mut b);
+            let _ = s.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{reply}", reply.len()).as_bytes());
+        }
+    });
+    port
+}
+
+/// A directory of the test's, removed on drop, with `name` (`slirp4netns`, `pasta`) linking to
+/// the build's vswitchd: the personality chosen by the program's name.
+#[derive(Debug)]
+pub struct Personality(pub PathBuf);
+
+impl Personality {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique("pers"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(bin_dir().join("vswitchd"), dir.join(name)).unwrap();
+        Personality(dir.join(name))
+    }
+}
+
+impl Drop for Personality {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -2,47 +2,16 @@
 //! the namespace, forks to the background, serves DNS, the host and published ports, and quits
 //! when the namespace goes away.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::io::Read;
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use vswitch_tests::*;
 
-/// A directory of the test's (removed on drop) with `pasta` linking to the build's vswitchd.
-struct Bin(PathBuf);
-
-impl Bin {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(unique("psb"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::os::unix::fs::symlink(bin_dir().join("vswitchd"), dir.join("pasta")).unwrap();
-        Bin(dir)
-    }
-    /// Runs pasta as a caller does, waiting for it to exit (it forks once ready).
-    fn run(&self, args: &[&str], resolv: &std::path::Path) -> std::process::Output {
-        Command::new(self.0.join("pasta")).args(args).env("VSWITCH_RESOLV_CONF", resolv).output().unwrap()
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn host_service(bind: &str, reply: &'static str) -> u16 {
-    let l = TcpListener::bind(bind).unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let mut b = [0u8; 512];
-            let _ = s.read(&mut b);
-            let _ = s.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{reply}", reply.len()).as_bytes());
-        }
-    });
-    port
+/// Runs pasta as a caller does, waiting for it to exit (it forks once ready).
+fn pasta(bin: &Personality, args: &[&str], resolv: &std::path::Path) -> std::process::Output {
+    Command::new(&bin.0).args(args).env("VSWITCH_RESOLV_CONF", resolv).output().unwrap()
 }
 
 fn fetch(port: u16) -> Option<String> {
@@ -66,10 +35,11 @@ fn rootlesskit_command_line_with_a_pid_and_auto_ports() {
     let holder = ns.spawn(&["sleep", "120"]);
     let pid = holder.0.as_ref().unwrap().id().to_string();
     let dnsmasq = Dnsmasq::start(free_port(), &["--address=/up.test/10.9.9.9".into()]);
-    let bin = Bin::new();
-    let resolv = bin.0.join("resolv.conf");
+    let bin = Personality::new("pasta");
+    let resolv = bin.0.with_file_name("resolv.conf");
     std::fs::write(&resolv, format!("nameserver 127.0.0.1:{}\n", dnsmasq.port)).unwrap();
-    let out = bin.run(
+    let out = pasta(
+        &bin,
         &[
             "--stderr",
             "--ns-ifname=tap0",
@@ -94,7 +64,7 @@ fn rootlesskit_command_line_with_a_pid_and_auto_ports() {
     assert!(ns.ping("10.0.2.2", 1));
     assert_eq!(dig(&ns, &["@10.0.2.3", "up.test", "+short"]).trim(), "10.9.9.9", "--dns-forward");
     // The gateway stands for the host's loopback (no --no-map-gw).
-    let hp = host_service("127.0.0.1:0", "host");
+    let hp = http_service("127.0.0.1:0", "host");
     assert_eq!(ns.exec_ok(&["curl", "-sS", "--max-time", "5", &format!("http://10.0.2.2:{hp}/")]), "host");
     // auto: a port bound in the namespace appears on the host within a few seconds.
     let p = free_port();
@@ -125,12 +95,13 @@ fn podman_command_line_with_ports_dns_forward_and_guest_addr() {
     }
     let ns = Netns::with_ipv6();
     let dnsmasq = Dnsmasq::start(free_port(), &["--address=/up.test/10.9.9.9".into()]);
-    let bin = Bin::new();
-    let resolv = bin.0.join("resolv.conf");
+    let bin = Personality::new("pasta");
+    let resolv = bin.0.with_file_name("resolv.conf");
     std::fs::write(&resolv, format!("nameserver 127.0.0.1:{}\n", dnsmasq.port)).unwrap();
     let (tp, up) = (free_port(), free_port());
-    let pidfile = bin.0.join("pasta.pid");
-    let out = bin.run(
+    let pidfile = bin.0.with_file_name("pasta.pid");
+    let out = pasta(
+        &bin,
         &[
             "--config-net",
             "--pid",
@@ -162,7 +133,7 @@ fn podman_command_line_with_ports_dns_forward_and_guest_addr() {
     assert!(routes.starts_with("default via "), "{routes}");
     assert_eq!(dig(&ns, &["@169.254.1.1", "up.test", "+short"]).trim(), "10.9.9.9", "DNS at --dns-forward's address");
     // --map-guest-addr: the host itself, at its own address.
-    let hp = host_service("0.0.0.0:0", "host itself");
+    let hp = http_service("0.0.0.0:0", "host itself");
     assert_eq!(ns.exec_ok(&["curl", "-sS", "--max-time", "5", &format!("http://169.254.1.2:{hp}/")]), "host itself");
     // -t/-u: published ports to the namespace's address.
     let _tcp = ns.spawn(&["socat", "TCP-LISTEN:80,reuseaddr,fork", "SYSTEM:echo web"]);
@@ -185,11 +156,11 @@ fn podman_command_line_with_ports_dns_forward_and_guest_addr() {
 
 #[test]
 fn versions_probes_and_unsupported_options() {
-    let bin = Bin::new();
+    let bin = Personality::new("pasta");
     let null = std::path::Path::new("/dev/null");
-    assert!(bin.run(&["--version"], null).status.success(), "rootlesskit probes pasta --version");
+    assert!(pasta(&bin, &["--version"], null).status.success(), "rootlesskit probes pasta --version");
     // rootlesskit then probes --host-lo-to-ns-lo: refusing it keeps rootlesskit from using it.
-    let out = bin.run(&["--host-lo-to-ns-lo", "--version"], null);
+    let out = pasta(&bin, &["--host-lo-to-ns-lo", "--version"], null);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--host-lo-to-ns-lo"));
     for (args, expect) in [
@@ -199,7 +170,7 @@ fn versions_probes_and_unsupported_options() {
         (vec!["--netns", "/nonexistent/ns"], "no such network namespace"),
         (vec!["-c", "/tmp/pesto.sock", "1"], "pesto"),
     ] {
-        let out = bin.run(&args, null);
+        let out = pasta(&bin, &args, null);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: {err}");

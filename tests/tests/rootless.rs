@@ -2,9 +2,6 @@
 //! own, with no privilege beyond it; its containers reach the host's loopback through the
 //! slirp engine and serve through a published port.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-
 use vswitch_tests::*;
 
 const SCRIPT: &str = r#"
@@ -43,36 +40,14 @@ fn an_ordinary_user_runs_vswitchd_in_a_user_namespace() {
     let stage = Stage::new(&user, &[("vswitchd", "vswitchd"), ("vswitchctl", "vswitchctl")]);
     std::fs::write(stage.0.join("run.sh"), SCRIPT).unwrap();
     // The host's service, on its loopback only.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let mut b = [0u8; 512];
-            let _ = s.read(&mut b);
-            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nhost");
-        }
-    });
+    let host_port = http_service("127.0.0.1:0", "host");
     let pub_port = free_port();
-    let out = run(
-        "runuser",
-        &[
-            "-u",
-            &user.name,
-            "--",
-            "unshare",
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "bash",
-            stage.0.join("run.sh").to_str().unwrap(),
-            stage.0.to_str().unwrap(),
-            &host_port.to_string(),
-            &pub_port.to_string(),
-        ],
+    let (stdout, why) = user.run_script(
+        &stage,
+        &["unshare", "--user", "--map-root-user", "--mount"],
+        &[&host_port.to_string(), &pub_port.to_string()],
+        "d.log",
     );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let log = std::fs::read_to_string(stage.0.join("d.log")).unwrap_or_default();
-    let why = format!("{stdout}{}\n--- vswitchd log ---\n{log}", String::from_utf8_lossy(&out.stderr));
     eprintln!("{stdout}");
     let uid_line = stdout.lines().find(|l| l.starts_with("uid=")).unwrap_or_else(|| panic!("{why}"));
     // Root inside its user namespace (uid 0 there), an ordinary user outside it.

@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -12,27 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vswitch_tests::*;
-
-/// A directory of the test's (removed on drop) with `slirp4netns` linking to the build's vswitchd.
-struct Bin(PathBuf);
-
-impl Bin {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(unique("s4b"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::os::unix::fs::symlink(bin_dir().join("vswitchd"), dir.join("slirp4netns")).unwrap();
-        Bin(dir)
-    }
-    fn path(&self) -> PathBuf {
-        self.0.join("slirp4netns")
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn pipe() -> (File, File) {
     let mut fds = [0; 2];
@@ -48,17 +26,17 @@ struct Slirp {
     ready: Option<File>,
     exit: Option<File>,
     log: PathBuf,
-    _bin: Bin,
+    _bin: Personality,
 }
 
 impl Slirp {
     fn spawn(args: &[&str], resolv: Option<&Path>) -> Slirp {
-        let bin = Bin::new();
+        let bin = Personality::new("slirp4netns");
         let (ready_r, ready_w) = pipe();
         let (exit_r, exit_w) = pipe();
-        let log = bin.0.join("log");
-        let mut cmd = Command::new(bin.path());
-        cmd.args(args).stdin(Stdio::null()).stdout(File::create(&log).unwrap()).stderr(File::create(bin.0.join("log")).unwrap());
+        let log = bin.0.with_file_name("log");
+        let mut cmd = Command::new(&bin.0);
+        cmd.args(args).stdin(Stdio::null()).stdout(File::create(&log).unwrap()).stderr(File::create(&log).unwrap());
         if let Some(r) = resolv {
             cmd.env("VSWITCH_RESOLV_CONF", r);
         }
@@ -120,20 +98,6 @@ fn api(sock: &Path, req: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// A service on the host's loopback answering every connection with `reply`.
-fn host_service(reply: &'static str) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let mut b = [0u8; 512];
-            let _ = s.read(&mut b);
-            let _ = s.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{reply}", reply.len()).as_bytes());
-        }
-    });
-    port
-}
-
 #[test]
 fn podman_command_line_with_ready_exit_fds_and_api_socket() {
     if !root_or_skip("podman_command_line_with_ready_exit_fds_and_api_socket") {
@@ -185,7 +149,7 @@ fn podman_command_line_with_ready_exit_fds_and_api_socket() {
     // DNS at net+3 forwards to the host's resolvers.
     assert_eq!(dig(&ns, &["@10.0.2.3", "up.test", "+short"]).trim(), "10.9.9.9");
     // The host's loopback through net+2 (not disabled here).
-    let hp = host_service("host");
+    let hp = http_service("127.0.0.1:0", "host");
     let out = ns.exec_ok(&["curl", "-sS", "--max-time", "5", &format!("http://10.0.2.2:{hp}/")]);
     assert_eq!(out, "host");
     // IPv6: an fd00::/64 address by router advertisement, the gateway at fd00::2.
@@ -268,7 +232,7 @@ fn api_edge_cases_on_the_socket() {
     );
     assert_eq!(s.wait_ready(15), "1", "{}", s.log());
     assert!(!s.log().contains("WARNING: 127.0.0.1"), "no loopback warning with --disable-host-loopback");
-    let hp = host_service("host");
+    let hp = http_service("127.0.0.1:0", "host");
     assert!(!ns.exec(&["curl", "-sS", "--max-time", "3", &format!("http://10.0.2.2:{hp}/")]).status.success(), "loopback disabled");
     for (req, reason) in [
         ("{", "cannot parse JSON"),
@@ -314,8 +278,8 @@ fn api_edge_cases_on_the_socket() {
 
 #[test]
 fn usage_help_version_and_bad_arguments() {
-    let bin = Bin::new();
-    let out = Command::new(bin.path()).arg("--help").output().unwrap();
+    let bin = Personality::new("slirp4netns");
+    let out = Command::new(&bin.0).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     // rootlesskit and Docker refuse a slirp4netns whose help lacks --netns-type; Podman probes the rest.
@@ -336,7 +300,7 @@ fn usage_help_version_and_bad_arguments() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
     assert!(help.contains("slirp4netns [OPTION]... PID|PATH [TAPNAME]"));
-    let out = Command::new(bin.path()).arg("--version").output().unwrap();
+    let out = Command::new(&bin.0).arg("--version").output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("slirp4netns version "));
     // The same through vswitchd's subcommand.
     let out = Command::new(bin_dir().join("vswitchd")).args(["slirp4netns", "--version"]).output().unwrap();
@@ -349,7 +313,7 @@ fn usage_help_version_and_bad_arguments() {
         (vec!["-e", "97", "1", "tap0"], "--exit-fd 97: not an open file descriptor"),
         (vec!["1"], "missing TAPNAME"),
     ] {
-        let out = Command::new(bin.path()).args(&args).output().unwrap();
+        let out = Command::new(&bin.0).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: {err}");
@@ -385,39 +349,12 @@ fn rootlesskit_runs_with_vswitch_as_its_slirp4netns() {
             return;
         }
     }
-    let user = TestUser::create();
-    for f in ["/etc/subuid", "/etc/subgid"] {
-        let mut text = std::fs::read_to_string(f).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{}:", user.name))) {
-            text.push_str(&format!("{}:{}:65536\n", user.name, 300_000 + (std::process::id() % 1000) * 65_536));
-            std::fs::write(f, text).unwrap();
-        }
-    }
+    let user = TestUser::create().with_subids();
     let stage = Stage::new(&user, &[("vswitchd", "slirp4netns")]);
     std::fs::write(stage.0.join("run.sh"), ROOTLESSKIT).unwrap();
-    let host_port = host_service("host");
+    let host_port = http_service("127.0.0.1:0", "host");
     let pub_port = free_port();
-    let out = run(
-        "runuser",
-        &[
-            "-u",
-            &user.name,
-            "--",
-            "bash",
-            stage.0.join("run.sh").to_str().unwrap(),
-            stage.0.to_str().unwrap(),
-            &host_port.to_string(),
-            &pub_port.to_string(),
-        ],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let log = std::fs::read_to_string(stage.0.join("rk.log")).unwrap_or_default();
-    let why = format!("{stdout}{}\n--- rootlesskit log ---\n{log}", String::from_utf8_lossy(&out.stderr));
-    for f in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
-        let kept: String = text.lines().filter(|l| !l.starts_with(&format!("{}:", user.name))).map(|l| format!("{l}\n")).collect();
-        let _ = std::fs::write(f, kept);
-    }
+    let (stdout, why) = user.run_script(&stage, &[], &[&host_port.to_string(), &pub_port.to_string()], "rk.log");
     assert!(stdout.contains("uid=0 tap=10.0.2.100/24 ns=nameserver 10.0.2.3"), "rootlesskit configured tap0 itself: {why}");
     assert!(stdout.contains("out=host"), "the container reaches the host's loopback through 10.0.2.2: {why}");
     assert!(stdout.contains("ports=1"), "rootlessctl lists the port: {why}");

@@ -44,6 +44,19 @@ pub fn run(name: &str, args: Vec<OsString>) -> i32 {
     }
 }
 
+/// Parses a personality's arguments; Err is the exit code once help or the error is printed
+/// (0 for --help; 1 for a bad argument, as slirp4netns and pasta exit).
+fn parse_args<T: clap::Parser>(args: Vec<OsString>) -> Result<T, i32> {
+    T::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            1
+        } else {
+            0
+        }
+    })
+}
+
 /// The namespaces a personality serves.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -112,12 +112,9 @@ struct Args {
 
 /// Runs the personality; returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
-    let a = match Args::try_parse_from(args) {
+    let a: Args = match super::parse_args(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 1 } else { 0 };
-        }
+        Err(code) => return code,
     };
     let unsupported = [
         (a.host_lo_to_ns_lo, "--host-lo-to-ns-lo: published ports are delivered to the namespace's interface address, not its loopback"),
@@ -330,11 +327,9 @@ fn run(a: Args) -> anyhow::Result<()> {
         configure,
         &["/proc/self/net/tcp", "/proc/self/net/tcp6", "/proc/self/net/udp", "/proc/self/net/udp6"],
     )?;
-    if !a.foreground {
-        // Podman and rootlesskit wait for this process to exit: the namespace is ready.
-        sys::daemonize()?;
-        sys::silence_stdio();
-    }
+    // Podman and rootlesskit wait for this process to exit, then use the namespace: the
+    // foreground half exits only once the background one serves.
+    let detached = if a.foreground { None } else { Some(sys::daemonize()?) };
     if let Some(p) = &a.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("--pid {}", p.display()))?;
     }
@@ -362,6 +357,10 @@ fn run(a: Args) -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_secs(1));
             }
         })?;
+    }
+    if let Some(d) = detached {
+        d.ready();
+        sys::silence_stdio();
     }
     let net = target.net.clone();
     let pid_dir = a.target.first().map(|p| PathBuf::from(format!("/proc/{p}")));

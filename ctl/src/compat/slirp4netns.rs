@@ -110,12 +110,9 @@ struct Args {
 
 /// Runs the personality; returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
-    let a = match Args::try_parse_from(args) {
+    let a: Args = match super::parse_args(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 1 } else { 0 };
-        }
+        Err(code) => return code,
     };
     if a.version {
         println!("slirp4netns version {COMPAT_VERSION} (vswitch {})", env!("CARGO_PKG_VERSION"));

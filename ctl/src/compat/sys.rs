@@ -198,21 +198,45 @@ pub fn die_with_parent() {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
 }
 
-/// Detaches into the background: forks, the parent exits 0 at once, the child starts a new
-/// session. Returns in the child. Call it while single-threaded.
-pub fn daemonize() -> io::Result<()> {
+/// The background half of [`daemonize`]: tells the waiting foreground half to exit 0.
+#[derive(Debug)]
+pub struct Detached(OwnedFd);
+
+impl Detached {
+    /// Everything is serving: the foreground process exits 0 and the caller goes on.
+    pub fn ready(self) {
+        // SAFETY: writes one byte from a valid buffer to the pipe we own.
+        unsafe { libc::write(self.0.as_raw_fd(), b"1".as_ptr().cast(), 1) };
+    }
+}
+
+/// Forks into the background. The foreground process waits until the background one calls
+/// [`Detached::ready`] and exits 0, or exits 1 if it ends first (its error already printed on
+/// the shared stderr), so callers that wait for the exit know the namespace is served. Returns
+/// in the background process, in a session of its own. Call while single-threaded.
+pub fn daemonize() -> io::Result<Detached> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the array, which has room for them.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: single-threaded (the caller's promise); the parent leaves through _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
     if pid > 0 {
-        // SAFETY: ends the parent at once, leaving the child to run.
-        unsafe { libc::_exit(0) };
+        drop(w);
+        let mut b = [0u8; 1];
+        // SAFETY: reads into a valid one-byte buffer; EOF (0) means the child ended unready.
+        let n = unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+        // SAFETY: ends the foreground process without running the background one's destructors.
+        unsafe { libc::_exit(if n == 1 { 0 } else { 1 }) };
     }
+    drop(r);
     // SAFETY: setsid takes nothing; failure (already a group leader) is harmless.
     unsafe { libc::setsid() };
-    Ok(())
+    Ok(Detached(w))
 }
 
 /// Points stdin, stdout and stderr at /dev/null (a daemon's output has nowhere to go).
