@@ -214,7 +214,7 @@ const STAGE: &str = "/tmp";
 /// CAP_SYS_ADMIN and no capability at all (an ordinary user), the mount namespace comes
 /// with a user namespace that maps only its own uid and gid.
 pub fn enter_sandbox(sb: &Sandbox) -> Result<(), ConfineError> {
-    let threads = thread_count()?;
+    let threads = thread_count().map_err(sys("counting threads in /proc/self/status"))?;
     if threads != 1 {
         return Err(ConfineError::Threads(threads));
     }
@@ -244,13 +244,15 @@ pub fn enter_sandbox(sb: &Sandbox) -> Result<(), ConfineError> {
     Ok(())
 }
 
-fn thread_count() -> Result<usize, ConfineError> {
-    let status = fs::read_to_string("/proc/self/status").map_err(sys("reading /proc/self/status to count threads"))?;
+/// The number of threads of this process (entering a sandbox, forking into a namespace and
+/// unshare(CLONE_NEWUSER) want one).
+pub fn thread_count() -> io::Result<usize> {
+    let status = fs::read_to_string("/proc/self/status")?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| sys("counting threads")(io::Error::other("no Threads: line in /proc/self/status")))
+        .ok_or_else(|| io::Error::other("no Threads: line in /proc/self/status"))
 }
 
 /// A kept path resolved: canonical, merged with duplicates, with the symbolic links on the

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 /// Turns a libc return value into `io::Result`, reading errno on -1.
-pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -159,12 +159,17 @@ pub fn allowed_cpus() -> Vec<usize> {
     (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
 }
 
+/// Enters the namespace `f` names, of type `nstype` (the calling thread; the whole process
+/// when it has one thread, as a user namespace requires).
+pub fn setns(f: &File, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: f is an open namespace fd; setns takes no pointers.
+    cvt(unsafe { libc::setns(f.as_raw_fd(), nstype) })?;
+    Ok(())
+}
+
 /// Switches the calling thread into the network namespace at `path` (a netns file).
 fn setns_net(path: &Path) -> io::Result<()> {
-    let f = File::open(path)?;
-    // SAFETY: f is an open namespace fd; setns takes no pointers.
-    cvt(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) })?;
-    Ok(())
+    setns(&File::open(path)?, libc::CLONE_NEWNET)
 }
 
 /// Runs `f` on a fresh thread that has entered the network namespace at `netns`.

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
 use vswitch_switch::port::{Tap, TapOptions};
+use vswitch_switch::sys::setns;
 
 use crate::provision::{self, TapSpec};
 
@@ -83,7 +84,7 @@ pub fn join_and_open_tap(
     let mut fds = sys::in_child(move || {
         let net = std::fs::File::open(&t2.net).map_err(|e| format!("{}: {e}", t2.net.display()))?;
         if let Some(u) = &t2.user {
-            match sys::setns(u, libc::CLONE_NEWUSER) {
+            match std::fs::File::open(u).and_then(|f| setns(&f, libc::CLONE_NEWUSER)) {
                 // EINVAL: it is our own user namespace already.
                 Err(e) if t2.user_required && e.raw_os_error() != Some(libc::EINVAL) => {
                     return Err(format!("joining the user namespace {}: {e}", u.display()))
@@ -91,7 +92,7 @@ pub fn join_and_open_tap(
                 _ => {}
             }
         }
-        sys::setns_fd(&net, libc::CLONE_NEWNET).map_err(|e| format!("joining the network namespace {}: {e}", t2.net.display()))?;
+        setns(&net, libc::CLONE_NEWNET).map_err(|e| format!("joining the network namespace {}: {e}", t2.net.display()))?;
         let tap = Tap::open(&name, &TapOptions { queues: 1, persist: false, adopt: true }).map_err(|e| e.to_string())?;
         if let Some(spec) = &configure {
             provision::configure_here(spec).map_err(|e| format!("configuring {name}: {e}"))?;
@@ -112,18 +113,28 @@ pub fn join_and_open_tap(
 
 /// `--outbound-addr`: an IPv4 address, or an interface whose first IPv4 address to use.
 pub fn outbound_v4(s: &str) -> anyhow::Result<Ipv4Addr> {
-    outbound(s, "--outbound-addr", |a| match a {
-        IpAddr::V4(v) => Some(v),
-        IpAddr::V6(_) => None,
-    })
+    outbound(s, "--outbound-addr", v4)
 }
 
 /// `--outbound-addr6`: an IPv6 address, or an interface whose first global IPv6 address to use.
 pub fn outbound_v6(s: &str) -> anyhow::Result<Ipv6Addr> {
-    outbound(s, "--outbound-addr6", |a| match a {
-        IpAddr::V6(v) if !v.is_unicast_link_local() => Some(v),
-        _ => None,
-    })
+    outbound(s, "--outbound-addr6", |a| v6(a).filter(|v| !v.is_unicast_link_local()))
+}
+
+/// The IPv4 address, if `a` is one.
+fn v4(a: IpAddr) -> Option<Ipv4Addr> {
+    match a {
+        IpAddr::V4(v) => Some(v),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// The IPv6 address, if `a` is one.
+fn v6(a: IpAddr) -> Option<Ipv6Addr> {
+    match a {
+        IpAddr::V6(v) => Some(v),
+        IpAddr::V4(_) => None,
+    }
 }
 
 fn outbound<A: std::str::FromStr>(s: &str, flag: &str, pick: impl Fn(IpAddr) -> Option<A>) -> anyhow::Result<A> {

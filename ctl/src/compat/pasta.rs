@@ -19,7 +19,7 @@ use vswitch_switch::Mac;
 
 use super::portspec::{self, PortSpec};
 use super::stack::{NetPlan, Stack, V6Plan};
-use super::{join_and_open_tap, sys, Target};
+use super::{join_and_open_tap, sys, v4, v6, Target};
 use crate::provision::TapSpec;
 
 /// pasta's own MAC for the gateway side.
@@ -163,6 +163,11 @@ fn host_route6() -> Option<(String, Ipv6Addr)> {
     })
 }
 
+/// The first address of interface `ifname` that `pick` takes, with its prefix length.
+fn iface_addr<A>(ifname: &str, pick: impl Fn(IpAddr) -> Option<A>) -> Option<(A, u8)> {
+    sys::interface_addrs(ifname).ok()?.into_iter().find_map(|(a, p)| Some((pick(a)?, p)))
+}
+
 fn prefix_of(mask: &str) -> anyhow::Result<u8> {
     if let Ok(p) = mask.parse::<u8>() {
         if p <= 32 {
@@ -180,17 +185,8 @@ fn prefix_of(mask: &str) -> anyhow::Result<u8> {
 fn plan(a: &Args) -> anyhow::Result<(NetPlan, String)> {
     let route4 = host_route4();
     let ifname = a.ns_ifname.clone().or_else(|| route4.as_ref().map(|r| r.0.clone())).unwrap_or_else(|| "tap0".into());
-    let host4 = route4.as_ref().and_then(|(i, _)| {
-        sys::interface_addrs(i).ok()?.into_iter().find_map(|(a, p)| match a {
-            IpAddr::V4(v) => Some((v, p)),
-            IpAddr::V6(_) => None,
-        })
-    });
-    let addr4 = a.address.iter().find_map(|a| match a {
-        IpAddr::V4(v) => Some(*v),
-        IpAddr::V6(_) => None,
-    });
-    let Some(addr4) = addr4.or(host4.map(|h| h.0)) else {
+    let host4 = route4.as_ref().and_then(|(i, _)| iface_addr(i, v4));
+    let Some(addr4) = a.address.iter().copied().find_map(v4).or(host4.map(|h| h.0)) else {
         bail!("no usable host interface to copy an IPv4 address from: pass --address, --netmask and --gateway")
     };
     let prefix = match &a.netmask {
@@ -200,10 +196,8 @@ fn plan(a: &Args) -> anyhow::Result<(NetPlan, String)> {
     let gw4 = a
         .gateway
         .iter()
-        .find_map(|g| match g {
-            IpAddr::V4(v) => Some(*v),
-            IpAddr::V6(_) => None,
-        })
+        .copied()
+        .find_map(v4)
         .or(route4.map(|r| r.1))
         .ok_or_else(|| anyhow!("the host has no IPv4 default route to copy a gateway from: pass --gateway"))?;
     if gw4 == addr4 {
@@ -213,26 +207,11 @@ fn plan(a: &Args) -> anyhow::Result<(NetPlan, String)> {
     let v6 = if a.ipv4_only {
         None
     } else {
-        let given = a.address.iter().find_map(|a| match a {
-            IpAddr::V6(v) => Some(*v),
-            IpAddr::V4(_) => None,
-        });
         let route6 = host_route6();
-        let host6 = route6.as_ref().and_then(|(i, _)| {
-            sys::interface_addrs(i).ok()?.into_iter().find_map(|(a, p)| match a {
-                IpAddr::V6(v) if !v.is_unicast_link_local() => Some((v, p)),
-                _ => None,
-            })
-        });
-        let gw6 = a
-            .gateway
-            .iter()
-            .find_map(|g| match g {
-                IpAddr::V6(v) => Some(*v),
-                IpAddr::V4(_) => None,
-            })
-            .or(route6.map(|r| r.1));
-        match (given.map(|g| (g, 64)).or(host6), gw6) {
+        let global6 = |a| v6(a).filter(|v| !v.is_unicast_link_local());
+        let host6 = route6.as_ref().and_then(|(i, _)| iface_addr(i, global6));
+        let gw6 = a.gateway.iter().copied().find_map(v6).or(route6.map(|r| r.1));
+        match (a.address.iter().copied().find_map(v6).map(|g| (g, 64)).or(host6), gw6) {
             (Some((addr, p)), Some(gw)) if gw != addr => {
                 Some(V6Plan { subnet: Ipv6Net::new(addr, p)?.trunc(), guest: Some(addr), gateway: gw, dns: None })
             }

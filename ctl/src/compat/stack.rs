@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -74,8 +73,9 @@ pub struct Stack {
     engine: Arc<Engine>,
     net: NetId,
     tap: Arc<Tap>,
-    forwards: Mutex<Vec<Forward>>,
-    next_id: AtomicU64,
+    /// The next published port's id: slirp4netns's ids only grow. Held while publishing, so two
+    /// API calls cannot take the same one.
+    next_id: Mutex<u64>,
     _rt: tokio::runtime::Runtime,
     _dns: Option<Arc<Dns>>,
 }
@@ -183,33 +183,28 @@ impl Stack {
         )]));
         let tap = Arc::new(tap);
         dp.add_port(net, tap.clone(), &[])?;
-        Ok(Stack { plan, dp, engine, net, tap, forwards: Mutex::new(Vec::new()), next_id: AtomicU64::new(1), _rt: rt, _dns: dns })
+        Ok(Stack { plan, dp, engine, net, tap, next_id: Mutex::new(1), _rt: rt, _dns: dns })
     }
 
     /// Publishes host `host` to the container's `guest`; the id is the next of 1, 2, 3...
     pub fn add_forward(&self, proto: Proto, host: SocketAddr, guest: SocketAddr) -> Result<Forward, PublishError> {
         // The container's MAC as its namespace has it now: replies must come from it.
         let container_mac = self.tap.hw_addr()?;
-        let mut list = self.forwards.lock();
-        let id = self.next_id.load(Ordering::Relaxed);
+        let mut next = self.next_id.lock();
+        let id = *next;
         self.engine.publish(PortForward { id, proto, host, net: self.net, container: guest, container_mac })?;
-        self.next_id.store(id + 1, Ordering::Relaxed);
-        let f = Forward { id, proto, host, guest };
-        list.push(f.clone());
-        Ok(f)
+        *next += 1;
+        Ok(Forward { id, proto, host, guest })
     }
 
     /// Removes a published port; false when there is none with that id.
     pub fn remove_forward(&self, id: u64) -> bool {
-        let mut list = self.forwards.lock();
-        let Some(at) = list.iter().position(|f| f.id == id) else { return false };
-        self.engine.unpublish(id);
-        list.remove(at);
-        true
+        self.engine.unpublish(id)
     }
 
+    /// The published ports, as the engine holds them, by id.
     pub fn forwards(&self) -> Vec<Forward> {
-        self.forwards.lock().clone()
+        self.engine.published().into_iter().map(|(f, _)| Forward { id: f.id, proto: f.proto, host: f.host, guest: f.container }).collect()
     }
 
     pub fn engine_counters(&self) -> EngineCounters {

@@ -2,33 +2,17 @@
 //! a Unix socket, and wait for an exit fd to hang up.
 
 use std::ffi::CString;
-use std::fs::File;
 use std::io;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// The number of threads of this process (fork and unshare(CLONE_NEWUSER) want one).
-pub fn thread_count() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|v| v.trim().parse().ok())))
-        .unwrap_or(1)
-}
+use vswitch_switch::sys::cvt;
 
 /// Runs `child` in a forked process and returns the fds it sent back, or the error text it
 /// reported. The child's work may enter other namespaces: only the fork changes them, never
 /// this process. Call it while the process has one thread, so the child inherits no lock held
 /// by a thread that does not exist in it.
 pub fn in_child(child: impl FnOnce() -> Result<Vec<OwnedFd>, String>) -> Result<Vec<OwnedFd>, String> {
-    if thread_count() != 1 {
+    if crate::confine::thread_count().map_or(true, |n| n != 1) {
         return Err("internal error: the namespace helper must be forked before any thread starts".into());
     }
     let mut pair = [0 as RawFd; 2];
@@ -138,19 +122,6 @@ fn recv(sock: &OwnedFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     Ok((buf, fds))
 }
 
-/// Enters the namespace of type `nstype` that `path` names (the calling thread; the whole
-/// process when it has one thread, as a user namespace requires).
-pub fn setns(path: &Path, nstype: libc::c_int) -> io::Result<()> {
-    let f = File::open(path)?;
-    setns_fd(&f, nstype)
-}
-
-pub fn setns_fd(f: &File, nstype: libc::c_int) -> io::Result<()> {
-    // SAFETY: f is an open namespace fd; setns takes no pointers.
-    cvt(unsafe { libc::setns(f.as_raw_fd(), nstype) })?;
-    Ok(())
-}
-
 /// Blocks until `fd` reports a hang-up or an error (the slirp4netns exit fd), or forever when
 /// poll itself fails.
 pub fn wait_hangup(fd: RawFd) {
@@ -190,12 +161,6 @@ pub fn fd_is_open(fd: RawFd) -> bool {
 pub unsafe fn own_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: the caller promises fd is open and unowned.
     unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-/// Sends SIGKILL to this process when its parent dies (rootlesskit relies on the same).
-pub fn die_with_parent() {
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number by value.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
 }
 
 /// The background half of [`daemonize`]: tells the waiting foreground half to exit 0.

@@ -432,13 +432,14 @@ impl Engine {
         Ok(bound)
     }
 
-    /// Closes a published port's host socket and every flow of it (TCP reset both ways). Unknown
-    /// ids are ignored.
-    pub fn unpublish(&self, id: u64) {
+    /// Closes a published port's host socket and every flow of it (TCP reset both ways); false
+    /// (and nothing done) for an unknown id.
+    pub fn unpublish(&self, id: u64) -> bool {
         let gone = self.shared.published.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         if gone.is_some() {
             self.request(Request::Unpublish(id));
         }
+        gone.is_some()
     }
 
     /// The published ports, with the addresses they are bound to, by id.
