@@ -538,7 +538,7 @@ fn send_batch(sock: &UdpSocket, bufs: &mut [u8], lens: &[usize]) -> io::Result<u
     // which points at most `MAX_QUERY` bytes into its own slot of `bufs`; all three outlive
     // the call and are not otherwise accessed during it. No address (connected socket), no
     // control data. MSG_DONTWAIT: the socket is non-blocking anyway.
-    let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as libc::c_uint, libc::MSG_DONTWAIT) };
+    let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as libc::c_uint, libc::MSG_DONTWAIT as _) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -555,7 +555,7 @@ fn recv_batch(sock: &UdpSocket, bufs: &mut [u8]) -> io::Result<Vec<usize>> {
     // `iov_len` bytes into each. All outlive the call. No address or control buffers; the
     // timeout is null and MSG_DONTWAIT makes the call return at once when nothing is queued.
     let n = unsafe {
-        libc::recvmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        libc::recvmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as libc::c_uint, libc::MSG_DONTWAIT as _, std::ptr::null_mut())
     };
     if n < 0 {
         return Err(io::Error::last_os_error());

@@ -31,7 +31,7 @@ const BACKOFF: Duration = Duration::from_millis(10);
 /// Bounds every `accept` on `l` (and on its clones, the same socket) by `t`: it then fails
 /// with `WouldBlock`, and the server loop can look at its stop flag and deadline.
 fn accept_timeout(l: &TcpListener, t: Duration) -> io::Result<()> {
-    let tv = libc::timeval { tv_sec: t.as_secs() as libc::time_t, tv_usec: t.subsec_micros() as libc::suseconds_t };
+    let tv = libc::timeval { tv_sec: t.as_secs() as _, tv_usec: t.subsec_micros() as _ };
     // SAFETY: the descriptor is `l`'s, open for the duration of the call; the option value is a
     // `timeval` on the stack whose size is passed with it, and the kernel only reads it.
     let rc = unsafe {

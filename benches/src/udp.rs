@@ -134,18 +134,14 @@ fn send_batch(sock: &UdpSocket, bufs: &mut [u8], payload: usize) -> io::Result<u
 }
 
 pub(crate) fn mmsghdr(iov: &mut libc::iovec, name: *mut libc::c_void, namelen: libc::socklen_t) -> libc::mmsghdr {
-    libc::mmsghdr {
-        msg_hdr: libc::msghdr {
-            msg_name: name,
-            msg_namelen: namelen,
-            msg_iov: iov,
-            msg_iovlen: 1,
-            msg_control: std::ptr::null_mut(),
-            msg_controllen: 0,
-            msg_flags: 0,
-        },
-        msg_len: 0,
-    }
+    // SAFETY: msghdr is plain data for the kernel (pointers and integers; musl's has private
+    // padding fields, so it cannot be written as a literal): all zeroes is a valid empty one.
+    let mut msg_hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg_hdr.msg_name = name;
+    msg_hdr.msg_namelen = namelen;
+    msg_hdr.msg_iov = iov;
+    msg_hdr.msg_iovlen = 1;
+    libc::mmsghdr { msg_hdr, msg_len: 0 }
 }
 
 /// What a sink counted.
@@ -228,7 +224,7 @@ fn recv_batch(sock: &UdpSocket, bufs: &mut [u8], chunk: usize) -> io::Result<Vec
     // `iov_len` bytes into each. All outlive the call. No address or control buffers are
     // passed, and a null timeout means "use the socket's SO_RCVTIMEO".
     let n = unsafe {
-        libc::recvmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+        libc::recvmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as libc::c_uint, libc::MSG_WAITFORONE as _, std::ptr::null_mut())
     };
     if n < 0 {
         return Err(io::Error::last_os_error());

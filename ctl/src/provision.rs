@@ -76,7 +76,7 @@ fn is_netns(path: &Path) -> bool {
     let Ok(f) = std::fs::File::open(path) else { return false };
     use std::os::fd::AsRawFd;
     // SAFETY: NS_GET_NSTYPE takes no argument and only inspects the fd.
-    let t = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };
+    let t = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
     t == libc::CLONE_NEWNET
 }
 

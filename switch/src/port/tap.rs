@@ -96,7 +96,7 @@ impl Tap {
             let fd = open_tun()?;
             let mut req = IfReqFlags { name: ifname, flags, _pad: [0; 22] };
             // SAFETY: req is a valid ifreq-sized struct that outlives the call; TUNSETIFF reads and writes it.
-            let attached = sys::cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) });
+            let attached = sys::cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) });
             match attached {
                 // The kernel refuses a multiqueue attach to a single-queue device with EINVAL.
                 Err(e) if opts.adopt && fds.is_empty() && flags & IFF_MULTI_QUEUE != 0 && e.raw_os_error() == Some(libc::EINVAL) => {
@@ -117,7 +117,7 @@ impl Tap {
         // Persistent only once every queue is attached, so a failure above leaves nothing behind.
         let fd = fds[0].as_raw_fd();
         // SAFETY: TUNSETPERSIST takes its argument by value.
-        sys::cvt(unsafe { libc::ioctl(fd, TUNSETPERSIST, opts.persist as libc::c_ulong) }).map_err(|source| TapError::Setup {
+        sys::cvt(unsafe { libc::ioctl(fd, TUNSETPERSIST as _, opts.persist as libc::c_ulong) }).map_err(|source| TapError::Setup {
             name: name.to_string(),
             op: "TUNSETPERSIST",
             source,
@@ -136,7 +136,7 @@ impl Tap {
     pub fn hw_addr(&self) -> io::Result<crate::Mac> {
         let mut req = IfReqHwAddr { name: [0; libc::IFNAMSIZ], family: 0, data: [0; 14], _pad: [0; 8] };
         // SAFETY: SIOCGIFHWADDR on a TAP fd fills the ifreq's sockaddr, which req provides in full.
-        sys::cvt(unsafe { libc::ioctl(self.fds[0].as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) })?;
+        sys::cvt(unsafe { libc::ioctl(self.fds[0].as_raw_fd(), libc::SIOCGIFHWADDR as _, &mut req) })?;
         let mut mac = [0u8; 6];
         mac.copy_from_slice(&req.data[..6]);
         Ok(crate::Mac(mac))
@@ -145,7 +145,7 @@ impl Tap {
     /// Clears the persistent flag so the device disappears when the last fd closes.
     pub fn unpersist(&self) -> io::Result<()> {
         // SAFETY: TUNSETPERSIST takes its argument by value.
-        sys::cvt(unsafe { libc::ioctl(self.fds[0].as_raw_fd(), TUNSETPERSIST, 0 as libc::c_ulong) })?;
+        sys::cvt(unsafe { libc::ioctl(self.fds[0].as_raw_fd(), TUNSETPERSIST as _, 0 as libc::c_ulong) })?;
         Ok(())
     }
 
@@ -176,13 +176,13 @@ fn setup_device(fd: RawFd, name: &str) -> Result<(), TapError> {
     let err = |op: &'static str| move |source| TapError::Setup { name: name.to_string(), op, source };
     let hdr: libc::c_int = VNET_HDR_LEN as libc::c_int;
     // SAFETY: TUNSETVNETHDRSZ reads one c_int through the pointer, which is valid for the call.
-    sys::cvt(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ, &hdr) }).map_err(err("TUNSETVNETHDRSZ"))?;
+    sys::cvt(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ as _, &hdr) }).map_err(err("TUNSETVNETHDRSZ"))?;
     let base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
     // USO exists from Linux 6.2; older kernels refuse the whole mask with EINVAL, so retry without it.
     // SAFETY: TUNSETOFFLOAD takes its argument by value.
-    if unsafe { libc::ioctl(fd, TUNSETOFFLOAD, (base | TUN_F_USO4 | TUN_F_USO6) as libc::c_ulong) } < 0 {
+    if unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, (base | TUN_F_USO4 | TUN_F_USO6) as libc::c_ulong) } < 0 {
         // SAFETY: as above.
-        sys::cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD, base as libc::c_ulong) }).map_err(err("TUNSETOFFLOAD"))?;
+        sys::cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, base as libc::c_ulong) }).map_err(err("TUNSETOFFLOAD"))?;
     }
     Ok(())
 }
