@@ -17,9 +17,12 @@
 //! `v4_64B_1M_routes_spread` with 1M more routes and destinations spread over them (every frame
 //! a cold route lookup); `l3_forward_batch32` runs the latter a worker's batch at a time.
 
+mod common;
+
+use common::Rng;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -34,24 +37,9 @@ const QUERIES: usize = 1 << 18;
 /// The data plane clock during the benchmark (seconds).
 const NOW: u32 = 100;
 
-/// xorshift64*: reproducible tables and queries without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn u128(&mut self) -> u128 {
-        (u128::from(self.next()) << 64) | u128::from(self.next())
-    }
+/// 128 random bits.
+fn u128(rng: &mut Rng) -> u128 {
+    (u128::from(rng.next()) << 64) | u128::from(rng.next())
 }
 
 /// Prefix-length mixes of the IPv4 tables: `bgp` is shaped like the Internet's table (60% /24,
@@ -74,7 +62,7 @@ fn v4_table(n: usize, lens: &[u8], rng: &mut Rng) -> (Lpm4<u32>, Vec<(u32, u8)>)
     let mut t = Lpm4::new();
     let mut routes = Vec::with_capacity(n);
     while t.len() < n {
-        let l = lens[rng.below(lens.len() as u64) as usize];
+        let l = lens[rng.below(lens.len())];
         let a = (rng.next() as u32) & u32::MAX.checked_shl(32 - u32::from(l)).unwrap_or(0);
         let id = t.len() as u32;
         if t.insert(a, l, id).expect("valid prefix").is_none() {
@@ -91,8 +79,8 @@ fn v6_table(n: usize, rng: &mut Rng) -> (Lpm6<u32>, Vec<(u128, u8)>) {
     let mut t = Lpm6::new();
     let mut routes = Vec::with_capacity(n);
     while t.len() < n {
-        let l = LENS[rng.below(LENS.len() as u64) as usize];
-        let a = ((rng.u128() >> 3) | (1u128 << 125)) & u128::MAX.checked_shl(128 - u32::from(l)).unwrap_or(0);
+        let l = LENS[rng.below(LENS.len())];
+        let a = ((u128(rng) >> 3) | (1u128 << 125)) & u128::MAX.checked_shl(128 - u32::from(l)).unwrap_or(0);
         let id = t.len() as u32;
         if t.insert(a, l, id).expect("valid prefix").is_none() {
             routes.push((a, l));
@@ -107,7 +95,7 @@ fn inside_v4(a: u32, l: u8, rng: &mut Rng) -> u32 {
 }
 
 fn inside_v6(a: u128, l: u8, rng: &mut Rng) -> u128 {
-    a | (rng.u128() & u128::MAX.checked_shr(u32::from(l)).unwrap_or(0))
+    a | (u128(rng) & u128::MAX.checked_shr(u32::from(l)).unwrap_or(0))
 }
 
 /// Registers the three LPM benchmarks of one table: `random` and `matched` batches, `chained`.
@@ -163,7 +151,7 @@ fn lpm4(c: &mut Criterion) {
             let random: Vec<u32> = (0..QUERIES).map(|_| rng.next() as u32).collect();
             let matched: Vec<u32> = (0..QUERIES)
                 .map(|_| {
-                    let (a, l) = routes[rng.below(routes.len() as u64) as usize];
+                    let (a, l) = routes[rng.below(routes.len())];
                     inside_v4(a, l, &mut rng)
                 })
                 .collect();
@@ -185,10 +173,10 @@ fn lpm6(c: &mut Criterion) {
             t.memory_bytes() as f64 / 1e6,
             t
         );
-        let random: Vec<u128> = (0..QUERIES).map(|_| (rng.u128() >> 3) | (1u128 << 125)).collect();
+        let random: Vec<u128> = (0..QUERIES).map(|_| (u128(&mut rng) >> 3) | (1u128 << 125)).collect();
         let matched: Vec<u128> = (0..QUERIES)
             .map(|_| {
-                let (a, l) = routes[rng.below(routes.len() as u64) as usize];
+                let (a, l) = routes[rng.below(routes.len())];
                 inside_v6(a, l, &mut rng)
             })
             .collect();
@@ -348,7 +336,7 @@ fn forward(c: &mut Criterion) {
     let mut routes = Vec::with_capacity(1_000_000);
     let t0 = Instant::now();
     while routes.len() < 1_000_000 {
-        let l = lens[rng.below(lens.len() as u64) as usize];
+        let l = lens[rng.below(lens.len())];
         let a = Ipv4Net::new(Ipv4Addr::from_bits(rng.next() as u32), l).expect("valid prefix").trunc();
         if a.contains(&Ipv4Addr::new(10, 0, 0, 0)) || Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8).is_ok_and(|ten| ten.contains(&a)) {
             continue;
@@ -369,7 +357,7 @@ fn forward(c: &mut Criterion) {
     // 0/8, 127/8, 240/4, link-local) are drawn again.
     let mut templates: Vec<Vec<u8>> = Vec::with_capacity(FRAMES);
     while templates.len() < FRAMES {
-        let r = routes[rng.below(routes.len() as u64) as usize];
+        let r = routes[rng.below(routes.len())];
         let t = frame_v4(Ipv4Addr::from_bits(inside_v4(r.network().to_bits(), r.prefix_len(), &mut rng)));
         if l3.forward(FRONT, &mut t.clone(), &mut err, NOW) == out {
             templates.push(t);
@@ -408,8 +396,7 @@ fn forward(c: &mut Criterion) {
 }
 
 fn main() {
-    let mut c =
-        Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).configure_from_args();
+    let mut c = common::criterion();
     lpm4(&mut c);
     lpm6(&mut c);
     forward(&mut c);

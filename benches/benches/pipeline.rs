@@ -8,10 +8,12 @@
 //! - `spread`: keys drawn at random from the whole table, so at 1M entries most lookups miss
 //!   the CPU caches, the case of a switch serving many hosts.
 
+mod common;
+
+use common::Rng;
 use std::hint::black_box;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use vswitch_switch::counters::PortCounters;
@@ -54,18 +56,6 @@ fn filler_port(n: u64) -> PortId {
 /// A MAC that is never in the table.
 fn absent(n: u64) -> Mac {
     Mac::from_u64(0x0e00_0000_0000 | n)
-}
-
-/// xorshift64*: deterministic picks without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
-    }
 }
 
 fn port(id: PortId) -> PortEntry {
@@ -181,8 +171,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
 }
 
 fn main() {
-    let mut c =
-        Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).configure_from_args();
+    let mut c = common::criterion();
     for n in SIZES {
         bench_size(&mut c, n);
     }

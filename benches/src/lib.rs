@@ -6,14 +6,19 @@
 //! or panicking run cleans up after itself; names carry the process id, so two runs never
 //! collide and `vswitch-compare cleanup` can find what a killed run left behind.
 
+pub mod chart;
 pub mod cmd;
 pub mod cpu;
 pub mod dns;
 pub mod dnsload;
+pub mod harness;
 pub mod machine;
 pub mod nat;
 pub mod netns;
+pub mod ovs;
 pub mod report;
+pub mod results;
+pub mod scenario;
 pub mod systems;
 pub mod tcpload;
 pub mod udp;

@@ -3,14 +3,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cmd;
 use crate::systems::Kind;
 use crate::{err, Result};
 
 /// What the report says about the machine.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
     pub nproc: usize,
     pub cpu: String,
@@ -24,6 +24,8 @@ pub struct Machine {
     /// Versions of the NAT comparison's peers, when installed.
     pub pasta: Option<String>,
     pub slirp4netns: Option<String>,
+    /// Open vSwitch's version (the L2 comparison's userspace-datapath peer), when installed.
+    pub ovs: Option<String>,
     pub date_utc: String,
 }
 
@@ -56,6 +58,7 @@ impl Machine {
             }),
             pasta: peer_version(Kind::Pasta),
             slirp4netns: peer_version(Kind::Slirp4netns),
+            ovs: peer_version(Kind::Ovs),
             date_utc: first_line("date", "-u").unwrap_or_default(),
         }
     }
@@ -67,6 +70,7 @@ pub fn peer_program(kind: Kind) -> Option<(&'static str, &'static str)> {
     match kind {
         Kind::Pasta => Some(("pasta", "passt")),
         Kind::Slirp4netns => Some(("slirp4netns", "slirp4netns")),
+        Kind::Ovs => Some(("ovs-vswitchd", "openvswitch-switch")),
         _ => None,
     }
 }
@@ -121,7 +125,7 @@ pub fn check_prerequisites(network: bool, dns: bool, nat: bool) -> Result<()> {
 }
 
 /// Whether the effective user is root (from /proc, no libc call needed).
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0")))

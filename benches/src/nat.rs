@@ -510,6 +510,7 @@ pub fn throughput(sys: &NatSystem, w: Workload, secs: u32) -> Result<NatTcpSampl
                 target: SocketAddr::from((sys.host_addr, port)),
                 reverse: w == Workload::NatOutRev,
                 mark: Some(dir),
+                streams: 1,
             }
         }
         Workload::PortfwdIn => Iperf {
@@ -521,6 +522,7 @@ pub fn throughput(sys: &NatSystem, w: Workload, secs: u32) -> Result<NatTcpSampl
             target: SocketAddr::from((Ipv4Addr::LOCALHOST, published(sys)?)),
             reverse: false,
             mark: Some(dir),
+            streams: 1,
         },
         other => return Err(err(format!("{} is not a NAT throughput workload", other.as_str()))),
     };

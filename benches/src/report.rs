@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::machine::Machine;
@@ -107,7 +107,7 @@ pub struct Sample {
 }
 
 /// Median and range of one metric over the rounds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub median: f64,
     pub min: f64,
@@ -467,9 +467,10 @@ impl Report {
     /// The DNS comparison's pair is vswitch / dnsmasq; the NAT comparison's vswitch / pasta and
     /// slirp4netns / pasta (pasta, the newer of the two, is the one to beat).
     pub fn pairs(&self) -> Vec<(Kind, Kind)> {
-        const PAIRS: [(Kind, Kind); 7] = [
+        const PAIRS: [(Kind, Kind); 8] = [
             (Kind::Vswitch, Kind::Bridge),
             (Kind::Vswitch, Kind::Null),
+            (Kind::Vswitch, Kind::Ovs),
             (Kind::VswitchRouted, Kind::KernelRouter),
             (Kind::VswitchRouted, Kind::Null),
             (Kind::Vswitch, Kind::Dnsmasq),
@@ -574,19 +575,7 @@ mod tests {
     }
 
     fn report(systems: Vec<Kind>) -> Report {
-        let machine = Machine {
-            nproc: 2,
-            cpu: String::new(),
-            mem_gib: 0.0,
-            kernel: String::new(),
-            iperf3: String::new(),
-            vswitchd: None,
-            dnsmasq: None,
-            dnsperf: None,
-            pasta: None,
-            slirp4netns: None,
-            date_utc: String::new(),
-        };
+        let machine = Machine { nproc: 2, ..Machine::default() };
         Report { machine, config: Value::Null, systems, mtus: vec![1500], samples: Vec::new(), notes: Vec::new(), errors: Vec::new() }
     }
 

@@ -15,7 +15,7 @@
 //! - `pasta`, `slirp4netns`: the NAT comparison's peers of vswitch's slirp engine, built by
 //!   [`crate::nat`] (which builds vswitch for that comparison too).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,6 +33,15 @@ use crate::{err, Result};
 pub const SUBNET: &str = "10.77.0.0/24";
 const BRIDGE_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const BRIDGE_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+/// The IPv6 subnet of the test network (the `ipv6` variants), `::2` and `::3` on the bridge.
+pub const SUBNET6: &str = "fd77::/64";
+const BRIDGE_A6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+const BRIDGE_B6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 3);
+/// The routed scenario's IPv6 subnets; endpoints `::2`, gateways `::1`.
+pub const ROUTED_SUBNETS6: [&str; 2] = ["fd70::/64", "fd71::/64"];
+const ROUTED_A6: Ipv6Addr = Ipv6Addr::new(0xfd70, 0, 0, 0, 0, 0, 0, 2);
+const ROUTED_B6: Ipv6Addr = Ipv6Addr::new(0xfd71, 0, 0, 0, 0, 0, 0, 2);
+const ROUTED_GW6: [&str; 2] = ["fd70::1", "fd71::1"];
 /// The network vswitch-compare creates in vswitchd.
 pub const NETWORK: &str = "benchnet";
 /// The routed scenario's two subnets; endpoints are `.2`, gateways `.1`, on both systems.
@@ -62,6 +71,8 @@ pub enum Kind {
     Pasta,
     /// slirp4netns connecting a namespace to the host (the NAT comparison only).
     Slirp4netns,
+    /// Open vSwitch's userspace datapath (ovs-vswitchd, `datapath_type=netdev`) with veth ports.
+    Ovs,
 }
 
 impl Kind {
@@ -75,6 +86,7 @@ impl Kind {
             Kind::Dnsmasq => "dnsmasq",
             Kind::Pasta => "pasta",
             Kind::Slirp4netns => "slirp4netns",
+            Kind::Ovs => "ovs",
         }
     }
 
@@ -88,7 +100,9 @@ impl Kind {
     /// slirp4netns and vswitch's slirp engine).
     pub fn takes_part(self, family: Family) -> bool {
         match family {
-            Family::Net => matches!(self, Kind::Bridge | Kind::Vswitch | Kind::Null | Kind::KernelRouter | Kind::VswitchRouted),
+            Family::Net => {
+                matches!(self, Kind::Bridge | Kind::Vswitch | Kind::Null | Kind::KernelRouter | Kind::VswitchRouted | Kind::Ovs)
+            }
             Family::Dns => matches!(self, Kind::Dnsmasq | Kind::Vswitch),
             Family::Nat => matches!(self, Kind::Vswitch | Kind::Pasta | Kind::Slirp4netns),
         }
@@ -177,6 +191,8 @@ pub struct Running {
     pub pair: Pair,
     // Field order is drop order: the daemon stops before its sandboxes' namespaces go.
     pub daemon: Option<Daemon>,
+    /// Open vSwitch's daemons, for `ovs`.
+    pub ovs: Option<crate::ovs::Ovs>,
     namespaces: Vec<Netns>,
     /// How long building it took.
     pub setup: Duration,
@@ -185,7 +201,7 @@ pub struct Running {
 impl Running {
     /// The PID of the forwarding process (none for the kernel bridge).
     pub fn forwarder_pid(&self) -> Option<u32> {
-        self.daemon.as_ref().map(Daemon::pid)
+        self.daemon.as_ref().map(Daemon::pid).or_else(|| self.ovs.as_ref().map(crate::ovs::Ovs::pid))
     }
 
     /// The namespaces, for messages.
@@ -194,45 +210,86 @@ impl Running {
     }
 }
 
-/// Builds `kind` with links of `mtu` bytes.
-pub fn start(kind: Kind, mtu: u32, opts: &DaemonOptions) -> Result<Running> {
+/// Builds `kind` with links of `mtu` bytes; with `v6`, the pair's addresses are IPv6 ones
+/// (every system also keeps its IPv4 addresses).
+pub fn start(kind: Kind, mtu: u32, v6: bool, opts: &DaemonOptions) -> Result<Running> {
     let t = Instant::now();
     let mut r = match kind {
-        Kind::Bridge => bridge(mtu)?,
-        Kind::Vswitch | Kind::Null => vswitch(kind, mtu, opts)?,
-        Kind::KernelRouter => kernel_router(mtu)?,
-        Kind::VswitchRouted => vswitch_routed(mtu, opts)?,
+        Kind::Bridge => bridge(mtu, v6)?,
+        Kind::Vswitch | Kind::Null => vswitch(kind, mtu, v6, opts)?,
+        Kind::KernelRouter => kernel_router(mtu, v6)?,
+        Kind::VswitchRouted => vswitch_routed(mtu, v6, opts)?,
+        Kind::Ovs => {
+            let (ovs, pair, namespaces) = crate::ovs::l2(mtu, opts.workers, opts.keep)?;
+            let mut r = Running { kind, mtu, pair, daemon: None, ovs: Some(ovs), namespaces, setup: Duration::ZERO };
+            if v6 {
+                // Addresses on the namespaces' own links: OVS switches them like any frame.
+                for (ns, ip) in [(&r.namespaces[0], BRIDGE_A6), (&r.namespaces[1], BRIDGE_B6)] {
+                    ns.ip(&["-6", "addr", "add", &format!("{ip}/64"), "dev", "eth0", "nodad"])?;
+                }
+                (r.pair.ip_a, r.pair.ip_b) = (BRIDGE_A6.into(), BRIDGE_B6.into());
+            }
+            r
+        }
         Kind::Dnsmasq => return Err(err("dnsmasq forwards no frames: it takes part in the DNS comparison only (--scenario dns)")),
         Kind::Pasta | Kind::Slirp4netns => {
             return Err(err(format!("{} takes part in the NAT comparison only (--scenario nat)", kind.as_str())))
         }
     };
+    if v6 {
+        for ns in [&r.pair.a, &r.pair.b] {
+            wait_dad(ns)?;
+        }
+    }
     r.setup = t.elapsed();
     Ok(r)
 }
 
-fn bridge(mtu: u32) -> Result<Running> {
+/// Waits until no IPv6 address of `ns` is tentative (duplicate address detection done): a
+/// socket cannot bind one before.
+fn wait_dad(ns: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cmd::run("ip", &["-n", ns, "-6", "addr", "show", "tentative"])?;
+        if out.trim().is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(err(format!("IPv6 addresses in {ns} still tentative after 10 s: {}", out.trim())));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn bridge(mtu: u32, v6: bool) -> Result<Running> {
     let (a, b, br) = (Netns::create("a")?, Netns::create("b")?, Netns::create("br")?);
     let m = mtu.to_string();
     br.ip(&["link", "add", "br0", "mtu", &m, "type", "bridge"])?;
-    for (ns, ip, port) in [(&a, BRIDGE_A, "pa"), (&b, BRIDGE_B, "pb")] {
+    for (ns, ip, ip6, port) in [(&a, BRIDGE_A, BRIDGE_A6, "pa"), (&b, BRIDGE_B, BRIDGE_B6, "pb")] {
         br.ip(&["link", "add", port, "mtu", &m, "type", "veth", "peer", "name", "eth0", "mtu", &m, "netns", ns.name()])?;
         br.ip(&["link", "set", port, "master", "br0", "up"])?;
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        if v6 {
+            ns.ip(&["-6", "addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
+        }
         ns.ip(&["link", "set", "eth0", "up"])?;
     }
     br.ip(&["link", "set", "br0", "up"])?;
-    let pair = Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a: BRIDGE_A, ip_b: BRIDGE_B };
-    Ok(Running { kind: Kind::Bridge, mtu, pair, daemon: None, namespaces: vec![a, b, br], setup: Duration::ZERO })
+    let (ip_a, ip_b) = if v6 { (BRIDGE_A6.into(), BRIDGE_B6.into()) } else { (BRIDGE_A.into(), BRIDGE_B.into()) };
+    let pair = Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a, ip_b };
+    Ok(Running { kind: Kind::Bridge, mtu, pair, daemon: None, ovs: None, namespaces: vec![a, b, br], setup: Duration::ZERO })
 }
 
-/// Two bridges in namespace `r`, each with its subnet's gateway address, and IPv4 forwarding
-/// on in `r`: the kernel routes between `a` (behind `br1`) and `b` (behind `br2`).
-fn kernel_router(mtu: u32) -> Result<Running> {
+/// Two bridges in namespace `r`, each with its subnet's gateway address, and forwarding on in
+/// `r`: the kernel routes between `a` (behind `br1`) and `b` (behind `br2`).
+fn kernel_router(mtu: u32, v6: bool) -> Result<Running> {
     let (a, b, r) = (Netns::create("a")?, Netns::create("b")?, Netns::create("r")?);
     let m = mtu.to_string();
-    let legs = [(&a, ROUTED_A, "br1", "pa", ROUTED_GW[0]), (&b, ROUTED_B, "br2", "pb", ROUTED_GW[1])];
-    for (ns, ip, br, port, gw) in legs {
+    let legs = [
+        (&a, ROUTED_A, ROUTED_A6, "br1", "pa", ROUTED_GW[0], ROUTED_GW6[0]),
+        (&b, ROUTED_B, ROUTED_B6, "br2", "pb", ROUTED_GW[1], ROUTED_GW6[1]),
+    ];
+    for (ns, ip, ip6, br, port, gw, gw6) in legs {
         r.ip(&["link", "add", br, "mtu", &m, "type", "bridge"])?;
         r.ip(&["addr", "add", &format!("{gw}/24"), "dev", br])?;
         r.ip(&["link", "add", port, "mtu", &m, "type", "veth", "peer", "name", "eth0", "mtu", &m, "netns", ns.name()])?;
@@ -241,25 +298,67 @@ fn kernel_router(mtu: u32) -> Result<Running> {
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["route", "add", "default", "via", gw])?;
+        if v6 {
+            r.ip(&["-6", "addr", "add", &format!("{gw6}/64"), "dev", br, "nodad"])?;
+            ns.ip(&["-6", "addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
+            ns.ip(&["-6", "route", "add", "default", "via", gw6])?;
+        }
     }
     // Per namespace: this turns forwarding on in `r` only.
-    cmd::checked(r.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]), Duration::from_secs(10))?;
-    let pair = Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a: ROUTED_A, ip_b: ROUTED_B };
-    Ok(Running { kind: Kind::KernelRouter, mtu, pair, daemon: None, namespaces: vec![a, b, r], setup: Duration::ZERO })
+    let mut sysctls = vec!["-qw", "net.ipv4.ip_forward=1"];
+    if v6 {
+        sysctls.push("net.ipv6.conf.all.forwarding=1");
+    }
+    cmd::checked(r.exec("sysctl", &sysctls), Duration::from_secs(10))?;
+    let (ip_a, ip_b) = if v6 { (ROUTED_A6.into(), ROUTED_B6.into()) } else { (ROUTED_A.into(), ROUTED_B.into()) };
+    let pair = Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a, ip_b };
+    if v6 {
+        wait_dad(r.name())?;
+    }
+    Ok(Running { kind: Kind::KernelRouter, mtu, pair, daemon: None, ovs: None, namespaces: vec![a, b, r], setup: Duration::ZERO })
+}
+
+/// `network create` arguments for a subnet (and its IPv6 one with `v6`).
+fn subnets<'a>(v4: &'a str, v6: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec!["--subnet", v4];
+    if let Some(s6) = v6 {
+        args.extend(["--ipv6", "--subnet", s6]);
+    }
+    args
+}
+
+/// The address `ns` got on `network`: IPv4, or IPv6 with `v6`.
+fn endpoint_addr(daemon: &Daemon, network: &str, ns: &Netns, v6: bool) -> Result<IpAddr> {
+    let ip4 = connect(daemon, network, ns, &[])?;
+    if !v6 {
+        return Ok(ip4.into());
+    }
+    let inspect = daemon.ctl_json(&["network", "inspect", network])?;
+    endpoint_v6(&inspect, ns.name())
+        .map(IpAddr::V6)
+        .ok_or_else(|| err(format!("no IPv6 address for {} in `network inspect {network}`", ns.name())))
 }
 
 /// vswitchd with two networks allowed to route to each other, `a` on one and `b` on the other.
-fn vswitch_routed(mtu: u32, opts: &DaemonOptions) -> Result<Running> {
+fn vswitch_routed(mtu: u32, v6: bool, opts: &DaemonOptions) -> Result<Running> {
     let (a, b) = (Netns::create("a")?, Netns::create("b")?);
     let d = if opts.own_netns { Some(Netns::create("d")?) } else { None };
     let daemon = start_daemon(Kind::VswitchRouted, d.as_ref(), opts)?;
     let setup = || -> Result<Pair> {
         let mtu_opt = format!("com.docker.network.driver.mtu={mtu}");
         let [na, nb] = ROUTED_NETWORKS;
-        daemon.ctl(&["network", "create", "--subnet", ROUTED_SUBNETS[0], "-o", &mtu_opt, na])?;
-        daemon.ctl(&["network", "create", "--subnet", ROUTED_SUBNETS[1], "-o", &mtu_opt, "-o", &format!("route-to={na}"), nb])?;
-        let ip_a = connect(&daemon, na, &a, &[])?;
-        let ip_b = connect(&daemon, nb, &b, &[])?;
+        let six = |i: usize| v6.then_some(ROUTED_SUBNETS6[i]);
+        let mut create = vec!["network", "create"];
+        create.extend(subnets(ROUTED_SUBNETS[0], six(0)));
+        create.extend(["-o", &mtu_opt, na]);
+        daemon.ctl(&create)?;
+        let route_to = format!("route-to={na}");
+        let mut create = vec!["network", "create"];
+        create.extend(subnets(ROUTED_SUBNETS[1], six(1)));
+        create.extend(["-o", &mtu_opt, "-o", &route_to, nb]);
+        daemon.ctl(&create)?;
+        let ip_a = endpoint_addr(&daemon, na, &a, v6)?;
+        let ip_b = endpoint_addr(&daemon, nb, &b, v6)?;
         Ok(Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a, ip_b })
     };
     let pair = match setup() {
@@ -268,17 +367,21 @@ fn vswitch_routed(mtu: u32, opts: &DaemonOptions) -> Result<Running> {
     };
     let mut namespaces = vec![a, b];
     namespaces.extend(d);
-    Ok(Running { kind: Kind::VswitchRouted, mtu, pair, daemon: Some(daemon), namespaces, setup: Duration::ZERO })
+    Ok(Running { kind: Kind::VswitchRouted, mtu, pair, daemon: Some(daemon), ovs: None, namespaces, setup: Duration::ZERO })
 }
 
-fn vswitch(kind: Kind, mtu: u32, opts: &DaemonOptions) -> Result<Running> {
+fn vswitch(kind: Kind, mtu: u32, v6: bool, opts: &DaemonOptions) -> Result<Running> {
     let (a, b) = (Netns::create("a")?, Netns::create("b")?);
     let d = if opts.own_netns { Some(Netns::create("d")?) } else { None };
     let daemon = start_daemon(kind, d.as_ref(), opts)?;
     let setup = || -> Result<Pair> {
-        daemon.ctl(&["network", "create", "--subnet", SUBNET, "-o", &format!("com.docker.network.driver.mtu={mtu}"), NETWORK])?;
-        let ip_a = connect(&daemon, NETWORK, &a, &[])?;
-        let ip_b = connect(&daemon, NETWORK, &b, &[])?;
+        let mtu_opt = format!("com.docker.network.driver.mtu={mtu}");
+        let mut create = vec!["network", "create"];
+        create.extend(subnets(SUBNET, v6.then_some(SUBNET6)));
+        create.extend(["-o", &mtu_opt, NETWORK]);
+        daemon.ctl(&create)?;
+        let ip_a = endpoint_addr(&daemon, NETWORK, &a, v6)?;
+        let ip_b = endpoint_addr(&daemon, NETWORK, &b, v6)?;
         Ok(Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a, ip_b })
     };
     let pair = match setup() {
@@ -287,7 +390,7 @@ fn vswitch(kind: Kind, mtu: u32, opts: &DaemonOptions) -> Result<Running> {
     };
     let mut namespaces = vec![a, b];
     namespaces.extend(d);
-    Ok(Running { kind, mtu, pair, daemon: Some(daemon), namespaces, setup: Duration::ZERO })
+    Ok(Running { kind, mtu, pair, daemon: Some(daemon), ovs: None, namespaces, setup: Duration::ZERO })
 }
 
 /// Starts vswitchd (in `ns`, else in the caller's namespace) and waits until its API answers.
@@ -369,6 +472,19 @@ fn addresses(inspect: &Value) -> Vec<(String, Ipv4Addr)> {
             Some((c.get("Name").and_then(Value::as_str).unwrap_or_default().to_string(), ip))
         })
         .collect()
+}
+
+/// The IPv6 address of the endpoint named `name` in a `network inspect` answer.
+fn endpoint_v6(inspect: &Value, name: &str) -> Option<Ipv6Addr> {
+    let net = match inspect {
+        Value::Array(a) => a.first()?,
+        v => v,
+    };
+    net.get("Containers")?
+        .as_object()?
+        .values()
+        .find(|c| c.get("Name").and_then(Value::as_str) == Some(name))
+        .and_then(|c| c.get("IPv6Address")?.as_str()?.split('/').next()?.parse().ok())
 }
 
 pub(crate) fn path_str(p: &Path) -> Result<String> {

@@ -4,7 +4,7 @@
 //! process if there is one, and returns one sample with the forwarder's and the machine's CPU
 //! use over the measured window.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,8 +28,8 @@ const PORT: u16 = 5201;
 pub struct Pair {
     pub a: String,
     pub b: String,
-    pub ip_a: Ipv4Addr,
-    pub ip_b: Ipv4Addr,
+    pub ip_a: IpAddr,
+    pub ip_b: IpAddr,
 }
 
 /// One TCP throughput run.
@@ -46,16 +46,17 @@ pub struct TcpSample {
     pub intervals_gbps: Vec<f64>,
 }
 
-/// Runs one iperf3 TCP stream from `a` to `b` for `secs` seconds.
-pub fn tcp(pair: &Pair, secs: u32, fwd: Option<u32>) -> Result<TcpSample> {
+/// Runs iperf3 from `a` to `b` for `secs` seconds, `streams` TCP connections at once.
+pub fn tcp(pair: &Pair, secs: u32, streams: u32, fwd: Option<u32>) -> Result<TcpSample> {
     let run = Iperf {
         server_ns: Some(&pair.b),
-        bind: Some(pair.ip_b.into()),
+        bind: Some(pair.ip_b),
         port: PORT,
         client_ns: Some(&pair.a),
         target: SocketAddr::from((pair.ip_b, PORT)),
         reverse: false,
         mark: None,
+        streams,
     };
     iperf3(&run, secs, fwd)
 }
@@ -77,6 +78,8 @@ pub struct Iperf<'a> {
     /// `vswitch-compare cleanup` finds it if the run is killed (an iperf3 client whose peer
     /// vanished spins at 100% CPU well past its `-t`).
     pub mark: Option<&'a Path>,
+    /// Parallel TCP streams (`-P`); 1 is one connection.
+    pub streams: u32,
 }
 
 /// Runs one iperf3 TCP stream for `secs` seconds as `t` says; CPU of `fwd` and of the machine
@@ -99,6 +102,10 @@ pub fn iperf3(t: &Iperf, secs: u32, fwd: Option<u32>) -> Result<TcpSample> {
     let mut cargs = vec!["-c", &target, "-p", &target_port, "-t", &secs_s, "--json"];
     if t.reverse {
         cargs.push("-R");
+    }
+    let streams = t.streams.to_string();
+    if t.streams > 1 {
+        cargs.extend(["-P", &streams]);
     }
     if let Some(p) = &pidfile {
         cargs.extend(["--pidfile", p]);

@@ -22,13 +22,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::json;
 use vswitch_bench::dns::{self, DnsOptions, DnsSystem};
+use vswitch_bench::harness::{pct, to_metrics};
 use vswitch_bench::machine::{self, Machine};
 use vswitch_bench::nat::{self, NatOptions, NatSystem};
 use vswitch_bench::report::{Family, Report, Sample, Workload, DNS_WORKLOADS, NAT_WORKLOADS};
-use vswitch_bench::systems::{self, Daemon, DaemonOptions, Kind, Running};
-use vswitch_bench::{cmd, netns, workloads, Result};
+use vswitch_bench::systems::{self, DaemonOptions, Kind, Running};
+use vswitch_bench::{cmd, harness, workloads, Result};
 
 /// Compares vswitch with the Linux bridge and with vswitch's null forwarder, vswitch's routing
 /// with Linux kernel routing (`--scenario l3`), vswitch's embedded DNS with dnsmasq (`--scenario
@@ -171,7 +172,7 @@ impl Scenario {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Remove what runs that were killed left behind: their vswitchd, dnsmasq, pasta,
-    /// slirp4netns and (NAT) iperf3 processes, namespaces (vsb<PID>-…), host veths (vsb<PID>h…),
+    /// slirp4netns, ovsdb-server, ovs-vswitchd and iperf3 processes, namespaces (vsb<PID>-…), host veths (vsb<PID>h…),
     /// vswitchd's resolv.conf files in /etc/netns, and temporary directories (not those kept
     /// with --keep-logs).
     Cleanup,
@@ -180,7 +181,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Some(Command::Cleanup) => cleanup(),
+        Some(Command::Cleanup) => harness::cleanup("vswitch-compare"),
         None => compare(&cli),
     };
     match res {
@@ -191,88 +192,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn cleanup() -> Result<bool> {
-    let mut ok = true;
-    let mut any = false;
-    // Processes first, so that no vswitchd rewrites a file or holds a port while the rest goes.
-    for (pid, cmdline) in cmd::leftover_processes() {
-        any = true;
-        // The start of the command line: program and first options (dnsmasq's run long).
-        let short: String = cmdline.chars().take(100).collect();
-        let more = if short.len() < cmdline.len() { "…" } else { "" };
-        if cmd::terminate(pid, Duration::from_secs(3)) {
-            println!("stopped process {pid}: {short}{more}");
-        } else {
-            eprintln!("cannot stop process {pid}: {short}{more}");
-            ok = false;
-        }
-    }
-    for ns in netns::leftovers() {
-        any = true;
-        match cmd::run("ip", &["netns", "del", &ns]) {
-            Ok(_) => println!("deleted namespace {ns}"),
-            Err(e) => {
-                eprintln!("{e}");
-                ok = false;
-            }
-        }
-    }
-    for link in dns::leftover_links() {
-        any = true;
-        match cmd::run("ip", &["link", "del", &link]) {
-            Ok(_) => println!("deleted link {link}"),
-            Err(e) => {
-                eprintln!("{e}");
-                ok = false;
-            }
-        }
-    }
-    for name in netns::etc_leftovers() {
-        any = true;
-        if netns::remove_etc_netns(&name) {
-            println!("removed {}/{name}", netns::ETC_NETNS);
-        } else {
-            eprintln!("left {}/{name}: it holds files vswitchd did not write", netns::ETC_NETNS);
-        }
-    }
-    for dir in cmd::leftover_dirs() {
-        any = true;
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => println!("removed {}", dir.display()),
-            Err(e) => {
-                eprintln!("cannot remove {}: {e}", dir.display());
-                ok = false;
-            }
-        }
-    }
-    if !any {
-        println!("nothing to clean up");
-    }
-    Ok(ok)
-}
-
-/// What killed runs left behind, in one line for a note; empty if nothing.
-fn leftovers_line() -> String {
-    let mut parts = Vec::new();
-    let n = cmd::leftover_processes().len();
-    if n > 0 {
-        parts.push(format!("{n} process(es)"));
-    }
-    let ns = netns::leftovers();
-    if !ns.is_empty() {
-        parts.push(format!("{} namespace(s) ({})", ns.len(), ns.join(" ")));
-    }
-    let links = dns::leftover_links();
-    if !links.is_empty() {
-        parts.push(format!("{} link(s) ({})", links.len(), links.join(" ")));
-    }
-    let dirs = cmd::leftover_dirs().len() + netns::etc_leftovers().len();
-    if dirs > 0 {
-        parts.push(format!("{dirs} directory(ies)"));
-    }
-    parts.join(", ")
 }
 
 fn compare(cli: &Cli) -> Result<bool> {
@@ -306,7 +225,7 @@ fn compare(cli: &Cli) -> Result<bool> {
         )));
     }
     machine::check_prerequisites(!net_systems.is_empty(), !dns_systems.is_empty(), !nat_systems.is_empty())?;
-    let left = leftovers_line();
+    let left = harness::leftovers_line();
     if !left.is_empty() {
         eprintln!("note: killed runs left {left}; `vswitch-compare cleanup` removes them");
     }
@@ -398,7 +317,7 @@ fn compare(cli: &Cli) -> Result<bool> {
             for k in 0..n {
                 let system = net_systems[(round + k) % n];
                 let tag = format!("[mtu {mtu} round {}/{}] {}", round + 1, cli.runs, system.as_str());
-                match systems::start(system, mtu, &opts) {
+                match systems::start(system, mtu, false, &opts) {
                     Ok(running) => measure(cli, &mut report, running, round, &workloads, &tag),
                     Err(e) => {
                         eprintln!("{tag}: setup failed: {e}");
@@ -492,7 +411,7 @@ fn measure(cli: &Cli, report: &mut Report, mut running: Running, round: usize, w
     let fwd = running.forwarder_pid();
     for &w in workloads {
         let res = match w {
-            Workload::Tcp => workloads::tcp(&running.pair, cli.time, fwd).map(|s| {
+            Workload::Tcp => workloads::tcp(&running.pair, cli.time, 1, fwd).map(|s| {
                 eprintln!(
                     "{tag}: tcp {:.2} Gbit/s, {} retransmits, fwd cpu {}, machine cpu {:.0}%",
                     s.gbps,
@@ -541,42 +460,7 @@ fn measure(cli: &Cli, report: &mut Report, mut running: Running, round: usize, w
         }
     }
     if let Some(d) = running.daemon.as_mut() {
-        finish_daemon(report, d, tag);
-    }
-}
-
-/// Records what vswitchd counted (drops explain losses; the DNS counters say what answered),
-/// then stops it and records how that went and what it logged.
-fn finish_daemon(report: &mut Report, d: &mut Daemon, tag: &str) {
-    match d.ctl_json(&["stats"]) {
-        Ok(stats) => {
-            let line = drops_line(&stats);
-            if !line.is_empty() {
-                eprintln!("{tag}: vswitchd counted {line}");
-            }
-            eprintln!("{tag}: vswitchd ports: {}", traffic_line(&stats));
-            if let Some(dns) = stats.get("Dns").filter(|v| v.get("Queries").and_then(Value::as_u64).unwrap_or(0) > 0) {
-                eprintln!("{tag}: vswitchd DNS: {}", compact(dns));
-            }
-            if let Some(nat) = stats.get("Nat").filter(|v| v.as_object().is_some_and(|o| !o.is_empty())) {
-                eprintln!("{tag}: vswitchd NAT: {}", compact(nat));
-            }
-            report.notes.push(format!("{tag}: stats {}", compact(&stats)));
-        }
-        Err(e) => report.notes.push(format!("{tag}: `vswitchctl stats` failed: {e}")),
-    }
-    let (took, killed) = d.stop();
-    let errors: Vec<String> = d.log().lines().filter(|l| l.contains(" ERROR ") || l.contains(" WARN ")).map(str::to_string).collect();
-    if killed || took > Duration::from_secs(2) {
-        report.notes.push(format!(
-            "{tag}: vswitchd took {:.1} s to stop{}",
-            took.as_secs_f64(),
-            if killed { " and was killed" } else { "" }
-        ));
-    }
-    if !errors.is_empty() {
-        eprintln!("{tag}: vswitchd logged {} warning(s)/error(s), first: {}", errors.len(), errors[0]);
-        report.notes.push(format!("{tag}: vswitchd log: {}", errors.join(" | ")));
+        report.notes.extend(harness::finish_daemon(d, tag, &mut |l| eprintln!("{l}")));
     }
 }
 
@@ -615,7 +499,7 @@ fn measure_dns(report: &mut Report, mut sys: DnsSystem, round: usize, workloads:
         }
     }
     if let Some(d) = sys.daemon.as_mut() {
-        finish_daemon(report, d, tag);
+        report.notes.extend(harness::finish_daemon(d, tag, &mut |l| eprintln!("{l}")));
     } else {
         for line in sys.dnsmasq_counters() {
             eprintln!("{tag}: dnsmasq {line}");
@@ -711,69 +595,6 @@ fn measure_nat(report: &mut Report, mut sys: NatSystem, round: usize, workloads:
         report.errors.push(format!("{tag}: {why}"));
     }
     if let Some(d) = sys.daemon.as_mut() {
-        finish_daemon(report, d, tag);
+        report.notes.extend(harness::finish_daemon(d, tag, &mut |l| eprintln!("{l}")));
     }
-}
-
-fn pct(p: Option<f64>) -> String {
-    p.map_or_else(|| "kernel".to_string(), |p| format!("{p:.0}%"))
-}
-
-/// The numeric fields of a sample, by name.
-fn to_metrics<T: serde::Serialize>(s: &T) -> std::collections::BTreeMap<String, f64> {
-    match serde_json::to_value(s) {
-        Ok(Value::Object(o)) => o.into_iter().filter_map(|(k, v)| Some((k, v.as_f64()?))).collect(),
-        _ => Default::default(),
-    }
-}
-
-/// Non-zero drop counters of every port in a `vswitchctl stats` answer.
-fn drops_line(stats: &Value) -> String {
-    let mut parts = Vec::new();
-    for p in stats.get("Ports").and_then(Value::as_array).into_iter().flatten() {
-        let name = p.get("Interface").and_then(Value::as_str).unwrap_or("?");
-        let drops: Vec<String> = p
-            .get("Drops")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| v.as_u64().filter(|n| *n > 0).map(|n| format!("{k}={n}")))
-            .collect();
-        if !drops.is_empty() {
-            parts.push(format!("{name}: {}", drops.join(" ")));
-        }
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("drops: {}", parts.join("; "))
-    }
-}
-
-/// Frames in and out of every port in a `vswitchctl stats` answer, and how they were handled.
-fn traffic_line(stats: &Value) -> String {
-    let n = |p: &Value, k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let parts: Vec<String> = stats
-        .get("Ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            format!(
-                "{} rx {} ({} B/frame) tx {} flooded {} punted {}",
-                p.get("Interface").and_then(Value::as_str).unwrap_or("?"),
-                n(p, "RxPackets"),
-                n(p, "RxBytes") / n(p, "RxPackets").max(1),
-                n(p, "TxPackets"),
-                n(p, "Flooded"),
-                n(p, "Punted")
-            )
-        })
-        .collect();
-    parts.join("; ")
-}
-
-/// One-line JSON.
-fn compact(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
 }
