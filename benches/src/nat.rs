@@ -155,8 +155,8 @@ pub fn start(kind: Kind, daemon: &DaemonOptions, mtu: u32) -> Result<NatSystem> 
     let t = Instant::now();
     let mut s = match kind {
         Kind::Vswitch => vswitch(daemon, mtu)?,
-        Kind::Pasta => pasta(daemon, mtu)?,
-        Kind::Slirp4netns => slirp4netns(daemon, mtu)?,
+        Kind::Pasta | Kind::VswitchPasta => pasta(kind, daemon, mtu)?,
+        Kind::Slirp4netns | Kind::VswitchSlirp4netns => slirp4netns(kind, daemon, mtu)?,
         other => return Err(err(format!("{} takes no part in the NAT comparison (vswitch, pasta, slirp4netns)", other.as_str()))),
     };
     s.setup = t.elapsed();
@@ -221,7 +221,16 @@ fn vswitch(opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     })
 }
 
-fn pasta(opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
+/// The program and leading arguments that run `kind`: pasta or slirp4netns themselves, or the
+/// vswitchd binary in that personality.
+fn program(kind: Kind, opts: &DaemonOptions) -> Result<Vec<String>> {
+    match kind.personality() {
+        Some(p) => Ok(vec![systems::path_str(&opts.bin_dir.join("vswitchd"))?, p.to_string()]),
+        None => Ok(vec![kind.as_str().to_string()]),
+    }
+}
+
+fn pasta(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     let dir = cmd::temp_dir(opts.keep)?;
     let c = Netns::create("c")?;
     let d = host_namespace(opts)?;
@@ -272,12 +281,30 @@ fn pasta(opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
         "--netns",
         &netns_path,
     ];
-    let out = dir.path().join(log_name(Kind::Pasta));
-    let proc = Proc::spawn(netns::command(host.as_deref(), "pasta", &args), "pasta", Some(&out), Duration::from_secs(3))?;
+    let mut argv: Vec<String> = program(kind, opts)?;
+    // vswitch's pasta never changes user and writes its diagnostics to stderr (the .out file).
+    let drop_for_personality = |a: &[&str]| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < a.len() {
+            match a[i] {
+                "--runas" | "-l" if kind.personality().is_some() => i += 2,
+                x => {
+                    out.push(x.to_string());
+                    i += 1;
+                }
+            }
+        }
+        out
+    };
+    argv.extend(drop_for_personality(&args));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = dir.path().join(log_name(kind));
+    let proc = Proc::spawn(netns::command(host.as_deref(), argv[0], &argv[1..]), kind.as_str(), Some(&out), Duration::from_secs(3))?;
     let mut namespaces = vec![c];
     namespaces.extend(d);
     let mut sys = NatSystem {
-        kind: Kind::Pasta,
+        kind,
         mtu,
         container: namespaces[0].name().to_string(),
         addr: PASTA_ADDR,
@@ -295,7 +322,7 @@ fn pasta(opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     Ok(sys)
 }
 
-fn slirp4netns(opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
+fn slirp4netns(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     let dir = cmd::temp_dir(opts.keep)?;
     let c = Netns::create("c")?;
     let d = host_namespace(opts)?;
@@ -311,11 +338,9 @@ fn slirp4netns(opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     // propagation with ours: started in the host's, it unmounts the /run/netns bind mounts
     // (`ip netns exec` isolates it; with --daemon-in-caller-netns nothing would). A slave copy
     // of the mounts takes nothing back.
-    let args = [
-        "--mount".to_string(),
-        "--propagation".to_string(),
-        "slave".to_string(),
-        "slirp4netns".to_string(),
+    let mut args = vec!["--mount".to_string(), "--propagation".to_string(), "slave".to_string()];
+    args.extend(program(kind, opts)?);
+    args.extend([
         "--configure".to_string(),
         format!("--mtu={mtu}"),
         format!("--ready-fd={}", ready_w.as_raw_fd()),
@@ -327,10 +352,10 @@ fn slirp4netns(opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
         "--netns-type=path".to_string(),
         netns_path,
         "tap0".to_string(),
-    ];
+    ]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = dir.path().join(log_name(Kind::Slirp4netns));
-    let spawned = Proc::spawn(netns::command(host.as_deref(), "unshare", &argv), "slirp4netns", Some(&out), Duration::from_secs(3));
+    let out = dir.path().join(log_name(kind));
+    let spawned = Proc::spawn(netns::command(host.as_deref(), "unshare", &argv), kind.as_str(), Some(&out), Duration::from_secs(3));
     // Our copies: the child holds its own now; the ready pipe reads EOF if the child dies.
     drop(ready_w);
     drop(exit_r);
@@ -338,7 +363,7 @@ fn slirp4netns(opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     let mut namespaces = vec![c];
     namespaces.extend(d);
     let mut sys = NatSystem {
-        kind: Kind::Slirp4netns,
+        kind,
         mtu,
         container: namespaces[0].name().to_string(),
         addr: SLIRP_ADDR,

@@ -73,6 +73,10 @@ pub struct ScenarioInfo {
     pub subject: String,
     /// Peers measured (installed ones).
     pub peers: Vec<String>,
+    /// vswitch's drop-in replacements measured here, each with the peer it replaces:
+    /// `[drop-in, peer]` (the vswitchd binary as slirp4netns, with slirp4netns's command line).
+    #[serde(default)]
+    pub drop_ins: Vec<(String, String)>,
     pub variants: Vec<Variant>,
 }
 
@@ -195,9 +199,11 @@ impl Results {
         let mut out = Vec::new();
         for s in &self.scenarios {
             let rows: Vec<&SummaryRow> = self.summaries.iter().filter(|r| r.scenario == s.name).collect();
-            for subj in rows.iter().filter(|r| r.system == s.subject) {
-                let Some(a) = subj.metrics.get(&s.metric) else { continue };
-                for peer in &s.peers {
+            // vswitch's system against every peer, and each drop-in against the peer it replaces.
+            let pairs = s.peers.iter().map(|p| (&s.subject, p)).chain(s.drop_ins.iter().map(|(d, p)| (d, p)));
+            for (subject, peer) in pairs {
+                for subj in rows.iter().filter(|r| r.system == *subject) {
+                    let Some(a) = subj.metrics.get(&s.metric) else { continue };
                     // A peer that scales is compared at the same worker count; one that does
                     // not (the kernel, pasta) with its only figure.
                     let candidates: Vec<&&SummaryRow> = rows.iter().filter(|r| r.system == *peer && r.variant == subj.variant).collect();
@@ -214,7 +220,7 @@ impl Results {
                     out.push(Ratio {
                         scenario: s.name.clone(),
                         variant: subj.variant,
-                        subject: s.subject.clone(),
+                        subject: subject.clone(),
                         workers: subj.workers,
                         peer: peer.clone(),
                         peer_workers: p.workers,
@@ -247,7 +253,8 @@ impl Results {
                 let _ = writeln!(out, "### {} ({}): {} — {}, {dir}\n", s.name, v.label(), s.about, s.unit);
                 let cpu = s.work_unit.as_ref().map(|u| format!("fwd CPU-s per {u} | machine CPU-s per {u}"));
                 let cpu_head = cpu.as_deref().unwrap_or("fwd CPU %");
-                let _ = writeln!(out, "| system | {} (median, min–max) | {cpu_head} | {} / this |", s.unit, s.subject);
+                let who = if s.drop_ins.is_empty() { s.subject.clone() } else { format!("{} (or drop-in)", s.subject) };
+                let _ = writeln!(out, "| system | {} (median, min–max) | {cpu_head} | {who} / this |", s.unit);
                 let _ = writeln!(out, "|---|---|{}---|", "---|".repeat(cpu_head.matches(" | ").count() + 1));
                 for r in &rows {
                     let fig = r.metrics.get(&s.metric).map_or_else(|| "—".to_string(), |m| m.cell(decimals(m.median)));
@@ -260,15 +267,19 @@ impl Results {
                         }
                         None => r.metrics.get("fwd_cpu_pct").map_or("—".to_string(), |m| format!("{:.0}", m.median)),
                     };
-                    let ratio = if r.system == s.subject {
+                    let ratio = if r.system == s.subject || s.drop_ins.iter().any(|(d, _)| *d == r.system) {
                         "—".to_string()
                     } else {
                         let found = self
                             .ratios
                             .iter()
                             .filter(|x| x.scenario == s.name && x.variant == v && x.peer == r.system && x.peer_workers == r.workers);
-                        let cells: Vec<String> =
-                            found.map(|x| format!("{}{:.2}×", workers_prefix(x.workers, &self.config.workers), x.ratio)).collect();
+                        let cells: Vec<String> = found
+                            .map(|x| {
+                                let who = if x.subject == s.subject { String::new() } else { format!("{}: ", x.subject) };
+                                format!("{who}{}{:.2}×", workers_prefix(x.workers, &self.config.workers), x.ratio)
+                            })
+                            .collect();
                         if cells.is_empty() {
                             "—".to_string()
                         } else {
@@ -494,7 +505,7 @@ fn first_line(s: &str) -> &str {
 }
 
 /// What `--list` and the report say about a scenario.
-pub fn scenario_info(s: &Scenario, peers: Vec<String>, variants: Vec<Variant>) -> ScenarioInfo {
+pub fn scenario_info(s: &Scenario, peers: Vec<String>, drop_ins: Vec<(String, String)>, variants: Vec<Variant>) -> ScenarioInfo {
     ScenarioInfo {
         name: s.name.to_string(),
         about: s.about.to_string(),
@@ -504,6 +515,7 @@ pub fn scenario_info(s: &Scenario, peers: Vec<String>, variants: Vec<Variant>) -
         work_unit: s.work.map(|w| w.unit.to_string()),
         subject: s.subject.as_str().to_string(),
         peers,
+        drop_ins,
         variants,
     }
 }
@@ -537,7 +549,7 @@ mod tests {
             interrupted: false,
             machine: machine(),
             config: Config { runs: 3, workers, mtus: vec![1500], ips: vec![Ip::V4], secs: 5, streams: 1, vswitchd_args: vec![] },
-            scenarios: vec![scenario_info(s, vec!["bridge".into(), "null".into()], vec![V1500])],
+            scenarios: vec![scenario_info(s, vec!["bridge".into(), "null".into()], vec![], vec![V1500])],
             runs: vec![],
             summaries: vec![],
             ratios: vec![],
@@ -627,5 +639,30 @@ mod tests {
         rtt.runs = vec![run("vswitch", Some(2), 0, 5.0), run("bridge", None, 0, 10.0)];
         rtt.summarize();
         assert!(rtt.ratios[0].better, "0.5× the peer's latency is better");
+    }
+
+    #[test]
+    fn drop_ins_are_compared_with_the_peer_they_replace() {
+        let s = scenario::find("nat-out").unwrap();
+        let mut r = results(vec![2]);
+        let pairs = s.drop_in_pairs().iter().map(|(d, p)| (d.as_str().to_string(), p.as_str().to_string())).collect();
+        r.scenarios = vec![scenario_info(s, vec!["pasta".into(), "slirp4netns".into()], pairs, vec![V1500])];
+        r.skipped.clear();
+        let nat = |system: &str, gbps: f64| Run {
+            scenario: "nat-out".into(),
+            variant: V1500,
+            system: system.into(),
+            workers: (system == "vswitch").then_some(2),
+            round: 0,
+            setup_s: 0.1,
+            metrics: BTreeMap::from([("gbps".to_string(), gbps)]),
+        };
+        r.runs = vec![nat("vswitch", 9.0), nat("pasta", 3.0), nat("slirp4netns", 1.0), nat("vswitch-slirp4netns", 8.0)];
+        r.summarize();
+        let got: Vec<(&str, &str, f64)> = r.ratios.iter().map(|x| (x.subject.as_str(), x.peer.as_str(), x.ratio)).collect();
+        assert_eq!(got, vec![("vswitch", "pasta", 3.0), ("vswitch", "slirp4netns", 9.0), ("vswitch-slirp4netns", "slirp4netns", 8.0)]);
+        let t = r.tables();
+        assert!(t.contains("| slirp4netns | 1.00 | kernel | — | 9.00×, vswitch-slirp4netns: 8.00× |"), "{t}");
+        assert!(t.contains("vswitch (or drop-in) / this"), "{t}");
     }
 }

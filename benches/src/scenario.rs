@@ -35,6 +35,9 @@ pub struct Scenario {
     pub subject: Kind,
     /// What it is compared with, in the order the report lists them.
     pub peers: &'static [Kind],
+    /// vswitch's drop-in replacements of peers (the vswitchd binary in a peer's personality,
+    /// with the peer's own command line), each compared with the peer it replaces.
+    pub drop_ins: &'static [Kind],
     /// MTUs it runs at by default (the first is the one used when only one is wanted).
     pub mtus: &'static [u32],
     /// Whether an IPv6 variant exists.
@@ -48,6 +51,7 @@ const GBIT: Work = Work { unit: "Gbit", key: "gbps", scale: 1.0 };
 const L2_PEERS: &[Kind] = &[Kind::Bridge, Kind::Ovs, Kind::Null];
 const L3_PEERS: &[Kind] = &[Kind::KernelRouter, Kind::Null];
 const NAT_PEERS: &[Kind] = &[Kind::Pasta, Kind::Slirp4netns];
+const NAT_DROP_INS: &[Kind] = &[Kind::VswitchPasta, Kind::VswitchSlirp4netns];
 const BOTH_MTUS: &[u32] = &[1500, 65520];
 const MTU_1500: &[u32] = &[1500];
 
@@ -60,6 +64,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::Tcp,
         subject: Kind::Vswitch,
         peers: L2_PEERS,
+        drop_ins: &[],
         mtus: BOTH_MTUS,
         ipv6: true,
         metric: GBPS,
@@ -72,6 +77,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::Udp,
         subject: Kind::Vswitch,
         peers: L2_PEERS,
+        drop_ins: &[],
         mtus: MTU_1500,
         ipv6: true,
         metric: Metric { key: "rx_kpps", unit: "kpps", higher_is_better: true },
@@ -84,6 +90,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::Rtt,
         subject: Kind::Vswitch,
         peers: L2_PEERS,
+        drop_ins: &[],
         mtus: MTU_1500,
         ipv6: true,
         metric: Metric { key: "p50_us", unit: "µs", higher_is_better: false },
@@ -96,6 +103,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::Tcp,
         subject: Kind::VswitchRouted,
         peers: L3_PEERS,
+        drop_ins: &[],
         mtus: BOTH_MTUS,
         ipv6: true,
         metric: GBPS,
@@ -108,6 +116,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::NatOut,
         subject: Kind::Vswitch,
         peers: NAT_PEERS,
+        drop_ins: NAT_DROP_INS,
         mtus: BOTH_MTUS,
         ipv6: false,
         metric: GBPS,
@@ -120,6 +129,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::NatOutRev,
         subject: Kind::Vswitch,
         peers: NAT_PEERS,
+        drop_ins: NAT_DROP_INS,
         mtus: BOTH_MTUS,
         ipv6: false,
         metric: GBPS,
@@ -132,6 +142,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::PortfwdIn,
         subject: Kind::Vswitch,
         peers: NAT_PEERS,
+        drop_ins: NAT_DROP_INS,
         mtus: BOTH_MTUS,
         ipv6: false,
         metric: GBPS,
@@ -144,6 +155,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::NatRr,
         subject: Kind::Vswitch,
         peers: NAT_PEERS,
+        drop_ins: NAT_DROP_INS,
         mtus: MTU_1500,
         ipv6: false,
         metric: Metric { key: "p50_us", unit: "µs", higher_is_better: false },
@@ -156,6 +168,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::ConnRate,
         subject: Kind::Vswitch,
         peers: NAT_PEERS,
+        drop_ins: NAT_DROP_INS,
         mtus: MTU_1500,
         ipv6: false,
         metric: Metric { key: "conn_per_s", unit: "conn/s", higher_is_better: true },
@@ -168,6 +181,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::DnsLocal,
         subject: Kind::Vswitch,
         peers: &[Kind::Dnsmasq],
+        drop_ins: &[],
         mtus: MTU_1500,
         ipv6: false,
         metric: Metric { key: "kqps", unit: "kqps", higher_is_better: true },
@@ -180,6 +194,7 @@ pub const ALL: &[Scenario] = &[
         workload: Workload::DnsCached,
         subject: Kind::Vswitch,
         peers: &[Kind::Dnsmasq],
+        drop_ins: &[],
         mtus: MTU_1500,
         ipv6: false,
         metric: Metric { key: "kqps", unit: "kqps", higher_is_better: true },
@@ -261,9 +276,14 @@ impl Scenario {
         out
     }
 
-    /// Subject first, then the peers.
+    /// Subject first, then the peers, then the drop-ins.
     pub fn systems(&self) -> Vec<Kind> {
-        std::iter::once(self.subject).chain(self.peers.iter().copied()).collect()
+        std::iter::once(self.subject).chain(self.peers.iter().copied()).chain(self.drop_ins.iter().copied()).collect()
+    }
+
+    /// (drop-in, the peer it replaces) for each drop-in.
+    pub fn drop_in_pairs(&self) -> Vec<(Kind, Kind)> {
+        self.drop_ins.iter().filter_map(|&d| Some((d, *self.peers.iter().find(|p| Some(p.as_str()) == d.personality())?))).collect()
     }
 }
 
@@ -283,7 +303,8 @@ mod tests {
             assert!(ALL[..i].iter().all(|o| o.name != s.name), "{} twice", s.name);
             assert_eq!(find(s.name).map(|f| f.name), Some(s.name));
             assert!(s.family == s.workload.family(), "{}: workload of another family", s.name);
-            assert!(s.subject.takes_part(s.family) && s.peers.iter().all(|p| p.takes_part(s.family)), "{}", s.name);
+            assert!(s.systems().iter().all(|p| p.takes_part(s.family)), "{}", s.name);
+            assert_eq!(s.drop_in_pairs().len(), s.drop_ins.len(), "{}: a drop-in without the peer it replaces", s.name);
         }
         let names: Vec<String> = ["l2-tcp", "all", "l2-tcp"].iter().map(|s| s.to_string()).collect();
         let r = resolve(&names).unwrap();

@@ -73,6 +73,10 @@ pub enum Kind {
     Slirp4netns,
     /// Open vSwitch's userspace datapath (ovs-vswitchd, `datapath_type=netdev`) with veth ports.
     Ovs,
+    /// The vswitchd binary as slirp4netns (`vswitchd slirp4netns …`), with slirp4netns's command line.
+    VswitchSlirp4netns,
+    /// The vswitchd binary as pasta (`vswitchd pasta …`), with pasta's command line.
+    VswitchPasta,
 }
 
 impl Kind {
@@ -87,6 +91,17 @@ impl Kind {
             Kind::Pasta => "pasta",
             Kind::Slirp4netns => "slirp4netns",
             Kind::Ovs => "ovs",
+            Kind::VswitchSlirp4netns => "vswitch-slirp4netns",
+            Kind::VswitchPasta => "vswitch-pasta",
+        }
+    }
+
+    /// The personality of the vswitchd binary this system runs, if it is one.
+    pub fn personality(self) -> Option<&'static str> {
+        match self {
+            Kind::VswitchSlirp4netns => Some("slirp4netns"),
+            Kind::VswitchPasta => Some("pasta"),
+            _ => None,
         }
     }
 
@@ -104,7 +119,9 @@ impl Kind {
                 matches!(self, Kind::Bridge | Kind::Vswitch | Kind::Null | Kind::KernelRouter | Kind::VswitchRouted | Kind::Ovs)
             }
             Family::Dns => matches!(self, Kind::Dnsmasq | Kind::Vswitch),
-            Family::Nat => matches!(self, Kind::Vswitch | Kind::Pasta | Kind::Slirp4netns),
+            Family::Nat => {
+                matches!(self, Kind::Vswitch | Kind::Pasta | Kind::Slirp4netns | Kind::VswitchSlirp4netns | Kind::VswitchPasta)
+            }
         }
     }
 
@@ -232,7 +249,7 @@ pub fn start(kind: Kind, mtu: u32, v6: bool, opts: &DaemonOptions) -> Result<Run
             r
         }
         Kind::Dnsmasq => return Err(err("dnsmasq forwards no frames: it takes part in the DNS comparison only (--scenario dns)")),
-        Kind::Pasta | Kind::Slirp4netns => {
+        Kind::Pasta | Kind::Slirp4netns | Kind::VswitchSlirp4netns | Kind::VswitchPasta => {
             return Err(err(format!("{} takes part in the NAT comparison only (--scenario nat)", kind.as_str())))
         }
     };

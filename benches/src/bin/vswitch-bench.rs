@@ -146,7 +146,7 @@ fn availability(kind: Kind, bin_dir: &Path) -> std::result::Result<(), (String, 
         let (prog, _) = machine::peer_program(kind).unwrap_or(("?", package));
         return Err((format!("not installed: {prog} (Debian package {package}; or run with --install-peers)"), Some(package)));
     }
-    if kind.uses_vswitchd() {
+    if kind.uses_vswitchd() || kind.personality().is_some() {
         for b in ["vswitchd", "vswitchctl"] {
             if !bin_dir.join(b).is_file() {
                 return Err((
@@ -192,6 +192,8 @@ fn list() -> Result<()> {
         Kind::Pasta,
         Kind::Slirp4netns,
         Kind::Dnsmasq,
+        Kind::VswitchSlirp4netns,
+        Kind::VswitchPasta,
     ];
     for k in all {
         let what = match k {
@@ -204,9 +206,11 @@ fn list() -> Result<()> {
             Kind::Pasta => "pasta (passt project)",
             Kind::Slirp4netns => "slirp4netns",
             Kind::Dnsmasq => "dnsmasq",
+            Kind::VswitchSlirp4netns => "the vswitchd binary as slirp4netns, given slirp4netns's command line (drop-in)",
+            Kind::VswitchPasta => "the vswitchd binary as pasta, given pasta's command line (drop-in)",
         };
         let version = match k {
-            Kind::Vswitch | Kind::VswitchRouted | Kind::Null => m.vswitchd.clone(),
+            Kind::Vswitch | Kind::VswitchRouted | Kind::Null | Kind::VswitchSlirp4netns | Kind::VswitchPasta => m.vswitchd.clone(),
             Kind::Ovs => m.ovs.clone(),
             Kind::Pasta => m.pasta.clone(),
             Kind::Slirp4netns => m.slirp4netns.clone(),
@@ -362,8 +366,14 @@ fn run(a: &RunArgs) -> Result<u8> {
                 }),
             }
         }
-        let peers = systems.iter().filter(|k| **k != s.subject).map(|k| k.as_str().to_string()).collect();
-        infos.push(results::scenario_info(s, peers, variants.clone()));
+        let peers = s.peers.iter().filter(|k| systems.contains(k)).map(|k| k.as_str().to_string()).collect();
+        let drop_ins = s
+            .drop_in_pairs()
+            .into_iter()
+            .filter(|(d, _)| systems.contains(d))
+            .map(|(d, p)| (d.as_str().to_string(), p.as_str().to_string()))
+            .collect();
+        infos.push(results::scenario_info(s, peers, drop_ins, variants.clone()));
         // Each system once per worker count if it scales, else once.
         let slots: Vec<(Kind, Option<usize>)> = systems
             .iter()
