@@ -248,13 +248,14 @@ fn pasta(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     let netns_path = format!("{}/{}", netns::NETNS_DIR, c.name());
     let (m, a, g, fwd) = (mtu.to_string(), PASTA_ADDR.to_string(), PASTA_GW.to_string(), format!("127.0.0.1/{hp}:{CONTAINER_PORT}"));
     let (log_s, pid_s) = (systems::path_str(&log)?, systems::path_str(&pidfile)?);
-    // As root pasta would switch to nobody, who cannot enter the namespace: --runas 0.
-    let args = [
-        "--config-net",
-        "-f",
-        "-q",
-        "--runas",
-        "0",
+    let mut argv: Vec<String> = program(kind, opts)?;
+    argv.extend(["--config-net", "-f", "-q"].map(String::from));
+    if kind.personality().is_none() {
+        // As root pasta would switch to nobody, who cannot enter the namespace: --runas 0. Its
+        // log goes to a file; vswitch's pasta never changes user and logs to stderr (the .out file).
+        argv.extend(["--runas".into(), "0".into(), "-l".into(), log_s]);
+    }
+    let rest = [
         "-4",
         "-I",
         "eth0",
@@ -274,30 +275,12 @@ fn pasta(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
         "none",
         "-U",
         "none",
-        "-l",
-        &log_s,
         "-P",
         &pid_s,
         "--netns",
         &netns_path,
     ];
-    let mut argv: Vec<String> = program(kind, opts)?;
-    // vswitch's pasta never changes user and writes its diagnostics to stderr (the .out file).
-    let drop_for_personality = |a: &[&str]| -> Vec<String> {
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < a.len() {
-            match a[i] {
-                "--runas" | "-l" if kind.personality().is_some() => i += 2,
-                x => {
-                    out.push(x.to_string());
-                    i += 1;
-                }
-            }
-        }
-        out
-    };
-    argv.extend(drop_for_personality(&args));
+    argv.extend(rest.map(String::from));
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let out = dir.path().join(log_name(kind));
     let proc = Proc::spawn(netns::command(host.as_deref(), argv[0], &argv[1..]), kind.as_str(), Some(&out), Duration::from_secs(3))?;

@@ -61,17 +61,13 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::{self, Proc, TempDir};
 use crate::netns::Netns;
-use crate::systems::path_str;
+use crate::systems::{self, path_str};
 use crate::workloads::Pair;
 use crate::{err, Error, Result};
 
-/// The endpoints' addresses: those of `bridge` (and of vswitch's IPAM).
-const IP_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const IP_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
-/// The OVS bridge in `sw`, and its ports: the `sw` ends of the veths to `a` and `b`.
+/// The OVS bridge in `sw`; its ports are the `sw` ends of the veths to `a` and `b`
+/// ([`systems::VETH_PORTS`]), addressed like `bridge`'s endpoints.
 const BRIDGE: &str = "br0";
-const PORT_A: &str = "pa";
-const PORT_B: &str = "pb";
 /// The environment variable that picks the OVS port type: `system` (the default) or `afxdp`.
 const PORTS_ENV: &str = "VSWITCH_BENCH_OVS_PORTS";
 /// The largest MTU of an `afxdp` port on a veth: a veth takes a native XDP program only up to
@@ -288,13 +284,13 @@ impl Ovs {
         let mtu_request = format!("mtu_request={mtu}");
         let ty = format!("type={}", ports.ovs_type());
         let mut args = vec!["--timeout=20", "--", "add-br", BRIDGE, "--", "set", "bridge", BRIDGE, "datapath_type=netdev"];
-        for port in [PORT_A, PORT_B] {
+        for port in systems::VETH_PORTS {
             args.extend(["--", "add-port", BRIDGE, port, "--", "set", "interface", port, &ty, &mtu_request]);
         }
         // Without --no-wait, ovs-vsctl returns once ovs-vswitchd has applied the change.
         self.files.vsctl(&args, Duration::from_secs(30)).map_err(|e| err(format!("adding bridge {BRIDGE}: {e}")))?;
         let deadline = Instant::now() + START_LIMIT;
-        for port in [PORT_A, PORT_B] {
+        for port in systems::VETH_PORTS {
             loop {
                 let state =
                     self.files.vsctl(&["get", "interface", port, "ofport", "error", "link_state", "mtu"], Duration::from_secs(10))?;
@@ -333,7 +329,7 @@ impl Ovs {
 /// joined by an OVS bridge with the userspace datapath in a third namespace `sw`, where
 /// ovsdb-server and ovs-vswitchd of our own run; `threads` PMD threads (used by `afxdp` ports
 /// only). Returns once a ping from `a` to `b`, small and of the full MTU, got through.
-pub fn l2(mtu: u32, threads: usize, keep: bool) -> Result<(Ovs, Pair, Vec<Netns>)> {
+pub fn l2(mtu: u32, v6: bool, threads: usize, keep: bool) -> Result<(Ovs, Pair, Vec<Netns>)> {
     let ports = Ports::from_env()?;
     let progs = Programs::find()?;
     if ports == Ports::Afxdp && mtu > AFXDP_MAX_MTU {
@@ -347,23 +343,19 @@ pub fn l2(mtu: u32, threads: usize, keep: bool) -> Result<(Ovs, Pair, Vec<Netns>
     // Declared before the daemons, so an early return stops the daemons before the namespaces
     // go (after a success, `Running`'s field order does the same).
     let (a, b, sw) = (Netns::create("a")?, Netns::create("b")?, Netns::create("sw")?);
-    let m = mtu.to_string();
-    for (ns, ip, port) in [(&a, IP_A, PORT_A), (&b, IP_B, PORT_B)] {
-        sw.ip(&["link", "add", port, "mtu", &m, "type", "veth", "peer", "name", "eth0", "mtu", &m, "netns", ns.name()])?;
-        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
-        if ports == Ports::Afxdp {
+    let pair = systems::veth_pair(&a, &b, &sw, mtu, v6)?;
+    if ports == Ports::Afxdp {
+        for ns in [&a, &b] {
             cmd::checked(ns.exec("ethtool", &["-K", "eth0", "tx", "off"]), Duration::from_secs(10))
                 .map_err(|e| err(format!("turning transmit checksum offload off in {}: {e}", ns.name())))?;
         }
-        sw.ip(&["link", "set", port, "up"])?;
     }
     let mut ovs = Ovs::start(progs, &sw, threads, ports, keep)?;
-    let checked = ovs.add_bridge(mtu, ports).and_then(|()| ping_through(&a, IP_B, mtu));
+    // Over IPv4, which the endpoints always have.
+    let checked = ovs.add_bridge(mtu, ports).and_then(|()| ping_through(&a, systems::VETH_B, mtu));
     if let Err(e) = checked {
         return Err(ovs.failed(e));
     }
-    let pair = Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a: IP_A.into(), ip_b: IP_B.into() };
     Ok((ovs, pair, vec![a, b, sw]))
 }
 

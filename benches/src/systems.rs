@@ -237,16 +237,8 @@ pub fn start(kind: Kind, mtu: u32, v6: bool, opts: &DaemonOptions) -> Result<Run
         Kind::KernelRouter => kernel_router(mtu, v6)?,
         Kind::VswitchRouted => vswitch_routed(mtu, v6, opts)?,
         Kind::Ovs => {
-            let (ovs, pair, namespaces) = crate::ovs::l2(mtu, opts.workers, opts.keep)?;
-            let mut r = Running { kind, mtu, pair, daemon: None, ovs: Some(ovs), namespaces, setup: Duration::ZERO };
-            if v6 {
-                // Addresses on the namespaces' own links: OVS switches them like any frame.
-                for (ns, ip) in [(&r.namespaces[0], BRIDGE_A6), (&r.namespaces[1], BRIDGE_B6)] {
-                    ns.ip(&["-6", "addr", "add", &format!("{ip}/64"), "dev", "eth0", "nodad"])?;
-                }
-                (r.pair.ip_a, r.pair.ip_b) = (BRIDGE_A6.into(), BRIDGE_B6.into());
-            }
-            r
+            let (ovs, pair, namespaces) = crate::ovs::l2(mtu, v6, opts.workers, opts.keep)?;
+            Running { kind, mtu, pair, daemon: None, ovs: Some(ovs), namespaces, setup: Duration::ZERO }
         }
         Kind::Dnsmasq => return Err(err("dnsmasq forwards no frames: it takes part in the DNS comparison only (--scenario dns)")),
         Kind::Pasta | Kind::Slirp4netns | Kind::VswitchSlirp4netns | Kind::VswitchPasta => {
@@ -278,22 +270,37 @@ fn wait_dad(ns: &str) -> Result<()> {
     }
 }
 
-fn bridge(mtu: u32, v6: bool) -> Result<Running> {
-    let (a, b, br) = (Netns::create("a")?, Netns::create("b")?, Netns::create("br")?);
+/// The names, in the switch's namespace, of the veth ends that [`veth_pair`] leaves there.
+pub(crate) const VETH_PORTS: [&str; 2] = ["pa", "pb"];
+/// The IPv4 address [`veth_pair`] always gives `b` (a setup check pings it).
+pub(crate) const VETH_B: Ipv4Addr = BRIDGE_B;
+
+/// Gives `a` and `b` each an `eth0` of `mtu` bytes (.2 and .3 of [`SUBNET`], and ::2 and ::3 of
+/// [`SUBNET6`] with `v6`) whose veth peer, [`VETH_PORTS`], stays in `sw`, up, for a switch there
+/// to take as its port. The pair is addressed with IPv6 if `v6`, else IPv4.
+pub(crate) fn veth_pair(a: &Netns, b: &Netns, sw: &Netns, mtu: u32, v6: bool) -> Result<Pair> {
     let m = mtu.to_string();
-    br.ip(&["link", "add", "br0", "mtu", &m, "type", "bridge"])?;
-    for (ns, ip, ip6, port) in [(&a, BRIDGE_A, BRIDGE_A6, "pa"), (&b, BRIDGE_B, BRIDGE_B6, "pb")] {
-        br.ip(&["link", "add", port, "mtu", &m, "type", "veth", "peer", "name", "eth0", "mtu", &m, "netns", ns.name()])?;
-        br.ip(&["link", "set", port, "master", "br0", "up"])?;
+    for (ns, ip, ip6, port) in [(a, BRIDGE_A, BRIDGE_A6, VETH_PORTS[0]), (b, BRIDGE_B, BRIDGE_B6, VETH_PORTS[1])] {
+        sw.ip(&["link", "add", port, "mtu", &m, "type", "veth", "peer", "name", "eth0", "mtu", &m, "netns", ns.name()])?;
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         if v6 {
             ns.ip(&["-6", "addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
         }
         ns.ip(&["link", "set", "eth0", "up"])?;
+        sw.ip(&["link", "set", port, "up"])?;
+    }
+    let (ip_a, ip_b) = if v6 { (BRIDGE_A6.into(), BRIDGE_B6.into()) } else { (BRIDGE_A.into(), BRIDGE_B.into()) };
+    Ok(Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a, ip_b })
+}
+
+fn bridge(mtu: u32, v6: bool) -> Result<Running> {
+    let (a, b, br) = (Netns::create("a")?, Netns::create("b")?, Netns::create("br")?);
+    br.ip(&["link", "add", "br0", "mtu", &mtu.to_string(), "type", "bridge"])?;
+    let pair = veth_pair(&a, &b, &br, mtu, v6)?;
+    for port in VETH_PORTS {
+        br.ip(&["link", "set", port, "master", "br0"])?;
     }
     br.ip(&["link", "set", "br0", "up"])?;
-    let (ip_a, ip_b) = if v6 { (BRIDGE_A6.into(), BRIDGE_B6.into()) } else { (BRIDGE_A.into(), BRIDGE_B.into()) };
-    let pair = Pair { a: a.name().to_string(), b: b.name().to_string(), ip_a, ip_b };
     Ok(Running { kind: Kind::Bridge, mtu, pair, daemon: None, ovs: None, namespaces: vec![a, b, br], setup: Duration::ZERO })
 }
 
