@@ -254,6 +254,10 @@ fn pasta(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
         // As root pasta would switch to nobody, who cannot enter the namespace: --runas 0. Its
         // log goes to a file; vswitch's pasta never changes user and logs to stderr (the .out file).
         argv.extend(["--runas".into(), "0".into(), "-l".into(), log_s]);
+    } else {
+        // Debian 12's pasta (2023) splices connections from the host's loopback into the
+        // namespace's loopback unasked; pastas since 2024_10_30, and vswitch's, do it with this.
+        argv.push("--host-lo-to-ns-lo".into());
     }
     let rest = [
         "-4",

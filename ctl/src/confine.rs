@@ -728,6 +728,10 @@ const COMMON: &[i64] = &[
     libc::SYS_eventfd2,
     libc::SYS_ppoll,
     libc::SYS_pipe2,
+    // spliced published ports: pipes, splice, and the short-lived child that makes sockets
+    // inside a container's namespace (clone is allowed without namespace flags, below)
+    libc::SYS_splice,
+    libc::SYS_wait4,
     // descriptors
     libc::SYS_read,
     libc::SYS_write,

@@ -26,7 +26,7 @@ use crate::ports::PortMapping;
 use crate::provision::{self, TapSpec};
 use crate::resolvconf;
 use crate::store::Store;
-use vswitch_nat::slirp::{Engine, EngineNet, PortForward, PublishError};
+use vswitch_nat::slirp::{Engine, EngineNet, NsSockets, PortForward, PublishError, Splice, SpliceTo};
 
 /// What the user asked of a new endpoint beyond its addresses.
 #[derive(Debug)]
@@ -103,9 +103,21 @@ pub struct Controller {
     l3: Arc<L3>,
     dns: Arc<Dns>,
     engine: Arc<Engine>,
+    /// Whether published TCP ports' clients on the host's loopback are spliced into the
+    /// container's namespace (`vswitchd --no-splice` turns it off).
+    splice: bool,
     /// Each endpoint's forwards in the engine, and the last forward id given out.
     published: HashMap<String, Vec<u64>>,
     next_forward: u64,
+}
+
+/// The slirp engine, and how the controller publishes ports through it.
+#[derive(Debug, Clone)]
+pub struct Nat {
+    pub engine: Arc<Engine>,
+    /// Published TCP ports' clients on the host's loopback are spliced into the container's
+    /// namespace (see `vswitch_nat::slirp::Splice`) instead of framed.
+    pub splice: bool,
 }
 
 const DEFAULT_MTU: u32 = 1500;
@@ -146,7 +158,7 @@ impl Controller {
         leases: Arc<LeaseDb>,
         l3: Arc<L3>,
         dns: Arc<Dns>,
-        engine: Arc<Engine>,
+        nat: Nat,
     ) -> Result<Self, ApiError> {
         let loaded = store.load()?;
         let first = loaded.is_none();
@@ -160,7 +172,8 @@ impl Controller {
             leases,
             l3,
             dns,
-            engine,
+            engine: nat.engine,
+            splice: nat.splice,
             published: HashMap::new(),
             next_forward: 0,
         };
@@ -176,7 +189,7 @@ impl Controller {
             match c.reattach(&ep) {
                 Ok(true) => {
                     let mut e = ep.clone();
-                    if let Err(err) = c.publish_ports(&mut e) {
+                    if let Err(err) = c.publish_ports(&mut e, None) {
                         log::warn!("endpoint {} on {}: its ports are not published: {err}", ep.name, c.net_name(&ep.network_id));
                     }
                 }
@@ -993,7 +1006,7 @@ impl Controller {
     /// Persists a provisioned endpoint; on failure undoes the provisioning.
     fn commit_endpoint(&mut self, mut ep: Endpoint, sandbox: Option<Sandbox>) -> Result<Endpoint, ApiError> {
         // Bound before anything is acknowledged: a port someone holds fails the connect whole.
-        if let Err(e) = self.publish_ports(&mut ep) {
+        if let Err(e) = self.publish_ports(&mut ep, sandbox.as_ref()) {
             self.detach(&ep);
             return Err(e);
         }
@@ -1016,10 +1029,12 @@ impl Controller {
     }
 
     /// Binds every published port of `ep` on the host and hands it to the engine, filling in
-    /// the host ports picked for ephemeral ones. On an error nothing stays published.
-    fn publish_ports(&mut self, ep: &mut Endpoint) -> Result<(), ApiError> {
+    /// the host ports picked for ephemeral ones. On an error nothing stays published. `sandbox`:
+    /// the endpoint's, when it is not in the state yet.
+    fn publish_ports(&mut self, ep: &mut Endpoint, sandbox: Option<&Sandbox>) -> Result<(), ApiError> {
         let Some(&nid) = self.nets.get(&ep.network_id) else { return Ok(()) };
         let target = ep.ipv4.map(IpAddr::V4).or(ep.ipv6.map(IpAddr::V6));
+        let splice = self.splice_for(ep, sandbox);
         let mut done = Vec::new();
         let mut r = Ok(());
         'all: for m in ep.ports.iter_mut() {
@@ -1036,6 +1051,7 @@ impl Controller {
                     net: nid,
                     container: std::net::SocketAddr::new(target, m.container_port),
                     container_mac: ep.mac,
+                    splice: splice.clone().filter(|_| m.proto == crate::ports::Proto::Tcp),
                 };
                 match self.engine.publish(fwd) {
                     Ok(bound) => {
@@ -1061,6 +1077,25 @@ impl Controller {
                     self.engine.unpublish(id);
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// How `ep`'s published TCP ports splice their loopback clients: into its sandbox's
+    /// namespace, at the container's address. None when splicing is off, the endpoint has no
+    /// sandbox of ours or no TCP port, or the namespace cannot be entered (then said in the log:
+    /// its clients take the framed path).
+    fn splice_for(&self, ep: &Endpoint, sandbox: Option<&Sandbox>) -> Option<Splice> {
+        if !self.splice || !ep.ports.iter().any(|m| m.proto == crate::ports::Proto::Tcp) {
+            return None;
+        }
+        let id = ep.sandbox_id.as_ref()?;
+        let sb = sandbox.filter(|s| &s.id == id).or_else(|| self.state.sandboxes.iter().find(|s| &s.id == id))?;
+        match NsSockets::open(&sb.netns, None) {
+            Ok(ns) => Some(Splice { ns: Arc::new(ns), to: SpliceTo::Container }),
+            Err(e) => {
+                log::warn!("endpoint {}: published ports' loopback clients are framed, not spliced: {e}", ep.name);
+                None
             }
         }
     }
@@ -1426,7 +1461,7 @@ pub fn fill_kernel_drops(stats: &mut Value) {
 
 /// The engine's counters as `stats` shows them.
 fn engine_stats(c: &vswitch_nat::slirp::EngineCounters) -> Value {
-    json!({
+    let mut v = json!({
         "FramesIn": c.frames_in, "FramesOut": c.frames_out,
         "TcpOpen": c.tcp_open, "TcpOpened": c.tcp_opened, "TcpClosed": c.tcp_closed, "TcpRefused": c.tcp_refused,
         "TcpConnectFailed": c.tcp_connect_failed, "TcpConnectTimeout": c.tcp_connect_timeout,
@@ -1444,7 +1479,12 @@ fn engine_stats(c: &vswitch_nat::slirp::EngineCounters) -> Value {
             "host_socket_failed": c.drop_host_socket_failed, "host_send_failed": c.drop_host_send_failed,
             "too_big": c.too_big, "tx_failed": c.tx_failed,
         },
-    })
+    });
+    // Apart: json! recurses once per token, and one literal this size reaches its limit.
+    v["PublishedSpliced"] = json!(c.pub_spliced);
+    v["PublishedSpliceFallback"] = json!(c.pub_splice_fallback);
+    v["SpliceOpen"] = json!(c.splice_open);
+    v
 }
 
 /// The networks that exist after a first start, like Docker's.

@@ -34,6 +34,17 @@ fn a_confined_daemon_serves_namespaces_and_holds_only_what_it_needs() {
     assert!(b.ping(&ip_a, 1), "b -> a");
     // The namespaces' resolv.conf went through the writable /etc/netns to the host's.
     assert!(eventually(3, || Path::new("/etc/netns").join(&a.name).join("resolv.conf").exists()), "no /etc/netns/{}/resolv.conf", a.name);
+    // A published port's client on the host's loopback is spliced into the namespace: pipes,
+    // splice and the child that makes sockets there pass the filter.
+    let c = Netns::new();
+    let p = free_port();
+    d.ctl_ok(&["network", "connect", "-p", &format!("{p}:80"), "conf", &c.name]);
+    let _srv = c.spawn(&["socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo spliced"]);
+    assert!(eventually(5, || c.exec_ok(&["ss", "-ltn"]).contains(":80 ")));
+    let got = run("socat", &["-T3", "-", &format!("TCP:127.0.0.1:{p},connect-timeout=3")]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "spliced");
+    let nat = d.ctl_json(&["stats"])["Nat"].clone();
+    assert!(nat["PublishedSpliced"].as_u64() >= Some(1) && nat["PublishedSpliceFallback"] == 0, "{nat}");
 
     let pid = d.pid();
     let own = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -69,6 +80,6 @@ fn a_confined_daemon_serves_namespaces_and_holds_only_what_it_needs() {
     // The state directory stayed writable: a restart finds the endpoints and traffic resumes.
     d.restart();
     let v = d.ctl_json(&["network", "inspect", "conf"]);
-    assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 2, "{v}");
+    assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 3, "{v}");
     assert!(a.ping_eventually(&ip_b, 5), "a -> b after a restart");
 }

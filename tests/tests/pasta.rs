@@ -66,6 +66,17 @@ fn rootlesskit_command_line_with_a_pid_and_auto_ports() {
     // The gateway stands for the host's loopback (no --no-map-gw).
     let hp = http_service("127.0.0.1:0", "host");
     assert_eq!(ns.exec_ok(&["curl", "-sS", "--max-time", "5", &format!("http://10.0.2.2:{hp}/")]), "host");
+    // -T auto (pasta's default, which rootlesskit leaves): the host's bound ports appear on the
+    // namespace's loopback within a few seconds.
+    let mut got = String::new();
+    assert!(
+        eventually(6, || {
+            let out = ns.exec(&["curl", "-sS", "--max-time", "2", &format!("http://127.0.0.1:{hp}/")]);
+            got = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            got == "host"
+        }),
+        "-T auto: {got:?}"
+    );
     // auto: a port bound in the namespace appears on the host within a few seconds.
     let p = free_port();
     let _srv = ns.spawn(&["socat", &format!("TCP-LISTEN:{p},reuseaddr,fork"), "SYSTEM:echo inside"]);
@@ -159,13 +170,12 @@ fn versions_probes_and_unsupported_options() {
     let bin = Personality::new("pasta");
     let null = std::path::Path::new("/dev/null");
     assert!(pasta(&bin, &["--version"], null).status.success(), "rootlesskit probes pasta --version");
-    // rootlesskit then probes --host-lo-to-ns-lo: refusing it keeps rootlesskit from using it.
-    let out = pasta(&bin, &["--host-lo-to-ns-lo", "--version"], null);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--host-lo-to-ns-lo"));
+    // rootlesskit then probes --host-lo-to-ns-lo, and passes it when this succeeds.
+    assert!(pasta(&bin, &["--host-lo-to-ns-lo", "--version"], null).status.success());
     for (args, expect) in [
         (vec!["--splice-only", "1"], "--splice-only"),
-        (vec!["-T", "8080", "--netns", "/proc/self/ns/net"], "-T/--tcp-ns"),
+        (vec!["-U", "8080", "--netns", "/proc/self/ns/net"], "-U/--udp-ns"),
+        (vec!["-T", "all", "--netns", "/proc/self/ns/net"], "all"),
         (vec!["-t", "0", "--netns", "/proc/self/ns/net"], "invalid port"),
         (vec!["--netns", "/nonexistent/ns"], "no such network namespace"),
         (vec!["-c", "/tmp/pesto.sock", "1"], "pesto"),
@@ -175,4 +185,61 @@ fn versions_probes_and_unsupported_options() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn host_lo_to_ns_lo_and_tcp_ns_splice_loopback_to_loopback() {
+    if !root_or_skip("host_lo_to_ns_lo_and_tcp_ns_splice_loopback_to_loopback") {
+        return;
+    }
+    let ns = Netns::new();
+    let bin = Personality::new("pasta");
+    let (tp, bp, wp) = (free_port(), free_port(), free_port());
+    let fwd = |hp: u16, cp: u16| format!("127.0.0.1/{hp}:{cp}");
+    let (t, b, w) = (fwd(tp, 80), fwd(bp, 5201), fwd(wp, 81));
+    // -T: the namespace's loopback port 8081 is the host's loopback port of this service.
+    let hp = http_service("127.0.0.1:0", "host side");
+    let tn = format!("8081:{hp}");
+    let netns = format!("/run/netns/{}", ns.name);
+    #[rustfmt::skip]
+    let args = [
+        "--config-net", "-4", "-I", "eth0", "-a", "10.76.0.2", "-n", "24", "-g", "10.76.0.254", "--host-lo-to-ns-lo",
+        "-t", &t, "-t", &b, "-t", &w, "-u", "none", "-T", &tn, "-U", "none", "--netns", &netns,
+    ];
+    let out = pasta(&bin, &args, std::path::Path::new("/dev/null"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A service bound to the namespace's loopback only is reached, and sees a loopback client.
+    let _peer = ns.spawn(&["socat", "TCP-LISTEN:80,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
+    // Half-close: the answer comes after the client's end of file, which must get through.
+    let _wc = ns.spawn(&["socat", "TCP-LISTEN:81,fork,reuseaddr", "SYSTEM:wc -c"]);
+    let mut got = None;
+    assert!(
+        eventually(5, || {
+            got = fetch(tp);
+            got.as_deref().is_some_and(|g| g.trim() == "peer=127.0.0.1")
+        }),
+        "{got:?}"
+    );
+    let wc = run("sh", &["-c", &format!("printf 12345 | socat -t5 -T5 - TCP:127.0.0.1:{wp}")]);
+    assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "5", "{}", String::from_utf8_lossy(&wc.stderr));
+    assert_eq!(ns.exec_ok(&["curl", "-sS", "--max-time", "5", "http://127.0.0.1:8081/"]), "host side", "-T");
+    // Bulk both ways through the pipes.
+    let _iperf = ns.spawn(&["iperf3", "-s", "-p", "5201"]);
+    assert!(eventually(5, || ns.exec_ok(&["ss", "-ltn"]).contains(":5201 ")));
+    let bp = bp.to_string();
+    for reverse in [false, true] {
+        let mut a = vec!["-c", "127.0.0.1", "-p", &bp, "-t", "1", "-J"];
+        if reverse {
+            a.push("-R");
+        }
+        let v: serde_json::Value = serde_json::from_slice(&run("iperf3", &a).stdout).unwrap();
+        let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+        assert!(bps > 1e8, "reverse={reverse}: {bps} bit/s: {v}");
+    }
+    // Nothing listens inside: the client is refused at once, not left hanging.
+    drop(_wc);
+    assert!(eventually(5, || !ns.exec_ok(&["ss", "-ltn"]).contains(":81 ")));
+    let t0 = std::time::Instant::now();
+    assert_eq!(fetch(wp).unwrap_or_default(), "");
+    assert!(t0.elapsed() < Duration::from_secs(2), "refused after {:?}", t0.elapsed());
 }

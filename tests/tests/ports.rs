@@ -68,16 +68,20 @@ fn published_ports_carry_the_clients_real_address() {
         d.ctl_json(&["stats"])["Nat"],
         web.exec_ok(&["grep", "Udp:", "/proc/net/snmp"])
     );
-    // A client on the host's loopback: a source the container can answer, the gateway.
-    assert_eq!(tcp_ask(None, "127.0.0.1", tp), "tcp-peer=10.74.0.1");
+    // A client on the host's loopback: its TCP is spliced into the namespace, from the
+    // namespace's loopback (which the client is); its UDP is framed from the gateway's address,
+    // a source the container can answer.
+    assert_eq!(tcp_ask(None, "127.0.0.1", tp), "tcp-peer=127.0.0.1");
     assert_eq!(udp_ask(None, "127.0.0.1", up), "udp-peer=10.74.0.1");
-    // Over IPv6 to an IPv4 container: the gateway's IPv4 address stands in for the client.
+    let nat = &d.ctl_json(&["stats"])["Nat"];
+    assert!(nat["PublishedSpliced"].as_u64() >= Some(1) && nat["PublishedSpliceFallback"] == 0, "{nat}");
+    // Over IPv6 to an IPv4 container: an IPv4 loopback or the gateway's address stands in.
     if std::net::TcpListener::bind("[::1]:0").is_ok() {
-        assert_eq!(tcp_ask(None, "[::1]", tp), "tcp-peer=10.74.0.1", "IPv6 client");
+        assert_eq!(tcp_ask(None, "[::1]", tp), "tcp-peer=127.0.0.1", "IPv6 client");
         assert_eq!(udp_ask(None, "[::1]", up), "udp-peer=10.74.0.1", "IPv6 client");
     }
     // Hairpin: the container reaches its own published port through the host.
-    assert_eq!(tcp_ask(Some(&web), "10.74.0.1", tp), "tcp-peer=10.74.0.1", "hairpin");
+    assert_eq!(tcp_ask(Some(&web), "10.74.0.1", tp), "tcp-peer=127.0.0.1", "hairpin");
     // Disconnect releases every socket and flow.
     d.ctl_ok(&["network", "disconnect", "pub", &web.name]);
     assert!(eventually(3, || fd_count(d.pid()) <= fds_before), "fds before {fds_before}, after {}", fd_count(d.pid()));
@@ -137,4 +141,73 @@ fn ranges_publish_all_and_conflicts() {
     d.kill9();
     d.restart();
     assert!(eventually(5, || tcp_ask(None, "127.0.0.1", eph_port) == "ninety"), "published again after a restart");
+}
+
+#[test]
+fn loopback_clients_are_spliced_into_the_namespace_unless_turned_off() {
+    if !root_or_skip("loopback_clients_are_spliced_into_the_namespace_unless_turned_off") {
+        return;
+    }
+    let d = Daemon::start();
+    let web = Netns::new();
+    let (tp, lp, wp, bp) = (free_port(), free_port(), free_port(), free_port());
+    d.ctl_ok(&["network", "create", "--subnet", "10.73.0.0/24", "spliced"]);
+    let fds_before = fd_count(d.pid());
+    let maps = [format!("{tp}:80"), format!("{lp}:81"), format!("{wp}:82"), format!("{bp}:5201")];
+    let mut args = vec!["network", "connect", "--name", "web"];
+    maps.iter().for_each(|m| args.extend(["-p", m.as_str()]));
+    args.extend(["spliced", web.name.as_str()]);
+    d.ctl_ok(&args);
+    let _peer = web.spawn(&["socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
+    // Bound to the container's loopback only: not published, as with Docker.
+    let _local = web.spawn(&["socat", "TCP-LISTEN:81,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo local"]);
+    // Answers after the client's end of file: half-close must get through.
+    let _wc = web.spawn(&["socat", "TCP-LISTEN:82,fork,reuseaddr", "SYSTEM:wc -c"]);
+    let _iperf = web.spawn(&["iperf3", "-s", "-p", "5201"]);
+    for p in [":80 ", ":81 ", ":82 ", ":5201 "] {
+        listening(&web, "-ltn", p);
+    }
+    assert_eq!(tcp_ask(None, "127.0.0.1", tp), "peer=127.0.0.1");
+    assert_eq!(tcp_ask(None, "127.0.0.1", lp), "", "a service on the container's loopback is not published");
+    let wc = run("sh", &["-c", &format!("printf 12345 | socat -t5 -T5 - TCP:127.0.0.1:{wp}")]);
+    assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "5");
+    let bps = tp_iperf(bp);
+    assert!(bps > 1e8, "{bps} bit/s through the splice");
+    let nat = d.ctl_json(&["stats"])["Nat"].clone();
+    assert!(nat["PublishedSpliced"].as_u64() >= Some(4) && nat["PublishedBytesIn"].as_u64() > Some(1 << 20), "{nat}");
+    // A spliced connection is a flow of connection tracking: listed, and ended by a flush.
+    let _slow = web.spawn(&["socat", "TCP-LISTEN:83,fork,reuseaddr", "SYSTEM:sleep 30"]);
+    listening(&web, "-ltn", ":83 ");
+    d.ctl_ok(&["network", "disconnect", "spliced", &web.name]);
+    assert!(eventually(3, || fd_count(d.pid()) <= fds_before), "fds before {fds_before}, after {}", fd_count(d.pid()));
+    let sp = free_port();
+    d.ctl_ok(&["network", "connect", "--name", "web", "-p", &format!("{sp}:83"), "spliced", &web.name]);
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", sp)).unwrap();
+    assert!(
+        eventually(3, || d.ctl_ok(&["conntrack", "ls"]).lines().any(|l| l.contains("127.0.0.1") && l.contains(":83"))),
+        "{}",
+        d.ctl_ok(&["conntrack", "ls"])
+    );
+    d.ctl_ok(&["conntrack", "flush"]);
+    held.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 1];
+    assert!(matches!(std::io::Read::read(&mut held, &mut buf), Ok(0) | Err(_)), "the flush ended the client's connection");
+    assert_eq!(d.ctl_json(&["stats"])["Nat"]["SpliceOpen"], 0);
+    // --no-splice: the framed path, where a loopback client appears as the gateway.
+    let d2 = Daemon::start_with(&["--no-splice"]);
+    let other = Netns::new();
+    let np = free_port();
+    d2.ctl_ok(&["network", "create", "--subnet", "10.72.0.0/24", "framed"]);
+    d2.ctl_ok(&["network", "connect", "-p", &format!("{np}:80"), "framed", &other.name]);
+    let _peer2 = other.spawn(&["socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
+    listening(&other, "-ltn", ":80 ");
+    assert_eq!(tcp_ask(None, "127.0.0.1", np), "peer=10.72.0.1");
+    assert_eq!(d2.ctl_json(&["stats"])["Nat"]["PublishedSpliced"], 0);
+}
+
+/// iperf3 from the host's loopback to `port` for a second: the receiver's bit rate.
+fn tp_iperf(port: u16) -> f64 {
+    let out = run("iperf3", &["-c", "127.0.0.1", "-p", &port.to_string(), "-t", "1", "-J"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0)
 }

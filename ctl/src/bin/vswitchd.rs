@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vswitch_ctl::confine;
-use vswitch_ctl::controller::Controller;
+use vswitch_ctl::controller::{Controller, Nat};
 use vswitch_ctl::dns::{Dns, DnsHandle};
 use vswitch_ctl::leases::LeaseDb;
 use vswitch_ctl::store::Store;
@@ -64,6 +64,11 @@ struct Args {
     /// with EPERM.
     #[arg(long)]
     seccomp: bool,
+    /// Published TCP ports' clients on the host's loopback take the framed path like any other
+    /// client (the container sees them come from the gateway's address), instead of being
+    /// spliced into the container's namespace (where they come from its own address).
+    #[arg(long)]
+    no_splice: bool,
 }
 
 fn main() {
@@ -116,7 +121,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     limits.timeouts.udp_ms = u64::from(args.nat_udp_timeout) * 1000;
     limits.timeouts.udp_stream_ms = limits.timeouts.udp_ms * 4;
     let engine = Arc::new(Engine::start(uplink, limits)?);
-    let ctl = Controller::start(store, dp.clone(), gateways, leases, l3, dns, engine).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ctl = Controller::start(store, dp.clone(), gateways, leases, l3, dns, Nat { engine, splice: !args.no_splice })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctl = Arc::new(Mutex::new(ctl));
     let socket = args.socket.clone();
     rt.block_on(async move {

@@ -2,7 +2,7 @@
 //! configuring the namespace, forking to the background, forwarding ports, and exiting when the
 //! namespace goes away; vswitch's stack behind it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use ipnet::{Ipv4Net, Ipv6Net};
+use vswitch_nat::slirp::{NsSockets, Splice, SpliceTo};
 use vswitch_nat::Proto;
 use vswitch_switch::Mac;
 
@@ -72,10 +73,11 @@ struct Args {
     /// UDP ports forwarded from the host to the namespace (as -t).
     #[arg(short = 'u', long = "udp-ports", value_name = "SPEC")]
     udp_ports: Vec<String>,
-    /// TCP ports forwarded from the namespace to the host: none.
+    /// TCP ports of the namespace's loopback forwarded to the host's: none, auto (the ports
+    /// bound on the host, re-read every second; the default), or [ADDR/]P[-P][:P[-P]],...
     #[arg(short = 'T', long = "tcp-ns", value_name = "SPEC")]
     tcp_ns: Vec<String>,
-    /// UDP ports forwarded from the namespace to the host: none.
+    /// UDP ports forwarded from the namespace to the host: none (the only one supported).
     #[arg(short = 'U', long = "udp-ns", value_name = "SPEC")]
     udp_ns: Vec<String>,
     /// The interface's name in the namespace (default: the host's external interface's, else tap0).
@@ -96,7 +98,8 @@ struct Args {
     /// IPv4 only.
     #[arg(short = '4', long)]
     ipv4_only: bool,
-    /// Not supported: this pasta delivers published ports to the namespace's interface address.
+    /// Connections from the host's loopback to forwarded TCP ports reach the namespace's
+    /// loopback (spliced), instead of its interface from the gateway's address.
     #[arg(long)]
     host_lo_to_ns_lo: bool,
     /// Not supported: the pesto control socket.
@@ -116,10 +119,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let unsupported = [
-        (a.host_lo_to_ns_lo, "--host-lo-to-ns-lo: published ports are delivered to the namespace's interface address, not its loopback"),
-        (a.conf_path.is_some(), "-c/--conf-path: the pesto control socket"),
-    ];
+    let unsupported = [(a.conf_path.is_some(), "-c/--conf-path: the pesto control socket")];
     if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
         eprintln!("pasta: unsupported option {what}");
         return 1;
@@ -279,11 +279,15 @@ fn specs(list: &[String]) -> anyhow::Result<Vec<PortSpec>> {
 }
 
 fn run(a: Args) -> anyhow::Result<()> {
-    for (flag, list) in [("-T/--tcp-ns", &a.tcp_ns), ("-U/--udp-ns", &a.udp_ns)] {
-        if let Some(s) = list.iter().find(|s| s.as_str() != "none") {
-            bail!("unsupported option {flag} {s}: forwarding from the namespace to the host is not supported (only none)");
-        }
+    if let Some(s) = a.udp_ns.iter().find(|s| s.as_str() != "none") {
+        bail!("unsupported option -U/--udp-ns {s}: forwarding UDP from the namespace to the host is not supported (only none)");
     }
+    let tcp_ns = specs(&a.tcp_ns)?;
+    // pasta's default for -T is auto; the last none or auto given wins over it.
+    let auto_tcp_ns = match tcp_ns.iter().rev().find(|s| matches!(s, PortSpec::None | PortSpec::Auto)) {
+        Some(s) => *s == PortSpec::Auto,
+        None => tcp_ns.is_empty(),
+    };
     let (tcp, udp) = (specs(&a.tcp_ports)?, specs(&a.udp_ports)?);
     let target = target(&a)?;
     let (plan, ifname) = plan(&a)?;
@@ -306,6 +310,20 @@ fn run(a: Args) -> anyhow::Result<()> {
         configure,
         &["/proc/self/net/tcp", "/proc/self/net/tcp6", "/proc/self/net/udp", "/proc/self/net/udp6"],
     )?;
+    // Entered now, so that a namespace this process cannot enter fails the start (unless only
+    // -T's default wanted it).
+    let explicit_ns = a.host_lo_to_ns_lo || tcp_ns.iter().any(|s| matches!(s, PortSpec::Ports { .. }));
+    let ns = match NsSockets::open(&target.net, target.user.as_deref()) {
+        Ok(ns) => Some(Arc::new(ns)),
+        Err(e) if explicit_ns => return Err(anyhow!("making sockets inside the namespace (--host-lo-to-ns-lo, -T): {e}")),
+        Err(e) => {
+            if !a.quiet {
+                eprintln!("pasta: -T auto is off: no socket can be made inside the namespace: {e}");
+            }
+            None
+        }
+    };
+    let splice = ns.clone().filter(|_| a.host_lo_to_ns_lo).map(|ns| Splice { ns, to: SpliceTo::Loopback });
     // Podman and rootlesskit wait for this process to exit, then use the namespace: the
     // foreground half exits only once the background one serves.
     let detached = if a.foreground { None } else { Some(sys::daemonize()?) };
@@ -313,7 +331,9 @@ fn run(a: Args) -> anyhow::Result<()> {
         std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("--pid {}", p.display()))?;
     }
     sys::block_signals();
-    let stack = Arc::new(Stack::start(plan, tap).context("starting the network stack")?);
+    let mut stack = Stack::start(plan, tap).context("starting the network stack")?;
+    stack.set_splice(splice);
+    let stack = Arc::new(stack);
     for (proto, list) in [(Proto::Tcp, &tcp), (Proto::Udp, &udp)] {
         for spec in list {
             if let PortSpec::Ports { addr, maps, .. } = spec {
@@ -322,6 +342,26 @@ fn run(a: Args) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    let mut relays = Relays { ns: ns.clone(), v6: !a.ipv4_only && stack.plan.v6.is_some(), relayed: BTreeMap::new(), quiet: a.quiet };
+    for spec in &tcp_ns {
+        if let PortSpec::Ports { addr, maps, .. } = spec {
+            for &(nsport, hostport) in maps {
+                let ids = relays.relay(&stack, *addr, nsport, hostport);
+                if ids.is_empty() {
+                    bail!("-T {nsport}: cannot listen on that port inside the namespace");
+                }
+                relays.relayed.insert(nsport, (false, ids));
+            }
+        }
+    }
+    if auto_tcp_ns && relays.ns.is_some() {
+        let s = stack.clone();
+        let mut host = [File::open("/proc/self/net/tcp")?, File::open("/proc/self/net/tcp6")?];
+        std::thread::Builder::new().name("pasta-auto-ns".into()).spawn(move || loop {
+            relays.refresh(&s, &mut host);
+            std::thread::sleep(Duration::from_secs(1));
+        })?;
     }
     let mut files = proc_net.into_iter();
     let mut next = || files.next().expect("four /proc/net files");
@@ -392,7 +432,7 @@ impl AutoPorts {
         for (proto, files, state) in [(Proto::Tcp, &mut self.tcp, "0A"), (Proto::Udp, &mut self.udp, "07")] {
             let Some(files) = files else { continue };
             for f in files.iter_mut() {
-                want.extend(bound_ports(f, state).into_iter().map(|p| (proto, p)));
+                want.extend(bound_ports(f, state, false).into_iter().map(|p| (proto, p)));
             }
         }
         self.published.retain(|(proto, port, ids)| {
@@ -413,9 +453,68 @@ impl AutoPorts {
     }
 }
 
+/// `-T`: ports of the namespace's loopback relayed to the host's.
+struct Relays {
+    ns: Option<Arc<NsSockets>>,
+    v6: bool,
+    /// By namespace port: (whether auto made it, relay ids).
+    relayed: BTreeMap<u16, (bool, Vec<u64>)>,
+    quiet: bool,
+}
+
+impl Relays {
+    /// Listens on `nsport` of the namespace's `addr` (its loopback, both families, when None)
+    /// and relays to the host's loopback `hostport`; returns the relays that took.
+    fn relay(&self, stack: &Stack, addr: Option<IpAddr>, nsport: u16, hostport: u16) -> Vec<u64> {
+        let Some(ns) = &self.ns else { return Vec::new() };
+        let binds = match addr {
+            Some(a) => vec![a],
+            None if self.v6 => vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
+            None => vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        };
+        let mut ids = Vec::new();
+        for ip in binds {
+            let lo = if ip.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+            match ns.listener(SocketAddr::new(ip, nsport)).and_then(|l| stack.add_relay(l, SocketAddr::new(lo, hostport))) {
+                Ok(id) => ids.push(id),
+                // A port the namespace's own programs hold is theirs: auto tries again later.
+                Err(e) if !self.quiet && e.kind() != std::io::ErrorKind::AddrInUse => {
+                    eprintln!("pasta: cannot forward {}/tcp to the host: {e}", SocketAddr::new(ip, nsport))
+                }
+                Err(_) => {}
+            }
+        }
+        ids
+    }
+
+    /// `-T auto`: relays the ports bound on the host (but the ones this pasta publishes), and
+    /// stops relaying those no longer bound.
+    fn refresh(&mut self, stack: &Stack, host: &mut [File; 2]) {
+        let mut want: BTreeSet<u16> = host.iter_mut().flat_map(|f| bound_ports(f, "0A", true)).collect();
+        for f in stack.forwards() {
+            want.remove(&f.host.port());
+        }
+        self.relayed.retain(|port, (auto, ids)| {
+            let keep = !*auto || want.contains(port);
+            if !keep {
+                ids.iter().for_each(|&id| stack.remove_relay(id));
+            }
+            keep
+        });
+        for port in want {
+            if !self.relayed.contains_key(&port) {
+                let ids = self.relay(stack, None, port, port);
+                if !ids.is_empty() {
+                    self.relayed.insert(port, (true, ids));
+                }
+            }
+        }
+    }
+}
+
 /// Ports bound in state `state` (TCP LISTEN "0A", UDP unconnected "07") to an address other than
-/// loopback, from a /proc/net/{tcp,udp}[6] file opened inside the namespace.
-fn bound_ports(f: &mut File, state: &str) -> BTreeSet<u16> {
+/// loopback (any address with `loopback`), from a /proc/net/{tcp,udp}[6] file.
+fn bound_ports(f: &mut File, state: &str, loopback: bool) -> BTreeSet<u16> {
     let mut text = String::new();
     if f.rewind().is_err() || f.read_to_string(&mut text).is_err() {
         return BTreeSet::new();
@@ -427,8 +526,8 @@ fn bound_ports(f: &mut File, state: &str) -> BTreeSet<u16> {
             let local = w.nth(1)?;
             let st = w.nth(1)?;
             let (addr, port) = local.split_once(':')?;
-            let loopback = addr == "0100007F" || addr == "00000000000000000000000001000000";
-            (st == state && !loopback).then(|| u16::from_str_radix(port, 16).ok()).flatten()
+            let on_lo = addr == "0100007F" || addr == "00000000000000000000000001000000";
+            (st == state && (loopback || !on_lo)).then(|| u16::from_str_radix(port, 16).ok()).flatten()
         })
         .collect()
 }
@@ -494,7 +593,9 @@ mod tests {
     fn unsupported_and_bad_options_are_errors() {
         assert!(Args::try_parse_from(["pasta", "--splice-only", "1"]).unwrap_err().to_string().contains("--splice-only"));
         assert!(Args::try_parse_from(["pasta", "--mtu=70000", "1"]).is_err());
-        assert_eq!(main(vec!["pasta".into(), "--host-lo-to-ns-lo".into(), "--version".into()]), 1);
+        // rootlesskit's probe: passing it enables --host-lo-to-ns-lo.
+        assert_eq!(main(vec!["pasta".into(), "--host-lo-to-ns-lo".into(), "--version".into()]), 0);
+        assert_eq!(main(vec!["pasta".into(), "-c".into(), "/tmp/x.sock".into(), "--version".into()]), 1);
         assert_eq!(main(vec!["pasta".into(), "--version".into()]), 0);
         assert!(prefix_of("255.255.0.0").unwrap() == 16 && prefix_of("20").unwrap() == 20);
         assert!(prefix_of("255.0.255.0").is_err() && prefix_of("x").is_err());
@@ -516,9 +617,10 @@ mod tests {
         )
         .unwrap();
         let mut f = File::open(&dir).unwrap();
-        assert_eq!(bound_ports(&mut f, "0A"), BTreeSet::from([8080, 80]));
+        assert_eq!(bound_ports(&mut f, "0A", false), BTreeSet::from([8080, 80]));
         // Read again from the start: the file is re-read every second.
-        assert_eq!(bound_ports(&mut f, "0A").len(), 2);
+        assert_eq!(bound_ports(&mut f, "0A", false).len(), 2);
+        assert_eq!(bound_ports(&mut f, "0A", true), BTreeSet::from([8080, 80, 631]));
         let _ = std::fs::remove_file(&dir);
     }
 }

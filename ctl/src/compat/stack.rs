@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use parking_lot::Mutex;
 use vswitch_dns::NamesBuilder;
-use vswitch_nat::slirp::{Engine, EngineCounters, EngineLimits, EngineNet, PortForward, PublishError};
+use vswitch_nat::slirp::{Engine, EngineCounters, EngineLimits, EngineNet, PortForward, PublishError, Relay, Splice};
 use vswitch_nat::Proto;
 use vswitch_router::{DhcpConfig, DhcpServer, Gateway, Gateways, L3Config, NetworkL3, RaConfig, L3};
 use vswitch_switch::port::Tap;
@@ -76,6 +76,9 @@ pub struct Stack {
     /// The next published port's id: slirp4netns's ids only grow. Held while publishing, so two
     /// API calls cannot take the same one.
     next_id: Mutex<u64>,
+    /// How published TCP ports splice their clients on the host's loopback (pasta's
+    /// `--host-lo-to-ns-lo`); None: they are framed like any other.
+    splice: Option<Splice>,
     _rt: tokio::runtime::Runtime,
     _dns: Option<Arc<Dns>>,
 }
@@ -183,7 +186,12 @@ impl Stack {
         )]));
         let tap = Arc::new(tap);
         dp.add_port(net, tap.clone(), &[])?;
-        Ok(Stack { plan, dp, engine, net, tap, next_id: Mutex::new(1), _rt: rt, _dns: dns })
+        Ok(Stack { plan, dp, engine, net, tap, next_id: Mutex::new(1), splice: None, _rt: rt, _dns: dns })
+    }
+
+    /// Published TCP ports from now on splice their clients on the host's loopback as `splice` says.
+    pub fn set_splice(&mut self, splice: Option<Splice>) {
+        self.splice = splice;
     }
 
     /// Publishes host `host` to the container's `guest`; the id is the next of 1, 2, 3...
@@ -192,9 +200,25 @@ impl Stack {
         let container_mac = self.tap.hw_addr()?;
         let mut next = self.next_id.lock();
         let id = *next;
-        self.engine.publish(PortForward { id, proto, host, net: self.net, container: guest, container_mac })?;
+        let splice = self.splice.clone().filter(|_| proto == Proto::Tcp);
+        self.engine.publish(PortForward { id, proto, host, net: self.net, container: guest, container_mac, splice })?;
         *next += 1;
         Ok(Forward { id, proto, host, guest })
+    }
+
+    /// Relays `listener`'s connections (a socket inside the namespace) to `to`, from the
+    /// host (pasta's `-T`); returns its id, of the same sequence as published ports'.
+    pub fn add_relay(&self, listener: std::net::TcpListener, to: SocketAddr) -> std::io::Result<u64> {
+        let mut next = self.next_id.lock();
+        let id = *next;
+        self.engine.relay(Relay { id, net: self.net, listener, to })?;
+        *next += 1;
+        Ok(id)
+    }
+
+    /// Closes a relay and resets its connections.
+    pub fn remove_relay(&self, id: u64) {
+        self.engine.unrelay(id);
     }
 
     /// Removes a published port; false when there is none with that id.

@@ -19,7 +19,9 @@
 //! the world sees them come from there; see [`EngineNet::outbound4`].
 //!
 //! Published ports ([`Engine::publish`], the `publish` module) work the other way: host sockets
-//! whose clients' connections and datagrams the engine carries to a container. A frame from a
+//! whose clients' connections and datagrams the engine carries to a container; TCP clients on
+//! the host's loopback may be spliced into the container's namespace instead (the `splice`
+//! module). A frame from a
 //! container is looked up among its own flows and as the answer of a published port's flow
 //! before it is taken for a new flow of its own.
 //!
@@ -36,6 +38,7 @@
 mod frame;
 mod icmp;
 mod publish;
+mod splice;
 mod sys;
 mod tcp;
 #[cfg(test)]
@@ -58,6 +61,7 @@ use vswitch_switch::sys::EventFd;
 use vswitch_switch::{Mac, Uplink};
 
 pub use publish::{PortForward, PublishError};
+pub use splice::{NsSockets, Relay, Splice, SpliceTo};
 pub use vswitch_switch::{NetId, PortId};
 
 use crate::{Conntrack, CtRow, Dir, FlowId, FlowKey, Proto, TcpFlags, Timeouts};
@@ -269,6 +273,17 @@ counters! {
     pub_dropped,
     /// Published ports (gauge).
     pub_ports,
+    /// Connections relays took (spliced from a namespace to the host; their bytes are in
+    /// `bytes_to_host` and `bytes_from_host`).
+    relayed,
+    /// Published ports' TCP connections from the host's loopback spliced into the container's
+    /// namespace (also in `pub_tcp_opened` once connected, or `pub_tcp_refused`).
+    pub_spliced,
+    /// Loopback clients of a spliced published port that took the framed path: no socket could
+    /// be made in the namespace (or, rarely, their flow's key was taken).
+    pub_splice_fallback,
+    /// Open spliced connections (gauge; not in `tcp_open`).
+    splice_open,
 }
 
 /// Adds to a counter. The engine's thread is the only writer, so a load and a store will do
@@ -306,6 +321,8 @@ enum Request {
     Flows(mpsc::SyncSender<Vec<FlowRow>>),
     Publish(Box<Listener>),
     Unpublish(u64),
+    Relay(Box<splice::Relay>),
+    Unrelay(u64),
 }
 
 struct Shared {
@@ -442,6 +459,22 @@ impl Engine {
         gone.is_some()
     }
 
+    /// Starts a relay (pasta's `-T`): its listener's connections are spliced to its
+    /// destination, from this process's namespace. Relays are gone with the engine, or by
+    /// [`unrelay`](Self::unrelay).
+    pub fn relay(&self, r: Relay) -> io::Result<()> {
+        if self.request(Request::Relay(Box::new(r))) {
+            Ok(())
+        } else {
+            Err(io::Error::other("the slirp engine has stopped"))
+        }
+    }
+
+    /// Closes a relay's listener and resets its connections (nothing for an unknown id).
+    pub fn unrelay(&self, id: u64) {
+        self.request(Request::Unrelay(id));
+    }
+
     /// The published ports, with the addresses they are bound to, by id.
     pub fn published(&self) -> Vec<(PortForward, SocketAddr)> {
         let mut v: Vec<_> = self.shared.published.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
@@ -489,6 +522,9 @@ enum Kind {
     /// A published UDP port's client: datagrams go to the container at this destination; its
     /// answers leave through the published socket.
     UdpIn(Dest),
+    /// A published port's client on the host's loopback, joined to a socket inside the
+    /// container's namespace (see the `splice` module).
+    Splice(Box<splice::SpliceConn>),
 }
 
 /// How a flow leaves.
@@ -539,6 +575,13 @@ struct Core {
     inbound_per: HashMap<(NetId, IpAddr), usize>,
     /// Where the search for a free source port starts when a client's own is taken.
     probe: u16,
+    /// Empty pipes for the next spliced connections.
+    pipes: Vec<splice::Pipe>,
+    /// Published ports that splice, and relays: while there is none, no pipe is kept.
+    splicing: usize,
+    /// Relays by epoll token, and their tokens by id.
+    relays: HashMap<u64, splice::Relay>,
+    relay_tokens: HashMap<u64, u64>,
 }
 
 impl Core {
@@ -570,6 +613,10 @@ impl Core {
             listener_tokens: HashMap::new(),
             inbound_per: HashMap::new(),
             probe: 0,
+            pipes: Vec::new(),
+            splicing: 0,
+            relays: HashMap::new(),
+            relay_tokens: HashMap::new(),
         }
     }
 
@@ -666,6 +713,8 @@ impl Core {
                 }
                 Request::Publish(l) => self.add_listener(*l, c),
                 Request::Unpublish(id) => self.remove_listener(io, c, id, now),
+                Request::Relay(r) => self.add_relay(*r, c),
+                Request::Unrelay(id) => self.remove_relay(io, c, id, now),
             }
         }
     }
@@ -890,6 +939,8 @@ impl Core {
         let Some(&(net, id)) = self.tokens.get(&ev.token) else {
             if let Some(&fwd) = self.listener_tokens.get(&ev.token) {
                 self.listener_ready(io, c, fwd, ev, now);
+            } else if self.relays.contains_key(&ev.token) {
+                self.relay_ready(io, c, ev.token, now);
             }
             return;
         };
@@ -899,6 +950,7 @@ impl Core {
         let mut lens = std::mem::take(&mut self.lens);
         match &flow.value.kind {
             Kind::Tcp(_) => return self.tcp_host(io, c, net, id, ev, now),
+            Kind::Splice(_) => return self.splice_ready(io, c, net, id, ev.token, now),
             // No socket of its own: the published one's readiness is the listener's.
             Kind::UdpIn(_) => return,
             Kind::Udp(u) => {
@@ -1073,6 +1125,12 @@ impl Core {
             }
             Kind::Udp(_) | Kind::UdpIn(_) => gauge(&c.udp_open, -1),
             Kind::Icmp(_) => gauge(&c.icmp_open, -1),
+            Kind::Splice(conn) => {
+                gauge(&c.splice_open, -1);
+                self.tokens.remove(&conn.ns_token);
+                let spare = if self.splicing > 0 { Some(&mut self.pipes) } else { None };
+                conn.close(matches!(how, Close::Reset { .. }), spare);
+            }
         }
     }
 }

@@ -4,7 +4,9 @@
 //! that a port already taken is reported (with the process holding it, when `/proc` tells) before
 //! anything is acknowledged; the engine's thread then owns it:
 //! - TCP: every accepted connection becomes a smoltcp client connecting to the container (see
-//!   [`super::tcp`]), whose frames go to the container's MAC.
+//!   [`super::tcp`]), whose frames go to the container's MAC; or, for a client on the host's
+//!   loopback when the port has a [`Splice`](super::Splice), a connection made inside the
+//!   container's namespace, spliced to the client's (see [`super::splice`]).
 //! - UDP: every client address becomes a flow toward the container; the container's answers are
 //!   sent back from the published socket.
 //!
@@ -60,6 +62,9 @@ pub struct PortForward {
     pub container: SocketAddr,
     /// The container's MAC in `net`: where frames to it go, and whose frames its answers must be.
     pub container_mac: Mac,
+    /// TCP: clients on the host's loopback are spliced into the container's namespace instead
+    /// of framed (see the `splice` module); None: every client is framed.
+    pub splice: Option<super::Splice>,
 }
 
 /// Why a port could not be published; nothing was published.
@@ -260,9 +265,11 @@ impl Core {
         }
         l.token = token;
         self.listener_tokens.insert(token, l.fwd.id);
+        self.splicing += usize::from(l.fwd.splice.is_some());
         if let Some(old) = self.listeners.insert(l.fwd.id, l) {
             // Unpublished and published again before this thread saw the first: the old one goes.
             self.listener_tokens.remove(&old.token);
+            self.splicing -= usize::from(old.fwd.splice.is_some());
             gauge(&c.pub_ports, -1);
         }
         gauge(&c.pub_ports, 1);
@@ -273,7 +280,14 @@ impl Core {
         let Some(l) = self.listeners.remove(&id) else { return };
         self.listener_tokens.remove(&l.token);
         gauge(&c.pub_ports, -1);
+        if l.fwd.splice.is_some() {
+            self.splicing -= 1;
+        }
         drop(l);
+        // Spare pipes are for the next spliced connections: with no port left to make them, they go.
+        if self.splicing == 0 {
+            self.pipes.clear();
+        }
         for t in self.tables.values_mut() {
             t.retain(|_, f| f.value.inbound.is_none_or(|i| i.fwd != id), &mut self.removed);
         }
@@ -318,6 +332,13 @@ impl Core {
     /// A client connected to a published TCP port: smoltcp connects to the container for it.
     fn accept_one(&mut self, io: &dyn FrameIo, c: &Counters, l: &Listener, sock: Socket, client: SocketAddr, now: u64) {
         let fwd = &l.fwd;
+        let sock = match &fwd.splice {
+            Some(_) if client.ip().is_loopback() => match self.splice_in(io, c, fwd, sock, client, now) {
+                Ok(()) => return,
+                Err(sock) => sock,
+            },
+            _ => sock,
+        };
         let net = fwd.net;
         let Some(new) = self.new_inbound(c, fwd, Proto::Tcp, client) else { return turn_away(sock) };
         let token = self.token();
@@ -493,7 +514,7 @@ struct NewInbound {
 }
 
 /// Closes a connection the engine will not carry with a RST, so that the client knows at once.
-fn turn_away(sock: Socket) {
+pub(super) fn turn_away(sock: Socket) {
     let _ = sock.set_linger(Some(std::time::Duration::ZERO));
 }
 

@@ -1,4 +1,4 @@
-//! The slirp engine's epoll: level-triggered for its wake-up eventfds, edge-triggered (read and write) for host sockets.
+//! The slirp engine's system calls: its epoll (level-triggered for its wake-up eventfds, edge-triggered for host sockets), sockets made inside another network namespace, pipes and splice(2).
 //!
 //! `vswitch_switch::sys::Epoll` registers for level-triggered readability only; host TCP
 //! sockets also need writability (a connect completing, a full send buffer draining), and
@@ -6,6 +6,7 @@
 //! readiness is remembered per socket by the caller instead (readable/writable until a call
 //! answers EAGAIN). Sockets leave the epoll set when they are closed (the kernel forgets a closed
 //! file), so there is no removal. The only `unsafe` of the engine lives here, one kernel call per block.
+//! [`ns_sockets`], [`pipe`] and [`splice`] serve spliced published ports (see `splice`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -84,4 +85,133 @@ impl Poller {
         }
         Ok(())
     }
+}
+
+/// How many sockets one trip into a namespace makes.
+pub(crate) const NS_BATCH: usize = 16;
+
+/// What the child of [`ns_sockets`] works on: it shares this process's memory and descriptor
+/// table, and writes its results here.
+#[repr(C)]
+struct NsCall {
+    user: RawFd,
+    net: RawFd,
+    domain: libc::c_int,
+    want: usize,
+    fds: [RawFd; NS_BATCH],
+    made: usize,
+    err: libc::c_int,
+}
+
+fn errno() -> libc::c_int {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Runs in the child of [`ns_sockets`]: no allocation, no lock, system calls only (the child
+/// shares the memory of a process whose other threads may hold locks).
+extern "C" fn ns_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the NsCall `ns_sockets` passed, alive until this child exits (CLONE_VFORK
+    // keeps the calling thread waiting), and nobody else touches it meanwhile.
+    let call = unsafe { &mut *arg.cast::<NsCall>() };
+    if call.user >= 0 {
+        // SAFETY: setns takes an fd and flags, no pointers.
+        if unsafe { libc::setns(call.user, libc::CLONE_NEWUSER) } != 0 && errno() != libc::EINVAL {
+            // EINVAL: the namespace is ours already.
+            call.err = errno();
+            return 1;
+        }
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setns(call.net, libc::CLONE_NEWNET) } != 0 {
+        call.err = errno();
+        return 1;
+    }
+    while call.made < call.want.min(NS_BATCH) {
+        let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: socket takes no pointers.
+        let fd = unsafe { libc::socket(call.domain, ty, libc::IPPROTO_TCP) };
+        if fd < 0 {
+            call.err = errno();
+            break;
+        }
+        call.fds[call.made] = fd;
+        call.made += 1;
+    }
+    0
+}
+
+/// Makes up to `want` (at most [`NS_BATCH`]) non-blocking TCP sockets of `domain` inside the
+/// network namespace `net`, joining the user namespace `user` first when given (an unprivileged
+/// process has the rights to join the namespaces of the user namespaces it made, but only a
+/// single-threaded one can join a user namespace). A short-lived child sharing this process's
+/// memory and descriptor table does it, as pasta does, so the sockets land in this process and
+/// no thread of it ever changes namespaces. Returns them; an error only if none could be made.
+pub(crate) fn ns_sockets(user: Option<RawFd>, net: RawFd, domain: libc::c_int, want: usize) -> io::Result<Vec<OwnedFd>> {
+    let mut call = NsCall { user: user.unwrap_or(-1), net, domain, want, fds: [-1; NS_BATCH], made: 0, err: 0 };
+    let mut stack = vec![0u8; 64 << 10];
+    // The stack grows down from its end, 16-byte aligned.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES;
+    // SAFETY: `top` is the aligned end of a live 64 KiB buffer the child uses as its stack; the
+    // child only makes system calls and writes `call`, which outlives it (CLONE_VFORK returns
+    // here only once it exited); no exit signal, so it is reaped with __WCLONE below.
+    let pid = unsafe { libc::clone(ns_child, top as *mut libc::c_void, flags, (&mut call as *mut NsCall).cast()) };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut status = 0;
+    // SAFETY: status is a valid out-pointer; pid is our own child.
+    while unsafe { libc::waitpid(pid, &mut status, libc::__WCLONE) } < 0 && errno() == libc::EINTR {}
+    drop(stack);
+    let made: Vec<OwnedFd> = call.fds[..call.made]
+        .iter()
+        // SAFETY: the child made these descriptors in our (shared) table, and nothing else owns them.
+        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if made.is_empty() {
+        return Err(io::Error::from_raw_os_error(if call.err != 0 { call.err } else { libc::EIO }));
+    }
+    Ok(made)
+}
+
+/// A pipe, non-blocking both ends, grown to `size` bytes when the kernel allows (it may not:
+/// /proc/sys/fs/pipe-max-size, or an unprivileged user past pipe-user-pages-soft). Returns the
+/// read end, the write end and the capacity it has.
+pub(crate) fn pipe(size: usize) -> io::Result<(OwnedFd, OwnedFd, usize)> {
+    let mut fds = [-1; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 just made these two descriptors, owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl on our own descriptor, no pointers.
+    let cap = match unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) } {
+        n if n > 0 => n,
+        // SAFETY: as above.
+        _ => unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) },
+    };
+    Ok((r, w, usize::try_from(cap).unwrap_or(4096).max(4096)))
+}
+
+/// Moves up to `len` bytes from `from` to `to` (one of them a pipe) without copying them through
+/// this process, never waiting. Ok(0): `from` is at its end.
+pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+    // SAFETY: null offsets (both are pipes or sockets, read at their current position).
+    let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// IP_BIND_ADDRESS_NO_PORT: a socket bound to an address with port 0 gets its port at connect,
+/// chosen for the destination (so ports in TIME-WAIT toward other places do not count).
+pub(crate) fn bind_address_no_port(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `one` is a valid c_int that outlives the call, and `len` is its size.
+    cvt(unsafe { libc::setsockopt(fd, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, (&one as *const libc::c_int).cast(), len) })?;
+    Ok(())
 }

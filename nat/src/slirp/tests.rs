@@ -1076,6 +1076,7 @@ fn publish_tcp(rig: &Rig, id: u64, host: &str, container: IpAddr, port: u16) -> 
         net: NET,
         container: SocketAddr::new(container, port),
         container_mac: CLIENT_MAC,
+        splice: None,
     };
     rig.engine.publish(fwd).unwrap()
 }
@@ -1221,6 +1222,7 @@ fn published_udp_carries_datagrams_both_ways_per_client() {
             net: NET,
             container: SocketAddr::new(container, cport),
             container_mac: CLIENT_MAC,
+            splice: None,
         };
         let bound = rig.engine.publish(fwd).unwrap();
         let clients: Vec<UdpSocket> = (0..2).map(|_| UdpSocket::bind(SocketAddr::new(bound.ip(), 0)).unwrap()).collect();
@@ -1272,6 +1274,7 @@ fn a_port_in_use_is_reported_with_its_holder() {
         net: NET,
         container: SocketAddr::new(IpAddr::V4(CLIENT4), 80),
         container_mac: CLIENT_MAC,
+        splice: None,
     };
     let me = format!("pid {} (", std::process::id());
     match rig.engine.publish(fwd(1, Proto::Tcp, taken.local_addr().unwrap())) {
@@ -1628,4 +1631,75 @@ fn the_host_alias_is_mapped_whatever_host_loopback_says_and_only_there() {
     // Without aliases, the alias's address is an address like any other (past the test filter:
     // it is not loopback, so a test may not go there).
     assert_eq!(host_address(&networks(true, 1500)[&NET], ip("169.254.1.2")), None);
+}
+
+#[test]
+fn published_tcp_from_the_loopback_is_spliced_into_the_namespace() {
+    let _g = serial();
+    let before = open_fds();
+    // This process's own namespace stands for the container's: the splice's socket connects to
+    // its loopback, where the "container's" server listens.
+    let ns = match NsSockets::open(std::path::Path::new("/proc/self/ns/net"), None) {
+        Ok(ns) => Arc::new(ns),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            eprintln!(
+                "SKIPPED published_tcp_from_the_loopback_is_spliced_into_the_namespace: entering a network namespace needs root ({e})"
+            );
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    let (l, port) = listen(false);
+    let fwd = PortForward {
+        id: 1,
+        proto: Proto::Tcp,
+        host: "127.0.0.1:0".parse().unwrap(),
+        net: NET,
+        container: SocketAddr::new(IpAddr::V4(CLIENT4), port),
+        container_mac: CLIENT_MAC,
+        splice: Some(Splice { ns: ns.clone(), to: SpliceTo::Loopback }),
+    };
+    let published = rig.engine.publish(fwd).unwrap();
+    // Several pipefuls each way, the client half-closing first: both arrive whole.
+    let (up, down) = (pattern(5 << 20, 3), pattern(3 << 20, 4));
+    let server = host_fnv_reader(l, down.clone());
+    let (_, got, sum) = published_client(published, up.clone()).join().unwrap();
+    assert_eq!((got, sum), (down.len(), fnv(&down)));
+    assert_eq!(server.join().unwrap(), (up.len(), fnv(&up)));
+    let c = rig.engine.counters();
+    assert_eq!(
+        (c.pub_spliced, c.pub_tcp_opened, c.frames_out, c.pub_bytes_in, c.pub_bytes_out),
+        (1, 1, 0, up.len() as u64, down.len() as u64)
+    );
+    assert!(rig.no_flows_within(3000), "{:?}", rig.engine.flows());
+    assert_eq!(rig.engine.counters().splice_open, 0);
+    // Nothing listens there any more: the client is reset, not left waiting.
+    let mut s = TcpStream::connect(published).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let r = s.read(&mut [0u8; 1]);
+    assert!(matches!(&r, Err(e) if e.kind() == io::ErrorKind::ConnectionReset), "{r:?}");
+    assert_eq!(rig.engine.counters().pub_tcp_refused, 1);
+    // An open spliced connection is a flow: listed, and a flush resets both of its sockets.
+    let (l, _) = listen(false);
+    let fwd2 = PortForward {
+        id: 2,
+        host: "127.0.0.1:0".parse().unwrap(),
+        container: SocketAddr::new(IpAddr::V4(CLIENT4), l.local_addr().unwrap().port()),
+        ..rig.engine.published()[0].0.clone()
+    };
+    let p2 = rig.engine.publish(fwd2).unwrap();
+    let mut held = TcpStream::connect(p2).unwrap();
+    let (inside, _) = l.accept().unwrap();
+    let flows = rig.engine.flows();
+    assert!(flows.len() == 1 && flows[0].row.src == held.local_addr().unwrap(), "{flows:?}");
+    rig.engine.flush();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(held.read(&mut [0u8; 1]).is_err(), "the client is reset");
+    inside.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!((&inside).read(&mut [0u8; 1]).is_err(), "the namespace side is reset");
+    drop((held, inside, s, l));
+    assert!(rig.engine.unpublish(1) && rig.engine.unpublish(2));
+    drop((rig, ns));
+    assert_eq!(open_fds(), before);
 }

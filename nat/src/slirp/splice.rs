@@ -1,0 +1,555 @@
+//! Spliced published ports: a client on the host's loopback is joined to a socket inside the container's network namespace with splice(2), no TCP stack in between.
+//!
+//! A published port's connection normally becomes a userspace TCP endpoint facing the
+//! container (the `tcp` module), so that the container sees the client's own address. A client
+//! on the host's loopback has no address the container could answer anyway (it would appear as
+//! the gateway), and it is the common case of a published port on a developer's machine and
+//! of every benchmark: for those, when the port was published with a [`Splice`], the engine
+//! connects a TCP socket made inside the container's namespace and moves the bytes between the
+//! two kernel sockets through a pair of pipes, as pasta does. The bytes never come to user
+//! space, and there is no second TCP stack to run: on the 2-CPU VM a loopback client reaches
+//! 1.5× the throughput of the framed path (BENCHMARKS.md).
+//!
+//! What the container's service sees: with [`SpliceTo::Loopback`] (pasta's `--host-lo-to-ns-lo`)
+//! a client on its own loopback, 127.0.0.1 or ::1 as the client's family; with
+//! [`SpliceTo::Container`] a client at the container's own address (the socket is local to the
+//! namespace), instead of the gateway's. Each spliced connection is a flow of connection
+//! tracking like any other (keyed client → container, counted against the limits, closed by
+//! `flush`, by the endpoint's disconnect and by unpublishing); its TCP states are the
+//! ones the splice can tell (opened, each half closed).
+//!
+//! When no socket can be made in the namespace (it is gone, out of descriptors) the connection
+//! takes the framed path instead, counted in `pub_splice_fallback`.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socket2::{SockAddr, Socket};
+
+use super::publish::turn_away;
+use super::{add, connect_failed, gauge, sys, table_of, Close, Core, Counters, FlowVal, FrameIo, Inbound, Kind, NetId, PortForward};
+use crate::{Dir, FlowId, FlowKey, Proto, TcpFlags};
+
+/// Pipe capacity asked for per direction: 64 KiB pipes (the default) cost 35% of the throughput
+/// on loopback against 1 MiB ones (the default pipe-max-size), measured with a splice forwarder
+/// and iperf3 on the 2-CPU VM.
+const PIPE_SIZE: usize = 1 << 20;
+/// Empty pipes kept for the next connections: making and sizing two per connection is four
+/// system calls a short connection need not pay.
+const PIPE_POOL: usize = 32;
+/// splice calls one readiness event may make before other sockets get a turn.
+const BUDGET: usize = 64;
+
+/// A source of TCP sockets inside one network namespace (a container's), for spliced published
+/// ports. Shared by every published port of that namespace.
+pub struct NsSockets {
+    net: OwnedFd,
+    user: Option<OwnedFd>,
+    /// Sockets made ahead, [IPv4, IPv6]: one trip into the namespace makes several.
+    pool: Mutex<[Vec<OwnedFd>; 2]>,
+}
+
+impl fmt::Debug for NsSockets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NsSockets").field("net", &self.net.as_raw_fd()).field("user", &self.user.as_ref().map(AsRawFd::as_raw_fd)).finish()
+    }
+}
+
+impl NsSockets {
+    /// The network namespace at `net` (/proc/PID/ns/net, /run/netns/NAME), entered through the
+    /// user namespace at `user` when given (an unprivileged process that owns it). Makes its
+    /// first sockets now, so that a namespace that cannot be entered is an error here.
+    pub fn open(net: &Path, user: Option<&Path>) -> io::Result<NsSockets> {
+        let open =
+            |p: &Path| std::fs::File::open(p).map(OwnedFd::from).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())));
+        let ns = NsSockets { net: open(net)?, user: user.map(open).transpose()?, pool: Mutex::new([Vec::new(), Vec::new()]) };
+        ns.take(false)?;
+        // The rest of the first batch goes: a container no loopback client visits keeps one
+        // descriptor open here, the namespace's.
+        ns.pool.lock().unwrap_or_else(|e| e.into_inner())[0].clear();
+        Ok(ns)
+    }
+
+    /// A non-blocking TCP socket in the namespace, IPv6 or IPv4.
+    pub(crate) fn take(&self, v6: bool) -> io::Result<Socket> {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let list = &mut pool[usize::from(v6)];
+        if list.is_empty() {
+            let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+            let made = sys::ns_sockets(self.user.as_ref().map(AsRawFd::as_raw_fd), self.net.as_raw_fd(), domain, sys::NS_BATCH)?;
+            list.extend(made);
+        }
+        list.pop().map(Socket::from).ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))
+    }
+}
+
+/// Where a published port's clients on the host's loopback are spliced to.
+#[derive(Debug, Clone)]
+pub struct Splice {
+    pub ns: Arc<NsSockets>,
+    pub to: SpliceTo,
+}
+
+impl PartialEq for Splice {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ns, &other.ns) && self.to == other.to
+    }
+}
+
+impl Eq for Splice {}
+
+/// The address a spliced connection connects to inside the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpliceTo {
+    /// The namespace's loopback of the client's family, at the container port (pasta's
+    /// `--host-lo-to-ns-lo`): services bound to 127.0.0.1 inside are reached too.
+    Loopback,
+    /// The container's address and port, as the framed path reaches it.
+    Container,
+}
+
+impl SpliceTo {
+    pub(super) fn target(self, client: IpAddr, container: SocketAddr) -> SocketAddr {
+        match (self, client) {
+            (SpliceTo::Loopback, IpAddr::V4(_)) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), container.port()),
+            (SpliceTo::Loopback, IpAddr::V6(_)) => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), container.port()),
+            (SpliceTo::Container, _) => container,
+        }
+    }
+}
+
+/// A pipe carrying one direction of a spliced connection.
+pub(super) struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    cap: usize,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let (r, w, cap) = sys::pipe(PIPE_SIZE)?;
+        Ok(Pipe { r, w, cap })
+    }
+}
+
+/// One direction: what its pipe holds, and how far its closing went.
+#[derive(Default)]
+struct Half {
+    pipe: Option<Pipe>,
+    queued: usize,
+    /// The source said end of file.
+    eof: bool,
+    /// The destination was told (shutdown of its write side).
+    shut: bool,
+}
+
+/// A spliced connection: the client's socket on the host, the connection inside the namespace.
+pub(super) struct SpliceConn {
+    host: Socket,
+    ns: Socket,
+    /// The namespace side's epoll token; the host side's is the flow's.
+    pub(super) ns_token: u64,
+    connected: bool,
+    /// [client → container, container → client].
+    halves: [Half; 2],
+}
+
+impl fmt::Debug for SpliceConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let q = [self.halves[0].queued, self.halves[1].queued];
+        f.debug_struct("SpliceConn").field("connected", &self.connected).field("queued", &q).finish_non_exhaustive()
+    }
+}
+
+/// What a round of [`SpliceConn::run`] did.
+#[derive(Debug, Default)]
+pub(super) struct Pumped {
+    /// Bytes delivered, [to the container, to the client].
+    pub(super) bytes: [usize; 2],
+    /// The namespace side's connect completed in this round.
+    pub(super) opened: bool,
+    /// Halves whose end of file was passed on in this round ([client's, container's]).
+    pub(super) closed: [bool; 2],
+    /// The budget ran out with more to do.
+    pub(super) more: bool,
+    pub(super) state: State,
+}
+
+#[derive(Debug, Default)]
+pub(super) enum State {
+    #[default]
+    Open,
+    /// Waiting for the namespace side's connect.
+    Connecting,
+    /// Both halves closed gracefully.
+    Done,
+    /// The connect inside the namespace failed (nothing listens there, mostly).
+    Refused(io::Error),
+    /// A socket failed (a reset, mostly): the other side is to be reset too.
+    Failed,
+}
+
+impl SpliceConn {
+    /// Starts connecting `ns` (a socket inside the namespace) to `to` for the client `host`.
+    pub(super) fn start(host: Socket, ns: Socket, to: SocketAddr, ns_token: u64) -> io::Result<SpliceConn> {
+        // accept(2) gives a blocking socket, and a splice out of one waits for data whatever its flags say.
+        host.set_nonblocking(true)?;
+        if !to.ip().is_loopback() {
+            // From the namespace's loopback, as the client is on the host's: the service sees a
+            // loopback client (which it is) rather than its own address, and the kernel may reuse
+            // loopback connections' TIME-WAIT ports at once (net.ipv4.tcp_tw_reuse's default), where
+            // a stream of short connections from its own address ran out of ports: 2,000
+            // connections a second instead of 11,700 on the 2-CPU VM.
+            let lo = if to.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+            sys::bind_address_no_port(ns.as_raw_fd())?;
+            ns.bind(&SockAddr::from(SocketAddr::new(lo, 0)))?;
+        }
+        let connected = match ns.connect(&SockAddr::from(to)) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+            Err(e) => return Err(e),
+        };
+        // The two sockets' own buffers are what the pipes drain into: leave them to autotuning.
+        let _ = host.set_tcp_nodelay(true);
+        let _ = ns.set_tcp_nodelay(true);
+        Ok(SpliceConn { host, ns, ns_token, connected, halves: Default::default() })
+    }
+
+    /// The host side's and the namespace side's descriptors, for the epoll set.
+    pub(super) fn fds(&self) -> [std::os::fd::RawFd; 2] {
+        [self.host.as_raw_fd(), self.ns.as_raw_fd()]
+    }
+
+    /// Moves what can be moved both ways, until nothing more can or the budget is spent;
+    /// `pipes` are the engine's spare ones.
+    pub(super) fn run(&mut self, pipes: &mut Vec<Pipe>) -> Pumped {
+        let mut out = Pumped::default();
+        if !self.connected {
+            match self.ns.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return Pumped { state: State::Refused(e), ..out },
+            }
+            match self.ns.peer_addr() {
+                Ok(_) => {
+                    self.connected = true;
+                    out.opened = true;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Pumped { state: State::Connecting, ..out },
+                Err(e) => return Pumped { state: State::Refused(e), ..out },
+            }
+        }
+        for h in &mut self.halves {
+            if h.pipe.is_none() {
+                match pipes.pop().map_or_else(Pipe::new, Ok) {
+                    Ok(p) => h.pipe = Some(p),
+                    Err(_) => return Pumped { state: State::Failed, ..out },
+                }
+            }
+        }
+        for _ in 0..BUDGET {
+            let mut progress = false;
+            for (d, h) in self.halves.iter_mut().enumerate() {
+                let (src, dst) = if d == 0 { (&self.host, &self.ns) } else { (&self.ns, &self.host) };
+                let Some(p) = &h.pipe else { continue };
+                if !h.eof && h.queued < p.cap {
+                    match sys::splice(src.as_raw_fd(), p.w.as_raw_fd(), p.cap - h.queued) {
+                        Ok(0) => {
+                            h.eof = true;
+                            progress = true;
+                        }
+                        Ok(n) => {
+                            h.queued += n;
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return Pumped { state: State::Failed, ..out },
+                    }
+                }
+                if h.queued > 0 {
+                    match sys::splice(p.r.as_raw_fd(), dst.as_raw_fd(), h.queued) {
+                        Ok(n) => {
+                            h.queued -= n;
+                            out.bytes[d] += n;
+                            progress |= n > 0;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return Pumped { state: State::Failed, ..out },
+                    }
+                }
+                if h.eof && h.queued == 0 && !h.shut {
+                    h.shut = true;
+                    out.closed[d] = true;
+                    // ENOTCONN: the peer is gone altogether, which its own read will tell.
+                    let _ = dst.shutdown(std::net::Shutdown::Write);
+                }
+            }
+            if self.halves.iter().all(|h| h.shut) {
+                return Pumped { state: State::Done, ..out };
+            }
+            if !progress {
+                return out;
+            }
+        }
+        out.more = true;
+        out
+    }
+
+    /// Closes both sockets, with a RST to each when `reset`; empty pipes go back to `spare`.
+    pub(super) fn close(mut self, reset: bool, spare: Option<&mut Vec<Pipe>>) {
+        if reset {
+            let _ = self.host.set_linger(Some(Duration::ZERO));
+            let _ = self.ns.set_linger(Some(Duration::ZERO));
+        }
+        let Some(pipes) = spare else { return };
+        for h in &mut self.halves {
+            if let Some(p) = h.pipe.take().filter(|_| h.queued == 0) {
+                if pipes.len() < PIPE_POOL {
+                    pipes.push(p);
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// A client on the host's loopback connected to published port `fwd`, which splices: joined
+    /// to a connection inside the container's namespace. Err gives the socket back for the
+    /// framed path when no socket could be made there.
+    pub(super) fn splice_in(
+        &mut self,
+        io: &dyn FrameIo,
+        c: &Counters,
+        fwd: &PortForward,
+        sock: Socket,
+        client: SocketAddr,
+        now: u64,
+    ) -> Result<(), Socket> {
+        let Some(sp) = &fwd.splice else { return Err(sock) };
+        let net = fwd.net;
+        let container = fwd.container.ip();
+        let key = FlowKey::new(Proto::Tcp, client, fwd.container);
+        if !self.nets.contains_key(&net) || !self.admit(net, container, c) {
+            add(&c.pub_dropped, 1);
+            turn_away(sock);
+            return Ok(());
+        }
+        if self.tables.get(&net).is_some_and(|t| t.id_of(&key).is_some() || t.id_of(&key.reversed()).is_some()) {
+            add(&c.pub_splice_fallback, 1);
+            return Err(sock);
+        }
+        let to = sp.to.target(client.ip(), fwd.container);
+        let ns = match sp.ns.take(to.is_ipv6()) {
+            Ok(s) => s,
+            Err(_) => {
+                add(&c.pub_splice_fallback, 1);
+                return Err(sock);
+            }
+        };
+        let (token, ns_token) = (self.token(), self.token());
+        let conn = match SpliceConn::start(sock, ns, to, ns_token) {
+            Ok(conn) => conn,
+            Err(e) => {
+                // The socket's drop closes the client: a failed connect is a refusal at once.
+                connect_failed(c, &e);
+                add(&c.pub_tcp_refused, 1);
+                return Ok(());
+            }
+        };
+        let [h, n] = conn.fds();
+        if self.poller.add_edge(h, token).and_then(|()| self.poller.add_edge(n, ns_token)).is_err() {
+            add(&c.drop_host_socket_failed, 1);
+            conn.close(true, None);
+            add(&c.pub_dropped, 1);
+            return Ok(());
+        }
+        let inbound = Inbound { fwd: fwd.id, net, container, client };
+        let table = table_of(&mut self.tables, net, &self.limits);
+        let Ok((id, _)) =
+            table.get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Splice(Box::new(conn)), inbound: Some(inbound) })
+        else {
+            add(&c.drop_flow_table_full, 1);
+            add(&c.pub_dropped, 1);
+            return Ok(());
+        };
+        table.on_tcp(id, Dir::Orig, TcpFlags::SYN, now);
+        self.tokens.insert(token, (net, id));
+        self.tokens.insert(ns_token, (net, id));
+        *self.inbound_per.entry((net, container)).or_insert(0) += 1;
+        add(&c.pub_spliced, 1);
+        gauge(&c.splice_open, 1);
+        self.splice_ready(io, c, net, id, token, now);
+        Ok(())
+    }
+
+    /// Readiness of either socket of a spliced connection (`token`, either of its two).
+    pub(super) fn splice_ready(&mut self, io: &dyn FrameIo, c: &Counters, net: NetId, id: FlowId, token: u64, now: u64) {
+        let Some(table) = self.tables.get_mut(&net) else { return };
+        let Some(flow) = table.get_mut(id) else { return };
+        let published = flow.value.inbound.is_some();
+        let Kind::Splice(conn) = &mut flow.value.kind else { return };
+        let p = conn.run(&mut self.pipes);
+        if p.opened && published {
+            add(&c.pub_tcp_opened, 1);
+        }
+        if p.opened {
+            table.on_tcp(id, Dir::Reply, TcpFlags::SYN | TcpFlags::ACK, now);
+            table.on_tcp(id, Dir::Orig, TcpFlags::ACK, now);
+        }
+        for (d, dir) in [(0, Dir::Orig), (1, Dir::Reply)] {
+            if p.bytes[d] > 0 {
+                table.on_packet(id, dir, p.bytes[d], now);
+            }
+            if p.closed[d] {
+                table.on_tcp(id, dir, TcpFlags::FIN | TcpFlags::ACK, now);
+            }
+        }
+        let (to, from) = if published { (&c.pub_bytes_in, &c.pub_bytes_out) } else { (&c.bytes_to_host, &c.bytes_from_host) };
+        add(to, p.bytes[0] as u64);
+        add(from, p.bytes[1] as u64);
+        let how = match p.state {
+            State::Open | State::Connecting => {
+                if p.more {
+                    self.again.push(token);
+                }
+                return;
+            }
+            State::Done => Close::Quiet,
+            State::Refused(e) => {
+                connect_failed(c, &e);
+                if published {
+                    add(&c.pub_tcp_refused, 1);
+                }
+                Close::Reset { container: false }
+            }
+            State::Failed => {
+                add(&c.tcp_reset_by_host, 1);
+                Close::Reset { container: false }
+            }
+        };
+        if let Some((_, v)) = table.remove(id) {
+            self.dispose(io, c, v, how, now);
+        }
+    }
+}
+
+/// A listening TCP socket made elsewhere (inside a container's namespace, with
+/// [`NsSockets::listener`]) whose connections are spliced to `to`, reached from this process's
+/// own namespace: pasta's `-T`, the namespace's loopback port forwarded to the host's.
+#[derive(Debug)]
+pub struct Relay {
+    /// The caller's name for it, unique among the engine's relays.
+    pub id: u64,
+    /// The network whose connection tracking holds its connections.
+    pub net: NetId,
+    pub listener: std::net::TcpListener,
+    pub to: SocketAddr,
+}
+
+impl NsSockets {
+    /// A TCP socket listening at `addr` inside the namespace (non-blocking, SO_REUSEADDR so that
+    /// connections of an earlier one in TIME-WAIT do not block it), for a [`Relay`].
+    pub fn listener(&self, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+        let s = self.take(addr.is_ipv6())?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_address(true)?;
+        s.bind(&SockAddr::from(addr))?;
+        s.listen(128)?;
+        Ok(s.into())
+    }
+}
+
+impl Core {
+    pub(super) fn add_relay(&mut self, r: Relay, c: &Counters) {
+        if let Some(old) = self.relay_tokens.remove(&r.id) {
+            self.relays.remove(&old);
+            self.splicing -= 1;
+        }
+        let token = self.token();
+        if let Err(e) = self.poller.add_edge(r.listener.as_raw_fd(), token) {
+            add(&c.drop_host_socket_failed, 1);
+            return log::error!("slirp: relay {} to {} cannot be watched: {e}", r.id, r.to);
+        }
+        self.relay_tokens.insert(r.id, token);
+        self.relays.insert(token, r);
+        self.splicing += 1;
+    }
+
+    pub(super) fn remove_relay(&mut self, io: &dyn FrameIo, c: &Counters, id: u64, now: u64) {
+        let Some(token) = self.relay_tokens.remove(&id) else { return };
+        let Some(r) = self.relays.remove(&token) else { return };
+        self.splicing -= 1;
+        if let Some(t) = self.tables.get_mut(&r.net) {
+            t.retain(|k, f| !(f.value.inbound.is_none() && matches!(f.value.kind, Kind::Splice(_)) && k.dst == r.to), &mut self.removed);
+        }
+        self.dispose_removed(io, c, Close::Reset { container: false }, now);
+        if self.splicing == 0 {
+            self.pipes.clear();
+        }
+    }
+
+    /// Accepts what waits on the socket of the relay with epoll token `token`, each connection
+    /// spliced to its destination.
+    pub(super) fn relay_ready(&mut self, io: &dyn FrameIo, c: &Counters, token: u64, now: u64) {
+        let Some(r) = self.relays.remove(&token) else { return };
+        for i in 0..=BUDGET {
+            if i == BUDGET {
+                self.again.push(token);
+                break;
+            }
+            match r.listener.accept() {
+                Ok((stream, client)) => self.relay_one(io, c, &r, Socket::from(stream), client, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                // Out of descriptors, most likely: the connection waits in the backlog.
+                Err(_) => {
+                    add(&c.drop_host_socket_failed, 1);
+                    break;
+                }
+            }
+        }
+        self.relays.insert(token, r);
+    }
+
+    fn relay_one(&mut self, io: &dyn FrameIo, c: &Counters, r: &Relay, sock: Socket, client: SocketAddr, now: u64) {
+        let key = FlowKey::new(Proto::Tcp, client, r.to);
+        if !self.admit(r.net, client.ip(), c) || self.tables.get(&r.net).is_some_and(|t| t.find(&key).is_some()) {
+            return turn_away(sock);
+        }
+        let domain = socket2::Domain::for_address(r.to);
+        let host = match Socket::new(domain, socket2::Type::STREAM.nonblocking(), Some(socket2::Protocol::TCP)) {
+            Ok(s) => s,
+            Err(_) => {
+                add(&c.drop_host_socket_failed, 1);
+                return turn_away(sock);
+            }
+        };
+        let (token, other) = (self.token(), self.token());
+        let conn = match SpliceConn::start(sock, host, r.to, other) {
+            Ok(conn) => conn,
+            Err(e) => return connect_failed(c, &e),
+        };
+        let [a, b] = conn.fds();
+        if self.poller.add_edge(a, token).and_then(|()| self.poller.add_edge(b, other)).is_err() {
+            add(&c.drop_host_socket_failed, 1);
+            return conn.close(true, None);
+        }
+        let table = table_of(&mut self.tables, r.net, &self.limits);
+        let Ok((id, _)) = table.get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Splice(Box::new(conn)), inbound: None })
+        else {
+            return add(&c.drop_flow_table_full, 1);
+        };
+        table.on_tcp(id, Dir::Orig, TcpFlags::SYN, now);
+        self.tokens.insert(token, (r.net, id));
+        self.tokens.insert(other, (r.net, id));
+        add(&c.relayed, 1);
+        gauge(&c.splice_open, 1);
+        self.splice_ready(io, c, r.net, id, token, now);
+    }
+}
