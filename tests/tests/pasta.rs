@@ -158,8 +158,7 @@ fn podman_command_line_with_ports_dns_forward_and_guest_addr() {
         "{got:?}"
     );
     assert!(eventually(5, || ns.exec_ok(&["ss", "-lun"]).contains(":53 ")), "the UDP server listens");
-    let udp = run("sh", &["-c", &format!("echo hi | socat -t3 -T3 - UDP:127.0.0.1:{up}")]);
-    assert_eq!(String::from_utf8_lossy(&udp.stdout).trim(), "dns");
+    assert_eq!(udp_ask(None, "127.0.0.1", up), "dns");
     // The namespace goes away: pasta quits.
     drop(ns);
     assert!(eventually(5, || !std::path::Path::new(&format!("/proc/{pid}")).exists()), "pasta {pid} outlived its namespace");
@@ -229,7 +228,7 @@ fn host_lo_to_ns_lo_and_tcp_ns_splice_loopback_to_loopback() {
     assert!(eventually(5, || ns.exec_ok(&["ss", "-ltn"]).contains(":5201 ")));
     let bp = bp.to_string();
     for reverse in [false, true] {
-        let mut a = vec!["-c", "127.0.0.1", "-p", &bp, "-t", "1", "-J"];
+        let mut a = vec!["-c", "127.0.0.1", "-p", &bp, "-n", "64M", "-J"];
         if reverse {
             a.push("-R");
         }
@@ -283,8 +282,7 @@ fn pesto_adds_shows_deletes_and_replaces_ports_of_a_running_pasta() {
     let (code, _, err) = pesto(&["--add", "-t", &t4, "-t", &t6, "-u", &u4]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(fetch(tp).unwrap_or_default().trim(), "inside");
-    let udp = run("sh", &["-c", &format!("echo hi | socat -t3 -T3 - UDP:127.0.0.1:{up}")]);
-    assert_eq!(String::from_utf8_lossy(&udp.stdout).trim(), "dns");
+    assert_eq!(udp_ask(None, "127.0.0.1", up), "dns");
     let (code, show, _) = pesto(&["-s"]);
     assert_eq!(code, Some(0));
     assert!(

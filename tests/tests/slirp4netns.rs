@@ -184,8 +184,7 @@ fn podman_command_line_with_ready_exit_fds_and_api_socket() {
         s.log()
     );
     assert_eq!(got.trim(), format!("from {}", o.addr), "the server sees the client's own address");
-    let udp = o.ns.exec(&["sh", "-c", &format!("echo hi | socat -t3 -T3 - UDP:{}:{up}", o.host)]);
-    assert_eq!(String::from_utf8_lossy(&udp.stdout).trim(), format!("udp from {}", o.addr));
+    assert_eq!(udp_ask(Some(&o.ns), &o.host, up), format!("udp from {}", o.addr));
     let list = api(&sock, r#"{"execute":"list_hostfwd"}"#);
     assert!(list.contains(&format!(r#""host_port":{tp}"#)) && list.contains(r#""proto":"udp""#), "{list}");
     // The same host port again: slirp4netns's error, and nothing changed.
