@@ -646,6 +646,20 @@ pub fn http_service(bind: &str, reply: &'static str) -> u16 {
     port
 }
 
+/// A UDP service on `bind` answering every datagram with `reply`; returns its port. Lives as
+/// long as the test process.
+pub fn udp_service(bind: &str, reply: &'static str) -> u16 {
+    let s = std::net::UdpSocket::bind(bind).unwrap();
+    let port = s.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 512];
+        while let Ok((_, from)) = s.recv_from(&mut b) {
+            let _ = s.send_to(reply.as_bytes(), from);
+        }
+    });
+    port
+}
+
 /// A directory of the test's, removed on drop, with `name` (`slirp4netns`, `pasta`) linking to
 /// the build's vswitchd: the personality chosen by the program's name.
 #[derive(Debug)]

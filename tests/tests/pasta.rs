@@ -77,6 +77,16 @@ fn rootlesskit_command_line_with_a_pid_and_auto_ports() {
         }),
         "-T auto: {got:?}"
     );
+    // -U auto, the same for UDP.
+    let hu = udp_service("127.0.0.1:0", "udp host");
+    let mut got = String::new();
+    assert!(
+        eventually(6, || {
+            got = udp_ask(Some(&ns), "127.0.0.1", hu);
+            got == "udp host"
+        }),
+        "-U auto: {got:?}"
+    );
     // auto: a port bound in the namespace appears on the host within a few seconds.
     let p = free_port();
     let _srv = ns.spawn(&["socat", &format!("TCP-LISTEN:{p},reuseaddr,fork"), "SYSTEM:echo inside"]);
@@ -174,7 +184,7 @@ fn versions_probes_and_unsupported_options() {
     assert!(pasta(&bin, &["--host-lo-to-ns-lo", "--version"], null).status.success());
     for (args, expect) in [
         (vec!["--splice-only", "1"], "--splice-only"),
-        (vec!["-U", "8080", "--netns", "/proc/self/ns/net"], "-U/--udp-ns"),
+        (vec!["-U", "0", "--netns", "/proc/self/ns/net"], "invalid port"),
         (vec!["-T", "all", "--netns", "/proc/self/ns/net"], "all"),
         (vec!["-t", "0", "--netns", "/proc/self/ns/net"], "invalid port"),
         (vec!["--netns", "/nonexistent/ns"], "no such network namespace"),
@@ -188,8 +198,8 @@ fn versions_probes_and_unsupported_options() {
 }
 
 #[test]
-fn host_lo_to_ns_lo_and_tcp_ns_splice_loopback_to_loopback() {
-    if !root_or_skip("host_lo_to_ns_lo_and_tcp_ns_splice_loopback_to_loopback") {
+fn host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback() {
+    if !root_or_skip("host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback") {
         return;
     }
     let ns = Netns::new();
@@ -200,11 +210,12 @@ fn host_lo_to_ns_lo_and_tcp_ns_splice_loopback_to_loopback() {
     // -T: the namespace's loopback port 8081 is the host's loopback port of this service.
     let hp = http_service("127.0.0.1:0", "host side");
     let tn = format!("8081:{hp}");
+    let un = format!("5354:{}", udp_service("127.0.0.1:0", "udp host side"));
     let netns = format!("/run/netns/{}", ns.name);
     #[rustfmt::skip]
     let args = [
         "--config-net", "-4", "-I", "eth0", "-a", "10.76.0.2", "-n", "24", "-g", "10.76.0.254", "--host-lo-to-ns-lo",
-        "-t", &t, "-t", &b, "-t", &w, "-u", "none", "-T", &tn, "-U", "none", "--netns", &netns,
+        "-t", &t, "-t", &b, "-t", &w, "-u", "none", "-T", &tn, "-U", &un, "--netns", &netns,
     ];
     let out = pasta(&bin, &args, std::path::Path::new("/dev/null"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -223,6 +234,7 @@ fn host_lo_to_ns_lo_and_tcp_ns_splice_loopback_to_loopback() {
     let wc = run("sh", &["-c", &format!("printf 12345 | socat -t5 -T5 - TCP:127.0.0.1:{wp}")]);
     assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "5", "{}", String::from_utf8_lossy(&wc.stderr));
     assert_eq!(ns.exec_ok(&["curl", "-sS", "--max-time", "5", "http://127.0.0.1:8081/"]), "host side", "-T");
+    assert_eq!(udp_ask(Some(&ns), "127.0.0.1", 5354), "udp host side", "-U");
     // Bulk both ways through the pipes.
     let _iperf = ns.spawn(&["iperf3", "-s", "-p", "5201"]);
     assert!(eventually(5, || ns.exec_ok(&["ss", "-ltn"]).contains(":5201 ")));

@@ -2,7 +2,7 @@
 //! configuring the namespace, forking to the background, forwarding ports, and exiting when the
 //! namespace goes away; vswitch's stack behind it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use ipnet::{Ipv4Net, Ipv6Net};
-use vswitch_nat::slirp::{NsSockets, Splice, SpliceTo};
+use vswitch_nat::slirp::{NsSockets, RelaySock, Splice, SpliceTo};
 use vswitch_nat::Proto;
 use vswitch_switch::Mac;
 
@@ -77,7 +77,7 @@ struct Args {
     /// bound on the host, re-read every second; the default), or [ADDR/]P[-P][:P[-P]],...
     #[arg(short = 'T', long = "tcp-ns", value_name = "SPEC")]
     tcp_ns: Vec<String>,
-    /// UDP ports forwarded from the namespace to the host: none (the only one supported).
+    /// UDP ports of the namespace's loopback forwarded to the host's (as -T).
     #[arg(short = 'U', long = "udp-ns", value_name = "SPEC")]
     udp_ns: Vec<String>,
     /// The interface's name in the namespace (default: the host's external interface's, else tap0).
@@ -274,15 +274,13 @@ fn specs(list: &[String]) -> anyhow::Result<Vec<PortSpec>> {
 }
 
 fn run(a: Args) -> anyhow::Result<()> {
-    if let Some(s) = a.udp_ns.iter().find(|s| s.as_str() != "none") {
-        bail!("unsupported option -U/--udp-ns {s}: forwarding UDP from the namespace to the host is not supported (only none)");
-    }
-    let tcp_ns = specs(&a.tcp_ns)?;
-    // pasta's default for -T is auto; the last none or auto given wins over it.
-    let auto_tcp_ns = match tcp_ns.iter().rev().find(|s| matches!(s, PortSpec::None | PortSpec::Auto)) {
+    let (tcp_ns, udp_ns) = (specs(&a.tcp_ns)?, specs(&a.udp_ns)?);
+    // pasta's default for -T and -U is auto; the last none or auto given wins over it.
+    let auto = |list: &[PortSpec]| match list.iter().rev().find(|s| matches!(s, PortSpec::None | PortSpec::Auto)) {
         Some(s) => *s == PortSpec::Auto,
-        None => tcp_ns.is_empty(),
+        None => list.is_empty(),
     };
+    let (auto_tcp_ns, auto_udp_ns) = (auto(&tcp_ns), auto(&udp_ns));
     let (tcp, udp) = (specs(&a.tcp_ports)?, specs(&a.udp_ports)?);
     // Bound before anything else (a path that cannot be bound touches nothing) and before the
     // fork: the socket is there once the caller sees this process exit.
@@ -309,14 +307,14 @@ fn run(a: Args) -> anyhow::Result<()> {
         &["/proc/self/net/tcp", "/proc/self/net/tcp6", "/proc/self/net/udp", "/proc/self/net/udp6"],
     )?;
     // Entered now, so that a namespace this process cannot enter fails the start (unless only
-    // -T's default wanted it).
-    let explicit_ns = a.host_lo_to_ns_lo || tcp_ns.iter().any(|s| matches!(s, PortSpec::Ports { .. }));
+    // -T's and -U's defaults wanted it).
+    let explicit_ns = a.host_lo_to_ns_lo || tcp_ns.iter().chain(&udp_ns).any(|s| matches!(s, PortSpec::Ports { .. }));
     let ns = match NsSockets::open(&target.net, target.user.as_deref()) {
         Ok(ns) => Some(Arc::new(ns)),
         Err(e) if explicit_ns => return Err(anyhow!("making sockets inside the namespace (--host-lo-to-ns-lo, -T): {e}")),
         Err(e) => {
             if !a.quiet {
-                eprintln!("pasta: -T auto is off: no socket can be made inside the namespace: {e}");
+                eprintln!("pasta: -T and -U auto are off: no socket can be made inside the namespace: {e}");
             }
             None
         }
@@ -342,20 +340,25 @@ fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     let mut relays = Relays { ns: ns.clone(), v6: !a.ipv4_only && stack.plan.v6.is_some(), relayed: BTreeMap::new(), quiet: a.quiet };
-    for spec in &tcp_ns {
-        if let PortSpec::Ports { addr, maps, .. } = spec {
-            for &(nsport, hostport) in maps {
-                let ids = relays.relay(&stack, *addr, nsport, hostport);
-                if ids.is_empty() {
-                    bail!("-T {nsport}: cannot listen on that port inside the namespace");
+    for (proto, list) in [(Proto::Tcp, &tcp_ns), (Proto::Udp, &udp_ns)] {
+        for spec in list {
+            if let PortSpec::Ports { addr, maps, .. } = spec {
+                for &(nsport, hostport) in maps {
+                    let ids = relays.relay(&stack, proto, *addr, nsport, hostport);
+                    if ids.is_empty() {
+                        bail!("-{} {nsport}: cannot take that port inside the namespace", if proto == Proto::Tcp { 'T' } else { 'U' });
+                    }
+                    relays.relayed.insert((proto, nsport), (false, ids));
                 }
-                relays.relayed.insert(nsport, (false, ids));
             }
         }
     }
-    if auto_tcp_ns && relays.ns.is_some() {
+    if (auto_tcp_ns || auto_udp_ns) && relays.ns.is_some() {
         let s = stack.clone();
-        let mut host = [File::open("/proc/self/net/tcp")?, File::open("/proc/self/net/tcp6")?];
+        let open = |p: &str| File::open(p).with_context(|| p.to_string());
+        let tcp = if auto_tcp_ns { Some([open("/proc/self/net/tcp")?, open("/proc/self/net/tcp6")?]) } else { None };
+        let udp = if auto_udp_ns { Some([open("/proc/self/net/udp")?, open("/proc/self/net/udp6")?]) } else { None };
+        let mut host = HostPorts { tcp, udp };
         std::thread::Builder::new().name("pasta-auto-ns".into()).spawn(move || loop {
             relays.refresh(&s, &mut host);
             std::thread::sleep(Duration::from_secs(1));
@@ -436,10 +439,12 @@ struct AutoPorts {
 impl AutoPorts {
     fn refresh(&mut self, stack: &Stack, quiet: bool) {
         let mut want = BTreeSet::new();
+        // Not the sockets this process made there (a relay bound to other than the loopback).
+        let own = own_sockets();
         for (proto, files, state) in [(Proto::Tcp, &mut self.tcp, "0A"), (Proto::Udp, &mut self.udp, "07")] {
             let Some(files) = files else { continue };
             for f in files.iter_mut() {
-                want.extend(bound_ports(f, state, false).into_iter().map(|p| (proto, p)));
+                want.extend(bound_ports(f, state, false, &own).into_iter().map(|p| (proto, p)));
             }
         }
         self.published.retain(|(proto, port, ids)| {
@@ -460,19 +465,25 @@ impl AutoPorts {
     }
 }
 
-/// `-T`: ports of the namespace's loopback relayed to the host's.
+/// `-T` and `-U`: ports of the namespace's loopback relayed to the host's.
 struct Relays {
     ns: Option<Arc<NsSockets>>,
     v6: bool,
-    /// By namespace port: (whether auto made it, relay ids).
-    relayed: BTreeMap<u16, (bool, Vec<u64>)>,
+    /// By protocol and namespace port: (whether auto made it, relay ids).
+    relayed: BTreeMap<(Proto, u16), (bool, Vec<u64>)>,
     quiet: bool,
 }
 
+/// The host's /proc/net files `-T auto` and `-U auto` read.
+struct HostPorts {
+    tcp: Option<[File; 2]>,
+    udp: Option<[File; 2]>,
+}
+
 impl Relays {
-    /// Listens on `nsport` of the namespace's `addr` (its loopback, both families, when None)
-    /// and relays to the host's loopback `hostport`; returns the relays that took.
-    fn relay(&self, stack: &Stack, addr: Option<IpAddr>, nsport: u16, hostport: u16) -> Vec<u64> {
+    /// Takes `nsport` (`proto`) of the namespace's `addr` (its loopback, both families, when
+    /// None) and relays it to the host's loopback `hostport`; returns the relays that took.
+    fn relay(&self, stack: &Stack, proto: Proto, addr: Option<IpAddr>, nsport: u16, hostport: u16) -> Vec<u64> {
         let Some(ns) = &self.ns else { return Vec::new() };
         let binds = match addr {
             Some(a) => vec![a],
@@ -482,11 +493,16 @@ impl Relays {
         let mut ids = Vec::new();
         for ip in binds {
             let lo = if ip.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
-            match ns.listener(SocketAddr::new(ip, nsport)).and_then(|l| stack.add_relay(l, SocketAddr::new(lo, hostport))) {
+            let at = SocketAddr::new(ip, nsport);
+            let sock = match proto {
+                Proto::Udp => ns.udp(at).map(RelaySock::Udp),
+                _ => ns.listener(at).map(RelaySock::Tcp),
+            };
+            match sock.and_then(|s| stack.add_relay(s, SocketAddr::new(lo, hostport))) {
                 Ok(id) => ids.push(id),
                 // A port the namespace's own programs hold is theirs: auto tries again later.
                 Err(e) if !self.quiet && e.kind() != std::io::ErrorKind::AddrInUse => {
-                    eprintln!("pasta: cannot forward {}/tcp to the host: {e}", SocketAddr::new(ip, nsport))
+                    eprintln!("pasta: cannot forward {at}/{} to the host: {e}", proto.name())
                 }
                 Err(_) => {}
             }
@@ -494,25 +510,28 @@ impl Relays {
         ids
     }
 
-    /// `-T auto`: relays the ports bound on the host (but the ones this pasta publishes), and
+    /// `-T auto`, `-U auto`: relays the ports bound on the host (but this process's own), and
     /// stops relaying those no longer bound.
-    fn refresh(&mut self, stack: &Stack, host: &mut [File; 2]) {
-        let mut want: BTreeSet<u16> = host.iter_mut().flat_map(|f| bound_ports(f, "0A", true)).collect();
-        for f in stack.forwards() {
-            want.remove(&f.host.port());
+    fn refresh(&mut self, stack: &Stack, host: &mut HostPorts) {
+        let mut want = BTreeSet::new();
+        let own = own_sockets();
+        for (proto, files, state) in [(Proto::Tcp, &mut host.tcp, "0A"), (Proto::Udp, &mut host.udp, "07")] {
+            for f in files.iter_mut().flatten() {
+                want.extend(bound_ports(f, state, true, &own).into_iter().map(|p| (proto, p)));
+            }
         }
-        self.relayed.retain(|port, (auto, ids)| {
-            let keep = !*auto || want.contains(port);
+        self.relayed.retain(|key, (auto, ids)| {
+            let keep = !*auto || want.contains(key);
             if !keep {
                 ids.iter().for_each(|&id| stack.remove_relay(id));
             }
             keep
         });
-        for port in want {
-            if !self.relayed.contains_key(&port) {
-                let ids = self.relay(stack, None, port, port);
+        for (proto, port) in want {
+            if !self.relayed.contains_key(&(proto, port)) {
+                let ids = self.relay(stack, proto, None, port, port);
                 if !ids.is_empty() {
-                    self.relayed.insert(port, (true, ids));
+                    self.relayed.insert((proto, port), (true, ids));
                 }
             }
         }
@@ -520,8 +539,9 @@ impl Relays {
 }
 
 /// Ports bound in state `state` (TCP LISTEN "0A", UDP unconnected "07") to an address other than
-/// loopback (any address with `loopback`), from a /proc/net/{tcp,udp}[6] file.
-fn bound_ports(f: &mut File, state: &str, loopback: bool) -> BTreeSet<u16> {
+/// loopback (any address with `loopback`), from a /proc/net/{tcp,udp}[6] file; not those of
+/// the sockets whose inodes `skip` holds.
+fn bound_ports(f: &mut File, state: &str, loopback: bool, skip: &HashSet<u64>) -> BTreeSet<u16> {
     let mut text = String::new();
     if f.rewind().is_err() || f.read_to_string(&mut text).is_err() {
         return BTreeSet::new();
@@ -529,12 +549,23 @@ fn bound_ports(f: &mut File, state: &str, loopback: bool) -> BTreeSet<u16> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            let local = w.nth(1)?;
-            let st = w.nth(1)?;
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let (local, st, inode) = (w.get(1)?, w.get(3)?, w.get(9)?.parse::<u64>().ok()?);
             let (addr, port) = local.split_once(':')?;
             let on_lo = addr == "0100007F" || addr == "00000000000000000000000001000000";
-            (st == state && (loopback || !on_lo)).then(|| u16::from_str_radix(port, 16).ok()).flatten()
+            (*st == state && (loopback || !on_lo) && !skip.contains(&inode)).then(|| u16::from_str_radix(port, 16).ok()).flatten()
+        })
+        .collect()
+}
+
+/// The inodes of this process's own sockets: what `-T auto` and `-U auto` must not relay back
+/// into the namespace (published ports, the DNS forwarder's sockets, relays' host sockets).
+fn own_sockets() -> HashSet<u64> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return HashSet::new() };
+    dir.flatten()
+        .filter_map(|e| {
+            let link = std::fs::read_link(e.path()).ok()?;
+            link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
         })
         .collect()
 }
@@ -623,10 +654,12 @@ mod tests {
         )
         .unwrap();
         let mut f = File::open(&dir).unwrap();
-        assert_eq!(bound_ports(&mut f, "0A", false), BTreeSet::from([8080, 80]));
+        let none = HashSet::new();
+        assert_eq!(bound_ports(&mut f, "0A", false, &none), BTreeSet::from([8080, 80]));
         // Read again from the start: the file is re-read every second.
-        assert_eq!(bound_ports(&mut f, "0A", false).len(), 2);
-        assert_eq!(bound_ports(&mut f, "0A", true), BTreeSet::from([8080, 80, 631]));
+        assert_eq!(bound_ports(&mut f, "0A", false, &none).len(), 2);
+        assert_eq!(bound_ports(&mut f, "0A", true, &none), BTreeSet::from([8080, 80, 631]));
+        assert_eq!(bound_ports(&mut f, "0A", true, &HashSet::from([1, 3])), BTreeSet::from([631]));
         let _ = std::fs::remove_file(&dir);
     }
 }

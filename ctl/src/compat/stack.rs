@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use parking_lot::Mutex;
 use vswitch_dns::NamesBuilder;
-use vswitch_nat::slirp::{Engine, EngineCounters, EngineLimits, EngineNet, PortForward, PublishError, Relay, Splice};
+use vswitch_nat::slirp::{Engine, EngineCounters, EngineLimits, EngineNet, PortForward, PublishError, Relay, RelaySock, Splice};
 use vswitch_nat::Proto;
 use vswitch_router::{DhcpConfig, DhcpServer, Gateway, Gateways, L3Config, NetworkL3, RaConfig, L3};
 use vswitch_switch::port::Tap;
@@ -206,12 +206,12 @@ impl Stack {
         Ok(Forward { id, proto, host, guest })
     }
 
-    /// Relays `listener`'s connections (a socket inside the namespace) to `to`, from the
-    /// host (pasta's `-T`); returns its id, of the same sequence as published ports'.
-    pub fn add_relay(&self, listener: std::net::TcpListener, to: SocketAddr) -> std::io::Result<u64> {
+    /// Relays what reaches `sock` (a socket inside the namespace) to `to`, from the host
+    /// (pasta's `-T` and `-U`); returns its id, of the same sequence as published ports'.
+    pub fn add_relay(&self, sock: RelaySock, to: SocketAddr) -> std::io::Result<u64> {
         let mut next = self.next_id.lock();
         let id = *next;
-        self.engine.relay(Relay { id, net: self.net, listener, to })?;
+        self.engine.relay(Relay { id, net: self.net, sock, to })?;
         *next += 1;
         Ok(id)
     }

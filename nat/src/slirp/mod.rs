@@ -38,6 +38,7 @@
 mod frame;
 mod icmp;
 mod publish;
+mod relay;
 mod splice;
 mod sys;
 mod tcp;
@@ -61,7 +62,8 @@ use vswitch_switch::sys::EventFd;
 use vswitch_switch::{Mac, Uplink};
 
 pub use publish::{PortForward, PublishError};
-pub use splice::{NsSockets, Relay, Splice, SpliceTo};
+pub use relay::{Relay, RelaySock};
+pub use splice::{NsSockets, Splice, SpliceTo};
 pub use vswitch_switch::{NetId, PortId};
 
 use crate::{Conntrack, CtRow, Dir, FlowId, FlowKey, Proto, TcpFlags, Timeouts};
@@ -273,8 +275,8 @@ counters! {
     pub_dropped,
     /// Published ports (gauge).
     pub_ports,
-    /// Connections relays took (spliced from a namespace to the host; their bytes are in
-    /// `bytes_to_host` and `bytes_from_host`).
+    /// Connections TCP relays took (spliced from a namespace to the host; their bytes, and UDP
+    /// relays', are in `bytes_to_host` and `bytes_from_host`, UDP relays' flows in `udp_flows`).
     relayed,
     /// Published ports' TCP connections from the host's loopback spliced into the container's
     /// namespace (also in `pub_tcp_opened` once connected, or `pub_tcp_refused`).
@@ -321,7 +323,7 @@ enum Request {
     Flows(mpsc::SyncSender<Vec<FlowRow>>),
     Publish(Box<Listener>),
     Unpublish(u64),
-    Relay(Box<splice::Relay>),
+    Relay(Box<relay::Relay>),
     Unrelay(u64),
 }
 
@@ -459,8 +461,8 @@ impl Engine {
         gone.is_some()
     }
 
-    /// Starts a relay (pasta's `-T`): its listener's connections are spliced to its
-    /// destination, from this process's namespace. Relays are gone with the engine, or by
+    /// Starts a relay (pasta's `-T` and `-U`): its socket's connections or datagrams are
+    /// carried to its destination, from this process's namespace (see the `relay` module). Relays are gone with the engine, or by
     /// [`unrelay`](Self::unrelay).
     pub fn relay(&self, r: Relay) -> io::Result<()> {
         if self.request(Request::Relay(Box::new(r))) {
@@ -525,6 +527,8 @@ enum Kind {
     /// A published port's client on the host's loopback, joined to a socket inside the
     /// container's namespace (see the `splice` module).
     Splice(Box<splice::SpliceConn>),
+    /// A UDP relay's client (see the `relay` module).
+    UdpRelay(relay::UdpRelayFlow),
 }
 
 /// How a flow leaves.
@@ -580,7 +584,7 @@ struct Core {
     /// Published ports that splice, and relays: while there is none, no pipe is kept.
     splicing: usize,
     /// Relays by epoll token, and their tokens by id.
-    relays: HashMap<u64, splice::Relay>,
+    relays: HashMap<u64, relay::Relay>,
     relay_tokens: HashMap<u64, u64>,
 }
 
@@ -951,6 +955,7 @@ impl Core {
         match &flow.value.kind {
             Kind::Tcp(_) => return self.tcp_host(io, c, net, id, ev, now),
             Kind::Splice(_) => return self.splice_ready(io, c, net, id, ev.token, now),
+            Kind::UdpRelay(_) => return self.udp_relay_answers(c, net, id, ev.token, now),
             // No socket of its own: the published one's readiness is the listener's.
             Kind::UdpIn(_) => return,
             Kind::Udp(u) => {
@@ -1123,7 +1128,7 @@ impl Core {
                     self.sent.clear();
                 }
             }
-            Kind::Udp(_) | Kind::UdpIn(_) => gauge(&c.udp_open, -1),
+            Kind::Udp(_) | Kind::UdpIn(_) | Kind::UdpRelay(_) => gauge(&c.udp_open, -1),
             Kind::Icmp(_) => gauge(&c.icmp_open, -1),
             Kind::Splice(conn) => {
                 gauge(&c.splice_open, -1);

@@ -314,19 +314,7 @@ impl Core {
     /// Accepts what waits, up to a budget; true if more may.
     fn accept_all(&mut self, io: &dyn FrameIo, c: &Counters, l: &Listener, now: u64) -> bool {
         let HostSock::Tcp(listener) = &l.sock else { return false };
-        for _ in 0..ACCEPT_BUDGET {
-            match listener.accept() {
-                Ok((stream, client)) => self.accept_one(io, c, l, Socket::from(stream), client, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
-                // Out of descriptors, most likely: the connection waits in the backlog.
-                Err(_) => {
-                    add(&c.drop_host_socket_failed, 1);
-                    return false;
-                }
-            }
-        }
-        true
+        accept_each(listener, c, |sock, client| self.accept_one(io, c, l, sock, client, now))
     }
 
     /// A client connected to a published TCP port: smoltcp connects to the container for it.
@@ -511,6 +499,23 @@ const PORT_TRIES: usize = 64;
 struct NewInbound {
     source: SocketAddr,
     dest: Dest,
+}
+
+/// Accepts what waits on `l`, up to a budget, handing each connection to `one`; true if more may wait.
+pub(super) fn accept_each(l: &TcpListener, c: &Counters, mut one: impl FnMut(Socket, SocketAddr)) -> bool {
+    for _ in 0..ACCEPT_BUDGET {
+        match l.accept() {
+            Ok((stream, client)) => one(Socket::from(stream), client),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+            // Out of descriptors, most likely: the connection waits in the backlog.
+            Err(_) => {
+                add(&c.drop_host_socket_failed, 1);
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Closes a connection the engine will not carry with a RST, so that the client knows at once.

@@ -75,14 +75,17 @@ impl NsSockets {
         Ok(ns)
     }
 
+    pub(super) fn make(&self, domain: libc::c_int, ty: libc::c_int, n: usize) -> io::Result<Vec<OwnedFd>> {
+        sys::ns_sockets(self.user.as_ref().map(AsRawFd::as_raw_fd), self.net.as_raw_fd(), domain, ty, n)
+    }
+
     /// A non-blocking TCP socket in the namespace, IPv6 or IPv4.
     pub(crate) fn take(&self, v6: bool) -> io::Result<Socket> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let list = &mut pool[usize::from(v6)];
         if list.is_empty() {
             let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
-            let made = sys::ns_sockets(self.user.as_ref().map(AsRawFd::as_raw_fd), self.net.as_raw_fd(), domain, sys::NS_BATCH)?;
-            list.extend(made);
+            list.extend(self.make(domain, libc::SOCK_STREAM, sys::NS_BATCH)?);
         }
         list.pop().map(Socket::from).ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))
     }
@@ -434,122 +437,5 @@ impl Core {
         if let Some((_, v)) = table.remove(id) {
             self.dispose(io, c, v, how, now);
         }
-    }
-}
-
-/// A listening TCP socket made elsewhere (inside a container's namespace, with
-/// [`NsSockets::listener`]) whose connections are spliced to `to`, reached from this process's
-/// own namespace: pasta's `-T`, the namespace's loopback port forwarded to the host's.
-#[derive(Debug)]
-pub struct Relay {
-    /// The caller's name for it, unique among the engine's relays.
-    pub id: u64,
-    /// The network whose connection tracking holds its connections.
-    pub net: NetId,
-    pub listener: std::net::TcpListener,
-    pub to: SocketAddr,
-}
-
-impl NsSockets {
-    /// A TCP socket listening at `addr` inside the namespace (non-blocking, SO_REUSEADDR so that
-    /// connections of an earlier one in TIME-WAIT do not block it), for a [`Relay`].
-    pub fn listener(&self, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-        let s = self.take(addr.is_ipv6())?;
-        if addr.is_ipv6() {
-            s.set_only_v6(true)?;
-        }
-        s.set_reuse_address(true)?;
-        s.bind(&SockAddr::from(addr))?;
-        s.listen(128)?;
-        Ok(s.into())
-    }
-}
-
-impl Core {
-    pub(super) fn add_relay(&mut self, r: Relay, c: &Counters) {
-        if let Some(old) = self.relay_tokens.remove(&r.id) {
-            self.relays.remove(&old);
-            self.splicing -= 1;
-        }
-        let token = self.token();
-        if let Err(e) = self.poller.add_edge(r.listener.as_raw_fd(), token) {
-            add(&c.drop_host_socket_failed, 1);
-            return log::error!("slirp: relay {} to {} cannot be watched: {e}", r.id, r.to);
-        }
-        self.relay_tokens.insert(r.id, token);
-        self.relays.insert(token, r);
-        self.splicing += 1;
-    }
-
-    pub(super) fn remove_relay(&mut self, io: &dyn FrameIo, c: &Counters, id: u64, now: u64) {
-        let Some(token) = self.relay_tokens.remove(&id) else { return };
-        let Some(r) = self.relays.remove(&token) else { return };
-        self.splicing -= 1;
-        if let Some(t) = self.tables.get_mut(&r.net) {
-            t.retain(|k, f| !(f.value.inbound.is_none() && matches!(f.value.kind, Kind::Splice(_)) && k.dst == r.to), &mut self.removed);
-        }
-        self.dispose_removed(io, c, Close::Reset { container: false }, now);
-        if self.splicing == 0 {
-            self.pipes.clear();
-        }
-    }
-
-    /// Accepts what waits on the socket of the relay with epoll token `token`, each connection
-    /// spliced to its destination.
-    pub(super) fn relay_ready(&mut self, io: &dyn FrameIo, c: &Counters, token: u64, now: u64) {
-        let Some(r) = self.relays.remove(&token) else { return };
-        for i in 0..=BUDGET {
-            if i == BUDGET {
-                self.again.push(token);
-                break;
-            }
-            match r.listener.accept() {
-                Ok((stream, client)) => self.relay_one(io, c, &r, Socket::from(stream), client, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
-                // Out of descriptors, most likely: the connection waits in the backlog.
-                Err(_) => {
-                    add(&c.drop_host_socket_failed, 1);
-                    break;
-                }
-            }
-        }
-        self.relays.insert(token, r);
-    }
-
-    fn relay_one(&mut self, io: &dyn FrameIo, c: &Counters, r: &Relay, sock: Socket, client: SocketAddr, now: u64) {
-        let key = FlowKey::new(Proto::Tcp, client, r.to);
-        if !self.admit(r.net, client.ip(), c) || self.tables.get(&r.net).is_some_and(|t| t.find(&key).is_some()) {
-            return turn_away(sock);
-        }
-        let domain = socket2::Domain::for_address(r.to);
-        let host = match Socket::new(domain, socket2::Type::STREAM.nonblocking(), Some(socket2::Protocol::TCP)) {
-            Ok(s) => s,
-            Err(_) => {
-                add(&c.drop_host_socket_failed, 1);
-                return turn_away(sock);
-            }
-        };
-        let (token, other) = (self.token(), self.token());
-        let conn = match SpliceConn::start(sock, host, r.to, other) {
-            Ok(conn) => conn,
-            Err(e) => return connect_failed(c, &e),
-        };
-        let [a, b] = conn.fds();
-        if self.poller.add_edge(a, token).and_then(|()| self.poller.add_edge(b, other)).is_err() {
-            add(&c.drop_host_socket_failed, 1);
-            return conn.close(true, None);
-        }
-        let table = table_of(&mut self.tables, r.net, &self.limits);
-        let Ok((id, _)) = table.get_or_insert_with(key, now, || FlowVal { token, kind: Kind::Splice(Box::new(conn)), inbound: None })
-        else {
-            return add(&c.drop_flow_table_full, 1);
-        };
-        table.on_tcp(id, Dir::Orig, TcpFlags::SYN, now);
-        self.tokens.insert(token, (r.net, id));
-        self.tokens.insert(other, (r.net, id));
-        add(&c.relayed, 1);
-        gauge(&c.splice_open, 1);
-        self.splice_ready(io, c, r.net, id, token, now);
     }
 }

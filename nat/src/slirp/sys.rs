@@ -97,6 +97,8 @@ struct NsCall {
     user: RawFd,
     net: RawFd,
     domain: libc::c_int,
+    /// SOCK_STREAM or SOCK_DGRAM.
+    ty: libc::c_int,
     want: usize,
     fds: [RawFd; NS_BATCH],
     made: usize,
@@ -127,9 +129,9 @@ extern "C" fn ns_child(arg: *mut libc::c_void) -> libc::c_int {
         return 1;
     }
     while call.made < call.want.min(NS_BATCH) {
-        let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        let ty = call.ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
         // SAFETY: socket takes no pointers.
-        let fd = unsafe { libc::socket(call.domain, ty, libc::IPPROTO_TCP) };
+        let fd = unsafe { libc::socket(call.domain, ty, 0) };
         if fd < 0 {
             call.err = errno();
             break;
@@ -140,14 +142,14 @@ extern "C" fn ns_child(arg: *mut libc::c_void) -> libc::c_int {
     0
 }
 
-/// Makes up to `want` (at most [`NS_BATCH`]) non-blocking TCP sockets of `domain` inside the
+/// Makes up to `want` (at most [`NS_BATCH`]) non-blocking sockets of `domain` and `ty` inside the
 /// network namespace `net`, joining the user namespace `user` first when given (an unprivileged
 /// process has the rights to join the namespaces of the user namespaces it made, but only a
 /// single-threaded one can join a user namespace). A short-lived child sharing this process's
 /// memory and descriptor table does it, as pasta does, so the sockets land in this process and
 /// no thread of it ever changes namespaces. Returns them; an error only if none could be made.
-pub(crate) fn ns_sockets(user: Option<RawFd>, net: RawFd, domain: libc::c_int, want: usize) -> io::Result<Vec<OwnedFd>> {
-    let mut call = NsCall { user: user.unwrap_or(-1), net, domain, want, fds: [-1; NS_BATCH], made: 0, err: 0 };
+pub(crate) fn ns_sockets(user: Option<RawFd>, net: RawFd, domain: libc::c_int, ty: libc::c_int, want: usize) -> io::Result<Vec<OwnedFd>> {
+    let mut call = NsCall { user: user.unwrap_or(-1), net, domain, ty, want, fds: [-1; NS_BATCH], made: 0, err: 0 };
     let mut stack = vec![0u8; 64 << 10];
     // The stack grows down from its end, 16-byte aligned.
     let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;

@@ -1703,3 +1703,52 @@ fn published_tcp_from_the_loopback_is_spliced_into_the_namespace() {
     drop((rig, ns));
     assert_eq!(open_fds(), before);
 }
+
+#[test]
+fn relays_carry_tcp_and_udp_from_the_namespace_to_the_host() {
+    let _g = serial();
+    let before = open_fds();
+    let ns = match NsSockets::open(std::path::Path::new("/proc/self/ns/net"), None) {
+        Ok(ns) => ns,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            eprintln!("SKIPPED relays_carry_tcp_and_udp_from_the_namespace_to_the_host: entering a network namespace needs root ({e})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    // TCP: a listener made "inside" relays to a host server; both halves and their closing pass.
+    let (l, port) = listen(false);
+    let relay_l = ns.listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let at = relay_l.local_addr().unwrap();
+    let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    rig.engine.relay(Relay { id: 1, net: NET, sock: RelaySock::Tcp(relay_l), to }).unwrap();
+    let (up, down) = (pattern(3 << 20, 5), pattern(2 << 20, 6));
+    let server = host_fnv_reader(l, down.clone());
+    let (_, got, sum) = published_client(at, up.clone()).join().unwrap();
+    assert_eq!((got, sum), (down.len(), fnv(&down)));
+    assert_eq!(server.join().unwrap(), (up.len(), fnv(&up)));
+    // UDP: each client its own flow, answers back from the relay's socket.
+    let (echo, t, stop) = udp_echo_server(false);
+    let relay_u = ns.udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let uat = relay_u.local_addr().unwrap();
+    rig.engine.relay(Relay { id: 2, net: NET, sock: RelaySock::Udp(relay_u), to: echo }).unwrap();
+    let clients: Vec<UdpSocket> = (0..2).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    for (i, cl) in clients.iter().enumerate() {
+        cl.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        cl.send_to(format!("hi{i}").as_bytes(), uat).unwrap();
+        let mut b = [0u8; 64];
+        let (n, from) = cl.recv_from(&mut b).unwrap();
+        assert_eq!((&b[..n], from), (format!("echo:hi{i}").as_bytes(), uat));
+    }
+    let c = rig.engine.counters();
+    assert_eq!((c.relayed, c.udp_flows, c.pub_spliced), (1, 2, 0));
+    assert_eq!(rig.engine.flows().len(), 2, "the UDP clients' flows: {:?}", rig.engine.flows());
+    rig.engine.unrelay(1);
+    rig.engine.unrelay(2);
+    assert!(rig.no_flows_within(3000), "{:?}", rig.engine.flows());
+    stop.store(true, Ordering::Relaxed);
+    t.join().unwrap();
+    drop((rig, ns, clients));
+    assert_eq!(open_fds(), before);
+}
