@@ -92,6 +92,14 @@ fn tcp_and_udp_reach_the_host_loopback_only_when_allowed() {
     let r = a.exec(&["curl", "-sS", "--max-time", "5", &format!("http://10.70.1.1:{closed}/")]);
     assert!(!r.status.success() && t.elapsed() < Duration::from_secs(3), "{:?}", String::from_utf8_lossy(&r.stderr));
     assert!(d.ctl_json(&["stats"])["Nat"]["TcpRefused"].as_u64().unwrap() >= 1);
+    // UDP to a closed port: the host's port unreachable comes back as ICMP, so the container's
+    // socket fails at once instead of waiting for an answer.
+    let closed = free_port();
+    let t = std::time::Instant::now();
+    let r = a.exec(&["bash", "-c", &format!("printf x | socat -t4 - UDP:10.70.1.1:{closed}")]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("Connection refused") && t.elapsed() < Duration::from_secs(3), "{err} after {:?}", t.elapsed());
+    assert!(d.ctl_json(&["stats"])["Nat"]["UdpUnreachable"].as_u64().unwrap() >= 1);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! versions, the IPv4 header checksum, the transport checksum unless the virtio-net header says
 //! it is partial), so that nothing later indexes out of bounds and every refusal has a reason.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use vswitch_switch::packet::VNET_HDR_LEN;
 use vswitch_switch::{Mac, NetId, PortId};
@@ -374,6 +374,62 @@ pub(crate) fn write_udp(buf: &mut [u8], len: usize, src: IpAddr, dst: IpAddr, sp
         c = 0xffff;
     }
     buf[FRONT - 2..FRONT].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Why a datagram of the container's could not be delivered, as an ICMP destination
+/// unreachable tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unreachable {
+    Net,
+    Host,
+    Port,
+}
+
+impl Unreachable {
+    /// What a host socket's error reports, when it is an ICMP error the host got.
+    pub(crate) fn of(e: &std::io::Error) -> Option<Self> {
+        match e.raw_os_error()? {
+            libc::ECONNREFUSED => Some(Unreachable::Port),
+            libc::EHOSTUNREACH => Some(Unreachable::Host),
+            libc::ENETUNREACH => Some(Unreachable::Net),
+            _ => None,
+        }
+    }
+
+    /// (type, code) for ICMP or ICMPv6.
+    fn type_code(self, v6: bool) -> (u8, u8) {
+        match (v6, self) {
+            (false, Unreachable::Net) => (3, 0),
+            (false, Unreachable::Host) => (3, 1),
+            (false, Unreachable::Port) => (3, 3),
+            (true, Unreachable::Net) => (1, 0),
+            (true, Unreachable::Host) => (1, 3),
+            (true, Unreachable::Port) => (1, 4),
+        }
+    }
+}
+
+/// Writes an ICMP (ICMPv6) destination unreachable at `buf[FRONT - 8..]`, from `to` to `from`,
+/// quoting a UDP datagram `from` → `to` (its IP and UDP headers, rebuilt: the engine keeps no
+/// copy of what it sent, and the container's kernel finds its socket by these alone), checksum
+/// included. Returns the length after the 8-byte ICMP header.
+pub(crate) fn write_udp_unreachable(buf: &mut [u8], why: Unreachable, from: SocketAddr, to: SocketAddr) -> usize {
+    let v6 = to.is_ipv6();
+    let ip_hdr = if v6 { IPV6_HDR_LEN } else { IPV4_HDR_LEN };
+    let q = &mut buf[FRONT..FRONT + ip_hdr + 8];
+    write_ip(&mut q[..ip_hdr], from.ip(), to.ip(), PROTO_UDP, 8, 0, 0);
+    q[ip_hdr..ip_hdr + 2].copy_from_slice(&from.port().to_be_bytes());
+    q[ip_hdr + 2..ip_hdr + 4].copy_from_slice(&to.port().to_be_bytes());
+    q[ip_hdr + 4..ip_hdr + 6].copy_from_slice(&8u16.to_be_bytes());
+    q[ip_hdr + 6..ip_hdr + 8].fill(0);
+    let (ty, code) = why.type_code(v6);
+    let h = &mut buf[FRONT - 8..FRONT];
+    h.copy_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
+    let len = ip_hdr + 8;
+    let acc = if v6 { pseudo(to.ip(), from.ip(), PROTO_ICMPV6, 8 + len) } else { 0 };
+    let c = !fold(sum(&buf[FRONT - 8..FRONT + len], acc));
+    buf[FRONT - 6..FRONT - 4].copy_from_slice(&c.to_be_bytes());
+    len
 }
 
 /// Writes an echo reply header in front of the `len` data bytes at `buf[FRONT..]`, checksum included.

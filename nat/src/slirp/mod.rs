@@ -226,7 +226,8 @@ counters! {
     bytes_to_host,
     /// Payload bytes read from host sockets.
     bytes_from_host,
-    /// ICMP errors the host reported for UDP flows (port or host unreachable).
+    /// ICMP errors the host reported for UDP flows (port, host or network unreachable: passed
+    /// on to the container as ICMP destination unreachable).
     udp_unreachable,
     /// Open TCP connections (gauge).
     tcp_open,

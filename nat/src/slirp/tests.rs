@@ -1752,3 +1752,48 @@ fn relays_carry_tcp_and_udp_from_the_namespace_to_the_host() {
     drop((rig, ns, clients));
     assert_eq!(open_fds(), before);
 }
+
+#[test]
+fn udp_to_a_closed_port_comes_back_as_port_unreachable() {
+    let _g = serial();
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    for v6 in [false, true] {
+        let closed = UdpSocket::bind(if v6 { "[::1]:0" } else { "127.0.0.1:0" }).unwrap().local_addr().unwrap().port();
+        let (client, gw) = if v6 { (IpAddr::V6(CLIENT6), IpAddr::V6(GW6)) } else { (IpAddr::V4(CLIENT4), IpAddr::V4(GW4)) };
+        let (src, dst) = (SocketAddr::new(client, 5353), SocketAddr::new(gw, closed));
+        let replies = rig.exchange(udp_frame(src, dst, b"anyone?"), 1, 5000);
+        assert_eq!(replies.len(), 1, "{:?}", rig.engine.counters());
+        let ip = &replies[0];
+        let (from, to, icmp) = addrs_and_l4(ip);
+        assert_eq!((from, to), (gw, client), "from the address the container sent to");
+        if v6 {
+            let p = Icmpv6Packet::new_checked(icmp).unwrap();
+            assert!(p.verify_checksum(&GW6, &CLIENT6));
+            assert_eq!((icmp[0], icmp[1]), (1, 4), "ICMPv6 port unreachable");
+        } else {
+            assert!(Icmpv4Packet::new_checked(icmp).unwrap().verify_checksum());
+            assert_eq!((icmp[0], icmp[1]), (3, 3), "ICMP port unreachable");
+        }
+        // The quote: the container's datagram, as its kernel matches it to the socket.
+        let q = &icmp[8..];
+        let (qsrc, qdst, udp) = addrs_and_l4(q);
+        assert_eq!((qsrc, qdst), (client, gw));
+        assert_eq!((be(udp, 0), be(udp, 2)), (5353, closed));
+        assert!(rig.engine.counters().udp_unreachable >= 1);
+    }
+}
+
+fn be(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// An IP packet's source, destination and what follows its (fixed) header.
+fn addrs_and_l4(ip: &[u8]) -> (IpAddr, IpAddr, &[u8]) {
+    if ip[0] >> 4 == 6 {
+        let a = |at: usize| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&ip[at..at + 16]).unwrap()));
+        (a(8), a(24), &ip[40..])
+    } else {
+        let a = |at: usize| IpAddr::V4(Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]));
+        (a(12), a(16), &ip[20..])
+    }
+}

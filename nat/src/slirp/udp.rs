@@ -1,4 +1,4 @@
-//! UDP flows of the slirp engine: one connected host socket per (container address and port, destination), replies rebuilt as frames.
+//! UDP flows of the slirp engine: one connected host socket per (container address and port, destination), replies (and the ICMP errors the host got) rebuilt as frames.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::frame::{self, Dest, FRONT, IPV4_HDR_LEN, IPV6_HDR_LEN, MAX_IP, PROTO_UDP};
+use super::frame::{self, Dest, Unreachable, FRONT, IPV4_HDR_LEN, IPV6_HDR_LEN, MAX_IP, PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP};
 use super::sys::Poller;
 use super::{add, Counters, FrameIo};
 
@@ -56,10 +56,15 @@ impl UdpFlow {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             // An ICMP error answered an earlier datagram (port or host unreachable): reported
-            // once, then the socket reads on.
-            Err(_) => {
+            // once, then the socket reads on. The container is told as a router would tell it,
+            // so that its socket fails now instead of waiting for an answer.
+            Err(e) => {
                 add(&c.udp_unreachable, 1);
-                return Some(0);
+                let Some(why) = Unreachable::of(&e) else { return Some(0) };
+                let len = frame::write_udp_unreachable(buf, why, self.container, self.remote);
+                let proto = if self.remote.is_ipv6() { PROTO_ICMPV6 } else { PROTO_ICMP };
+                let sent = frame::deliver(buf, len, scratch, &self.dest, self.remote.ip(), self.container.ip(), proto, ident, io, c);
+                return Some(if sent { ip_hdr + 8 + len } else { 0 });
             }
         };
         add(&c.bytes_from_host, n as u64);
