@@ -36,6 +36,8 @@
 //! [`Engine::flush`], [`Engine::publish`], [`Engine::unpublish`]).
 
 mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod icmp;
 mod publish;
 mod relay;
