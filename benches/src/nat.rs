@@ -5,9 +5,10 @@
 //! sockets live, so the host's loopback the container reaches is `d`'s. Built, measured, torn
 //! down on drop:
 //!
-//! - `vswitch`: vswitchd in `d`; `network create --subnet 10.77.0.0/24 -o host-loopback=true
-//!   -o com.docker.network.driver.mtu=MTU benchnet`; `network connect -p 127.0.0.1:HP:5202
-//!   benchnet c`. The gateway (10.77.0.1) is the host's loopback.
+//! - `vswitch`: vswitchd `--splice-loopback` in `d` (as Debian 12's pasta splices loopback
+//!   clients; `VSWITCH_BENCH_NAT_FRAMED=1` leaves it out); `network create --subnet 10.77.0.0/24
+//!   -o host-loopback=true -o com.docker.network.driver.mtu=MTU benchnet`; `network connect -p
+//!   127.0.0.1:HP:5202 benchnet c`. The gateway (10.77.0.1) is the host's loopback.
 //! - `pasta`: `pasta --config-net -f --runas 0 -4 -I eth0 -m MTU -a 10.76.0.2 -n 24 -g
 //!   10.76.0.254 -t 127.0.0.1/HP:5202 -u none -T none -U none --netns /run/netns/c`, run in
 //!   `d`. The gateway is mapped to the host's loopback (pasta's default; no --no-map-gw). pasta
@@ -183,6 +184,14 @@ fn vswitch(opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     let c = Netns::create("c")?;
     let d = host_namespace(opts)?;
     let host = d.as_ref().map(|n| n.name().to_string());
+    // Debian 12's pasta splices connections from the host's loopback into the namespace: so
+    // does vswitchd with --splice-loopback, unless VSWITCH_BENCH_NAT_FRAMED=1 asks for its
+    // default, framed path.
+    let mut opts = opts.clone();
+    if std::env::var_os("VSWITCH_BENCH_NAT_FRAMED").is_none_or(|v| v != "1") {
+        opts.extra_args.push("--splice-loopback".into());
+    }
+    let opts = &opts;
     let daemon = systems::start_daemon(Kind::Vswitch, d.as_ref(), opts)?;
     let setup = || -> Result<(Ipv4Addr, Ipv4Addr, std::result::Result<u16, String>)> {
         let mtu_opt = format!("com.docker.network.driver.mtu={mtu}");

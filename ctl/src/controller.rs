@@ -104,7 +104,7 @@ pub struct Controller {
     dns: Arc<Dns>,
     engine: Arc<Engine>,
     /// Whether published TCP ports' clients on the host's loopback are spliced into the
-    /// container's namespace (`vswitchd --no-splice` turns it off).
+    /// container's namespace (`vswitchd --splice-loopback`).
     splice: bool,
     /// Each endpoint's forwards in the engine, and the last forward id given out.
     published: HashMap<String, Vec<u64>>,
@@ -116,7 +116,8 @@ pub struct Controller {
 pub struct Nat {
     pub engine: Arc<Engine>,
     /// Published TCP ports' clients on the host's loopback are spliced into the container's
-    /// namespace (see `vswitch_nat::slirp::Splice`) instead of framed.
+    /// namespace (see `vswitch_nat::slirp::Splice`; the service sees them on its loopback)
+    /// instead of framed (from the gateway's address).
     pub splice: bool,
 }
 

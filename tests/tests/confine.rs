@@ -22,7 +22,7 @@ fn a_confined_daemon_serves_namespaces_and_holds_only_what_it_needs() {
     if !root_or_skip("a_confined_daemon_serves_namespaces_and_holds_only_what_it_needs") {
         return;
     }
-    let mut d = Daemon::start_with(&["--sandbox", "--seccomp"]);
+    let mut d = Daemon::start_with(&["--sandbox", "--seccomp", "--splice-loopback"]);
     // Created after the daemon entered its sandbox: `ip netns add` mounts must still reach it.
     let (a, b) = (Netns::new(), Netns::new());
     d.ctl_ok(&["network", "create", "--subnet", "10.61.0.0/24", "conf"]);

@@ -318,6 +318,13 @@ fn pesto_adds_shows_deletes_and_replaces_ports_of_a_running_pasta() {
     assert!(!listening(tp), "deleted");
     assert_eq!(pesto(&["-t", &format!("{xp}:80")]).0, Some(0));
     assert_eq!(fetch(xp).unwrap_or_default().trim(), "inside");
+    // The same table again, and the same host port moved: its socket is closed before it is
+    // bound again, within the request.
+    let (code, _, err) = pesto(&["-t", &format!("{xp}:80")]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = pesto(&["-D", "-t", &format!("0.0.0.0/{xp}"), "-A", "-t", &format!("0.0.0.0/{xp}:80")]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(fetch(xp).unwrap_or_default().trim(), "inside");
     let (_, show, _) = pesto(&["-s"]);
     assert!(!show.contains(&format!(":{up} ")), "replaced: the UDP rule went too: {show}");
     assert_eq!(pesto(&["-C", "HOST"]).0, Some(0));

@@ -59,20 +59,17 @@ fn published_ports_carry_the_clients_real_address() {
         d.ctl_json(&["stats"])["Nat"],
         web.exec_ok(&["grep", "Udp:", "/proc/net/snmp"])
     );
-    // A client on the host's loopback: its TCP is spliced into the namespace, from the
-    // namespace's loopback (which the client is); its UDP is framed from the gateway's address,
-    // a source the container can answer.
-    assert_eq!(tcp_ask(None, "127.0.0.1", tp), "tcp-peer=127.0.0.1");
+    // A client on the host's loopback: a source the container can answer, the gateway.
+    assert_eq!(tcp_ask(None, "127.0.0.1", tp), "tcp-peer=10.74.0.1");
     assert_eq!(udp_ask(None, "127.0.0.1", up), "udp-peer=10.74.0.1");
-    let nat = &d.ctl_json(&["stats"])["Nat"];
-    assert!(nat["PublishedSpliced"].as_u64() >= Some(1) && nat["PublishedSpliceFallback"] == 0, "{nat}");
-    // Over IPv6 to an IPv4 container: an IPv4 loopback or the gateway's address stands in.
+    assert_eq!(d.ctl_json(&["stats"])["Nat"]["PublishedSpliced"], 0, "splicing is off by default");
+    // Over IPv6 to an IPv4 container: the gateway's IPv4 address stands in for the client.
     if std::net::TcpListener::bind("[::1]:0").is_ok() {
-        assert_eq!(tcp_ask(None, "[::1]", tp), "tcp-peer=127.0.0.1", "IPv6 client");
+        assert_eq!(tcp_ask(None, "[::1]", tp), "tcp-peer=10.74.0.1", "IPv6 client");
         assert_eq!(udp_ask(None, "[::1]", up), "udp-peer=10.74.0.1", "IPv6 client");
     }
     // Hairpin: the container reaches its own published port through the host.
-    assert_eq!(tcp_ask(Some(&web), "10.74.0.1", tp), "tcp-peer=127.0.0.1", "hairpin");
+    assert_eq!(tcp_ask(Some(&web), "10.74.0.1", tp), "tcp-peer=10.74.0.1", "hairpin");
     // Disconnect releases every socket and flow.
     d.ctl_ok(&["network", "disconnect", "pub", &web.name]);
     assert!(eventually(3, || fd_count(d.pid()) <= fds_before), "fds before {fds_before}, after {}", fd_count(d.pid()));
@@ -135,11 +132,11 @@ fn ranges_publish_all_and_conflicts() {
 }
 
 #[test]
-fn loopback_clients_are_spliced_into_the_namespace_unless_turned_off() {
-    if !root_or_skip("loopback_clients_are_spliced_into_the_namespace_unless_turned_off") {
+fn splice_loopback_joins_loopback_clients_to_the_namespace() {
+    if !root_or_skip("splice_loopback_joins_loopback_clients_to_the_namespace") {
         return;
     }
-    let d = Daemon::start();
+    let d = Daemon::start_with(&["--splice-loopback"]);
     let web = Netns::new();
     let (tp, lp, wp, bp) = (free_port(), free_port(), free_port(), free_port());
     d.ctl_ok(&["network", "create", "--subnet", "10.73.0.0/24", "spliced"]);
@@ -184,8 +181,8 @@ fn loopback_clients_are_spliced_into_the_namespace_unless_turned_off() {
     let mut buf = [0u8; 1];
     assert!(matches!(std::io::Read::read(&mut held, &mut buf), Ok(0) | Err(_)), "the flush ended the client's connection");
     assert_eq!(d.ctl_json(&["stats"])["Nat"]["SpliceOpen"], 0);
-    // --no-splice: the framed path, where a loopback client appears as the gateway.
-    let d2 = Daemon::start_with(&["--no-splice"]);
+    // Without --splice-loopback: the framed path, where a loopback client appears as the gateway.
+    let d2 = Daemon::start();
     let other = Netns::new();
     let np = free_port();
     d2.ctl_ok(&["network", "create", "--subnet", "10.72.0.0/24", "framed"]);

@@ -64,11 +64,14 @@ struct Args {
     /// with EPERM.
     #[arg(long)]
     seccomp: bool,
-    /// Published TCP ports' clients on the host's loopback take the framed path like any other
-    /// client (the container sees them come from the gateway's address), instead of being
-    /// spliced into the container's namespace (where they come from its own address).
+    /// Splice published TCP ports' clients on the host's loopback into the container's
+    /// namespace (splice(2), no TCP stack in between: 1.5x the throughput and 1.7x the
+    /// connection rate), where the service sees them as a client on its own loopback
+    /// (127.0.0.1, ::1), as pasta's --host-lo-to-ns-lo does. Off by default: a service that
+    /// trusts its loopback (an admin port, Redis's protected mode) would trust every local user
+    /// of the host; without it they come from the network's gateway address, as with Docker.
     #[arg(long)]
-    no_splice: bool,
+    splice_loopback: bool,
 }
 
 fn main() {
@@ -121,7 +124,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     limits.timeouts.udp_ms = u64::from(args.nat_udp_timeout) * 1000;
     limits.timeouts.udp_stream_ms = limits.timeouts.udp_ms * 4;
     let engine = Arc::new(Engine::start(uplink, limits)?);
-    let ctl = Controller::start(store, dp.clone(), gateways, leases, l3, dns, Nat { engine, splice: !args.no_splice })
+    let ctl = Controller::start(store, dp.clone(), gateways, leases, l3, dns, Nat { engine, splice: args.splice_loopback })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctl = Arc::new(Mutex::new(ctl));
     let socket = args.socket.clone();

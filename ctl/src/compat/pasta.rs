@@ -447,6 +447,17 @@ impl AutoPorts {
                 want.extend(bound_ports(f, state, false, &own).into_iter().map(|p| (proto, p)));
             }
         }
+        // Ports pesto removed are published again while they are bound (auto mirrors them).
+        let live: HashSet<u64> = stack.forwards().iter().map(|f| f.id).collect();
+        self.published.retain(|(_, _, ids)| {
+            let whole = ids.iter().all(|id| live.contains(id));
+            if !whole {
+                ids.iter().for_each(|&id| {
+                    stack.remove_forward(id);
+                });
+            }
+            whole
+        });
         self.published.retain(|(proto, port, ids)| {
             let keep = want.contains(&(*proto, *port));
             if !keep {

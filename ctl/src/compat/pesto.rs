@@ -62,6 +62,12 @@ struct Reply {
     after: Vec<Rule>,
 }
 
+/// `-A`/`-D`: given any number of times, each occurrence's place kept (a Count flag keeps only
+/// its last one's).
+fn mode(id: &'static str, short: char, help: &'static str) -> Arg {
+    Arg::new(id).short(short).long(id).action(ArgAction::Append).num_args(0).default_missing_value("1").help(help)
+}
+
 fn command() -> Command {
     let spec = |id: &'static str, short: char, long: &'static str, help: &'static str| {
         Arg::new(id).short(short).long(long).value_name("SPEC").action(ArgAction::Append).allow_hyphen_values(false).help(help)
@@ -72,8 +78,8 @@ fn command() -> Command {
         .disable_version_flag(true)
         .arg(Arg::new("debug").short('d').long("debug").action(ArgAction::SetTrue).help("Be verbose"))
         .arg(Arg::new("show").short('s').long("show").action(ArgAction::SetTrue).help("Show the table before and after the changes"))
-        .arg(Arg::new("add").short('A').long("add").action(ArgAction::Count).help("Add the specifiers that follow"))
-        .arg(Arg::new("delete").short('D').long("delete").action(ArgAction::Count).help("Delete the specifiers that follow"))
+        .arg(mode("add", 'A', "Add the specifiers that follow"))
+        .arg(mode("delete", 'D', "Delete the specifiers that follow"))
         .arg(Arg::new("clear").short('C').long("clear").value_name("PIF").action(ArgAction::Append).help("Delete every rule"))
         .arg(spec("tcp", 't', "tcp-ports", "TCP ports forwarded from the host to the namespace: none or [ADDR/]P[-P][:P[-P]],..."))
         .arg(spec("udp", 'u', "udp-ports", "UDP ports forwarded from the host to the namespace (as -t)"))
@@ -244,7 +250,13 @@ struct Done {
 impl Done {
     fn remove(&mut self, stack: &Stack, f: Forward) {
         if stack.remove_forward(f.id) {
-            self.removed.push(f);
+            // One this request added is simply gone again; only what was there before comes back.
+            match self.added.iter().position(|&id| id == f.id) {
+                Some(i) => {
+                    self.added.swap_remove(i);
+                }
+                None => self.removed.push(f),
+            }
         }
     }
 
@@ -345,6 +357,9 @@ mod tests {
         let r = req(&["-s", "-t", "80", "-D", "-u", "53", "-C", "HOST", "-A", "-t", "90:9090", "/s"]).unwrap();
         assert!(r.show);
         assert_eq!(r.ops, vec![op("replace", "tcp", "80"), op("delete", "udp", "53"), Op::Clear, op("add", "tcp", "90:9090")]);
+        // Modes given more than once keep each place.
+        let r = req(&["-A", "-t", "1", "-D", "-t", "2", "-A", "-t", "3", "/s"]).unwrap();
+        assert_eq!(r.ops, vec![op("add", "tcp", "1"), op("delete", "tcp", "2"), op("add", "tcp", "3")]);
         assert_eq!(req(&["-s", "/s"]).unwrap(), Request { show: true, ops: vec![] });
     }
 

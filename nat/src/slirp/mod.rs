@@ -325,7 +325,8 @@ enum Request {
     Flush,
     Flows(mpsc::SyncSender<Vec<FlowRow>>),
     Publish(Box<Listener>),
-    Unpublish(u64),
+    /// Acknowledged once the socket is closed.
+    Unpublish(u64, mpsc::SyncSender<()>),
     Relay(Box<relay::Relay>),
     Unrelay(u64),
 }
@@ -455,11 +456,15 @@ impl Engine {
     }
 
     /// Closes a published port's host socket and every flow of it (TCP reset both ways); false
-    /// (and nothing done) for an unknown id.
+    /// (and nothing done) for an unknown id. Returns once the engine's thread has closed the
+    /// socket, so that the port can be published again at once.
     pub fn unpublish(&self, id: u64) -> bool {
         let gone = self.shared.published.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         if gone.is_some() {
-            self.request(Request::Unpublish(id));
+            let (tx, rx) = mpsc::sync_channel(1);
+            if self.request(Request::Unpublish(id, tx)) {
+                let _ = rx.recv();
+            }
         }
         gone.is_some()
     }
@@ -719,7 +724,10 @@ impl Core {
                     let _ = tx.send(rows);
                 }
                 Request::Publish(l) => self.add_listener(*l, c),
-                Request::Unpublish(id) => self.remove_listener(io, c, id, now),
+                Request::Unpublish(id, done) => {
+                    self.remove_listener(io, c, id, now);
+                    let _ = done.send(());
+                }
                 Request::Relay(r) => self.add_relay(*r, c),
                 Request::Unrelay(id) => self.remove_relay(io, c, id, now),
             }

@@ -104,9 +104,9 @@ impl Core {
         self.splicing -= 1;
         if let Some(t) = self.tables.get_mut(&r.net) {
             t.retain(
-                |k, f| match &f.value.kind {
+                |_, f| match &f.value.kind {
                     Kind::UdpRelay(u) => u.relay != token,
-                    Kind::Splice(_) => !(f.value.inbound.is_none() && k.dst == r.to),
+                    Kind::Splice(s) => s.relay != token,
                     _ => true,
                 },
                 &mut self.removed,
@@ -122,7 +122,7 @@ impl Core {
     pub(super) fn relay_ready(&mut self, io: &dyn FrameIo, c: &Counters, token: u64, now: u64) {
         let Some(r) = self.relays.remove(&token) else { return };
         let more = match &r.sock {
-            RelaySock::Tcp(l) => accept_each(l, c, |sock, client| self.relay_one(io, c, &r, sock, client, now)),
+            RelaySock::Tcp(l) => accept_each(l, c, |sock, client| self.relay_one(io, c, &r, token, sock, client, now)),
             RelaySock::Udp(u) => self.relay_datagrams(c, &r, u, token, now),
         };
         if more {
@@ -131,7 +131,8 @@ impl Core {
         self.relays.insert(token, r);
     }
 
-    fn relay_one(&mut self, io: &dyn FrameIo, c: &Counters, r: &Relay, sock: Socket, client: SocketAddr, now: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn relay_one(&mut self, io: &dyn FrameIo, c: &Counters, r: &Relay, relay: u64, sock: Socket, client: SocketAddr, now: u64) {
         let key = FlowKey::new(Proto::Tcp, client, r.to);
         if !self.admit(r.net, client.ip(), c) || self.tables.get(&r.net).is_some_and(|t| t.find(&key).is_some()) {
             return turn_away(sock);
@@ -144,9 +145,12 @@ impl Core {
             }
         };
         let (token, other) = (self.token(), self.token());
-        let conn = match SpliceConn::start(sock, host, r.to, other) {
+        let conn = match SpliceConn::start(sock, host, r.to, other, relay) {
             Ok(conn) => conn,
-            Err(e) => return connect_failed(c, &e),
+            Err((e, sock)) => {
+                connect_failed(c, &e);
+                return turn_away(sock);
+            }
         };
         let [a, b] = conn.fds();
         if self.poller.add_edge(a, token).and_then(|()| self.poller.add_edge(b, other)).is_err() {

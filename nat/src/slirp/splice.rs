@@ -1,25 +1,29 @@
 //! Spliced published ports: a client on the host's loopback is joined to a socket inside the container's network namespace with splice(2), no TCP stack in between.
 //!
 //! A published port's connection normally becomes a userspace TCP endpoint facing the
-//! container (the `tcp` module), so that the container sees the client's own address. A client
-//! on the host's loopback has no address the container could answer anyway (it would appear as
-//! the gateway), and it is the common case of a published port on a developer's machine and
-//! of every benchmark: for those, when the port was published with a [`Splice`], the engine
-//! connects a TCP socket made inside the container's namespace and moves the bytes between the
-//! two kernel sockets through a pair of pipes, as pasta does. The bytes never come to user
-//! space, and there is no second TCP stack to run: on the 2-CPU VM a loopback client reaches
-//! 1.5× the throughput of the framed path (BENCHMARKS.md).
+//! container (the `tcp` module), so that the container sees the client's own address; a client
+//! on the host's loopback, which the container could not answer, appears as the gateway. When
+//! the port was published with a [`Splice`], the engine instead connects a TCP socket made
+//! inside the container's namespace for such a client and moves the bytes between the two
+//! kernel sockets through a pair of pipes, as pasta does. The bytes never come to user space,
+//! and there is no second TCP stack to run: on the 2-CPU VM a loopback client gets 1.5× the
+//! framed path's throughput and 1.7× its connection rate (BENCHMARKS.md).
 //!
-//! What the container's service sees: with [`SpliceTo::Loopback`] (pasta's `--host-lo-to-ns-lo`)
-//! a client on its own loopback, 127.0.0.1 or ::1 as the client's family; with
-//! [`SpliceTo::Container`] a client at the container's own address (the socket is local to the
-//! namespace), instead of the gateway's. Each spliced connection is a flow of connection
+//! What the container's service sees is a client on its own loopback (127.0.0.1 or ::1): with
+//! [`SpliceTo::Loopback`] (pasta's `--host-lo-to-ns-lo`) the connection goes to the namespace's
+//! loopback, services bound there included; with [`SpliceTo::Container`] (vswitchd
+//! `--splice-loopback`) to the container's address, from the namespace's loopback (the kernel reuses loopback
+//! connections' TIME-WAIT ports at once; from the container's own address a stream of short
+//! connections ran out of ports). Either way a service that trusts its loopback trusts the host's
+//! local users, which is why both are asked for, not defaults (pasta, since 2024_10_30, splices
+//! them only with `--host-lo-to-ns-lo` too). Each spliced connection is a flow of connection
 //! tracking like any other (keyed client → container, counted against the limits, closed by
-//! `flush`, by the endpoint's disconnect and by unpublishing); its TCP states are the
-//! ones the splice can tell (opened, each half closed).
+//! `flush`, by the endpoint's disconnect and by unpublishing); its TCP states are the ones the
+//! splice can tell (opened, each half closed).
 //!
-//! When no socket can be made in the namespace (it is gone, out of descriptors) the connection
-//! takes the framed path instead, counted in `pub_splice_fallback`.
+//! When no socket can be made or connected in the namespace (it is gone, out of descriptors,
+//! its loopback down) the connection takes the framed path instead, counted in
+//! `pub_splice_fallback`; a connection refused inside is refused to the client (a RST).
 
 use std::fmt;
 use std::io;
@@ -40,8 +44,9 @@ use crate::{Dir, FlowId, FlowKey, Proto, TcpFlags};
 /// and iperf3 on the 2-CPU VM.
 const PIPE_SIZE: usize = 1 << 20;
 /// Empty pipes kept for the next connections: making and sizing two per connection is four
-/// system calls a short connection need not pay.
-const PIPE_POOL: usize = 32;
+/// system calls a short connection need not pay. Few: an unprivileged user's pipes share
+/// fs.pipe-user-pages-soft (64 MiB by default), past which new pipes get two pages.
+const PIPE_POOL: usize = 8;
 /// splice calls one readiness event may make before other sockets get a turn.
 const BUDGET: usize = 64;
 
@@ -157,6 +162,8 @@ pub(super) struct SpliceConn {
     ns: Socket,
     /// The namespace side's epoll token; the host side's is the flow's.
     pub(super) ns_token: u64,
+    /// The epoll token of the relay whose connection this is; 0 for a published port's.
+    pub(super) relay: u64,
     connected: bool,
     /// [client → container, container → client].
     halves: [Half; 2],
@@ -198,29 +205,39 @@ pub(super) enum State {
 }
 
 impl SpliceConn {
-    /// Starts connecting `ns` (a socket inside the namespace) to `to` for the client `host`.
-    pub(super) fn start(host: Socket, ns: Socket, to: SocketAddr, ns_token: u64) -> io::Result<SpliceConn> {
+    /// Starts connecting `ns` to `to` for the client `host`; `relay` is the relay's epoll token
+    /// (0 for a published port's). Err gives the client's socket back with what failed.
+    pub(super) fn start(host: Socket, ns: Socket, to: SocketAddr, ns_token: u64, relay: u64) -> Result<SpliceConn, (io::Error, Socket)> {
         // accept(2) gives a blocking socket, and a splice out of one waits for data whatever its flags say.
-        host.set_nonblocking(true)?;
-        if !to.ip().is_loopback() {
-            // From the namespace's loopback, as the client is on the host's: the service sees a
-            // loopback client (which it is) rather than its own address, and the kernel may reuse
-            // loopback connections' TIME-WAIT ports at once (net.ipv4.tcp_tw_reuse's default), where
-            // a stream of short connections from its own address ran out of ports: 2,000
-            // connections a second instead of 11,700 on the 2-CPU VM.
-            let lo = if to.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
-            sys::bind_address_no_port(ns.as_raw_fd())?;
-            ns.bind(&SockAddr::from(SocketAddr::new(lo, 0)))?;
+        if let Err(e) = host.set_nonblocking(true) {
+            return Err((e, host));
         }
-        let connected = match ns.connect(&SockAddr::from(to)) {
-            Ok(()) => true,
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
-            Err(e) => return Err(e),
+        let connected = match Self::connect(&ns, to) {
+            Ok(c) => c,
+            Err(e) => return Err((e, host)),
         };
         // The two sockets' own buffers are what the pipes drain into: leave them to autotuning.
         let _ = host.set_tcp_nodelay(true);
         let _ = ns.set_tcp_nodelay(true);
-        Ok(SpliceConn { host, ns, ns_token, connected, halves: Default::default() })
+        Ok(SpliceConn { host, ns, ns_token, relay, connected, halves: Default::default() })
+    }
+
+    /// Starts `ns`'s connect to `to`; true if it completed already.
+    fn connect(ns: &Socket, to: SocketAddr) -> io::Result<bool> {
+        if !to.ip().is_loopback() {
+            // From the namespace's loopback, as the client is on the host's: the kernel may reuse
+            // loopback connections' TIME-WAIT ports at once (net.ipv4.tcp_tw_reuse's default),
+            // where a stream of short connections from the container's own address ran out of
+            // ports: 2,000 connections a second instead of 11,700 on the 2-CPU VM.
+            let lo = if to.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+            sys::bind_address_no_port(ns.as_raw_fd())?;
+            ns.bind(&SockAddr::from(SocketAddr::new(lo, 0)))?;
+        }
+        match ns.connect(&SockAddr::from(to)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The host side's and the namespace side's descriptors, for the epoll set.
@@ -354,13 +371,20 @@ impl Core {
             }
         };
         let (token, ns_token) = (self.token(), self.token());
-        let conn = match SpliceConn::start(sock, ns, to, ns_token) {
+        let conn = match SpliceConn::start(sock, ns, to, ns_token, 0) {
             Ok(conn) => conn,
-            Err(e) => {
-                // The socket's drop closes the client: a failed connect is a refusal at once.
+            // Refused at once: so is the client.
+            Err((e, sock)) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                 connect_failed(c, &e);
                 add(&c.pub_tcp_refused, 1);
+                turn_away(sock);
                 return Ok(());
+            }
+            // The namespace side could not be set up (its loopback down, out of ports): the
+            // framed path may still carry the client.
+            Err((_, sock)) => {
+                add(&c.pub_splice_fallback, 1);
+                return Err(sock);
             }
         };
         let [h, n] = conn.fds();

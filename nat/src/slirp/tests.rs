@@ -1741,9 +1741,35 @@ fn relays_carry_tcp_and_udp_from_the_namespace_to_the_host() {
         let (n, from) = cl.recv_from(&mut b).unwrap();
         assert_eq!((&b[..n], from), (format!("echo:hi{i}").as_bytes(), uat));
     }
+    // Two relays to one destination: removing one leaves the other's connections alone.
+    let (l2, port2) = listen(false);
+    let to2 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port2);
+    let (ra, rb) = (ns.listener("127.0.0.1:0".parse().unwrap()).unwrap(), ns.listener("127.0.0.1:0".parse().unwrap()).unwrap());
+    let (aa, ab) = (ra.local_addr().unwrap(), rb.local_addr().unwrap());
+    rig.engine.relay(Relay { id: 3, net: NET, sock: RelaySock::Tcp(ra), to: to2 }).unwrap();
+    rig.engine.relay(Relay { id: 4, net: NET, sock: RelaySock::Tcp(rb), to: to2 }).unwrap();
+    let mut kept = TcpStream::connect(ab).unwrap();
+    let (mut kept_in, _) = l2.accept().unwrap();
+    let doomed = TcpStream::connect(aa).unwrap();
+    let (doomed_in, _) = l2.accept().unwrap();
+    rig.engine.unrelay(3);
+    doomed_in.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!((&doomed_in).read(&mut [0u8; 1]).is_err(), "the removed relay's connection is reset");
+    kept.write_all(b"still").unwrap();
+    let mut got = [0u8; 5];
+    kept_in.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    kept_in.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still", "the other relay's connection carries on");
+    rig.engine.unrelay(4);
+    drop((kept, kept_in, doomed, doomed_in, l2));
     let c = rig.engine.counters();
-    assert_eq!((c.relayed, c.udp_flows, c.pub_spliced), (1, 2, 0));
-    assert_eq!(rig.engine.flows().len(), 2, "the UDP clients' flows: {:?}", rig.engine.flows());
+    assert_eq!((c.relayed, c.udp_flows, c.pub_spliced), (3, 2, 0));
+    assert_eq!(
+        rig.engine.flows().iter().filter(|f| f.row.proto == Proto::Udp).count(),
+        2,
+        "the UDP clients' flows: {:?}",
+        rig.engine.flows()
+    );
     rig.engine.unrelay(1);
     rig.engine.unrelay(2);
     assert!(rig.no_flows_within(3000), "{:?}", rig.engine.flows());

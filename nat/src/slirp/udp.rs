@@ -63,8 +63,10 @@ impl UdpFlow {
                 let Some(why) = Unreachable::of(&e) else { return Some(0) };
                 let len = frame::write_udp_unreachable(buf, why, self.container, self.remote);
                 let proto = if self.remote.is_ipv6() { PROTO_ICMPV6 } else { PROTO_ICMP };
-                let sent = frame::deliver(buf, len, scratch, &self.dest, self.remote.ip(), self.container.ip(), proto, ident, io, c);
-                return Some(if sent { ip_hdr + 8 + len } else { 0 });
+                frame::deliver(buf, len, scratch, &self.dest, self.remote.ip(), self.container.ip(), proto, ident, io, c);
+                // Not an answer: the flow stays unreplied (evictable, its short timeout), as
+                // Linux's conntrack leaves a flow an ICMP error relates to.
+                return Some(0);
             }
         };
         add(&c.bytes_from_host, n as u64);
