@@ -1052,7 +1052,7 @@ impl Controller {
                     net: nid,
                     container: std::net::SocketAddr::new(target, m.container_port),
                     container_mac: ep.mac,
-                    splice: splice.clone().filter(|_| m.proto == crate::ports::Proto::Tcp),
+                    splice: splice.clone(),
                 };
                 match self.engine.publish(fwd) {
                     Ok(bound) => {
@@ -1082,12 +1082,12 @@ impl Controller {
         }
     }
 
-    /// How `ep`'s published TCP ports splice their loopback clients: into its sandbox's
-    /// namespace, at the container's address. None when splicing is off, the endpoint has no
-    /// sandbox of ours or no TCP port, or the namespace cannot be entered (then said in the log:
-    /// its clients take the framed path).
+    /// How `ep`'s published ports splice their loopback clients: into its sandbox's namespace,
+    /// at the container's address. None when splicing is off, the endpoint has no sandbox of ours
+    /// or no port, or the namespace cannot be entered (then said in the log: its clients take the
+    /// framed path).
     fn splice_for(&self, ep: &Endpoint, sandbox: Option<&Sandbox>) -> Option<Splice> {
-        if !self.splice || !ep.ports.iter().any(|m| m.proto == crate::ports::Proto::Tcp) {
+        if !self.splice || ep.ports.is_empty() {
             return None;
         }
         let id = ep.sandbox_id.as_ref()?;

@@ -207,6 +207,8 @@ fn host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback() {
     let (tp, bp, wp) = (free_port(), free_port(), free_port());
     let fwd = |hp: u16, cp: u16| format!("127.0.0.1/{hp}:{cp}");
     let (t, b, w) = (fwd(tp, 80), fwd(bp, 5201), fwd(wp, 81));
+    let up = free_port();
+    let u = fwd(up, 53);
     // -T: the namespace's loopback port 8081 is the host's loopback port of this service.
     let hp = http_service("127.0.0.1:0", "host side");
     let tn = format!("8081:{hp}");
@@ -215,12 +217,13 @@ fn host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback() {
     #[rustfmt::skip]
     let args = [
         "--config-net", "-4", "-I", "eth0", "-a", "10.76.0.2", "-n", "24", "-g", "10.76.0.254", "--host-lo-to-ns-lo",
-        "-t", &t, "-t", &b, "-t", &w, "-u", "none", "-T", &tn, "-U", &un, "--netns", &netns,
+        "-t", &t, "-t", &b, "-t", &w, "-u", &u, "-T", &tn, "-U", &un, "--netns", &netns,
     ];
     let out = pasta(&bin, &args, std::path::Path::new("/dev/null"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // A service bound to the namespace's loopback only is reached, and sees a loopback client.
     let _peer = ns.spawn(&["socat", "TCP-LISTEN:80,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
+    let _udp_peer = ns.spawn(&["socat", "UDP-RECVFROM:53,bind=127.0.0.1,fork", "SYSTEM:echo udp-peer=$SOCAT_PEERADDR"]);
     // Half-close: the answer comes after the client's end of file, which must get through.
     let _wc = ns.spawn(&["socat", "TCP-LISTEN:81,fork,reuseaddr", "SYSTEM:wc -c"]);
     let mut got = None;
@@ -233,6 +236,9 @@ fn host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback() {
     );
     let wc = run("sh", &["-c", &format!("printf 12345 | socat -t5 -T5 - TCP:127.0.0.1:{wp}")]);
     assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "5", "{}", String::from_utf8_lossy(&wc.stderr));
+    // UDP too: a service on the namespace's loopback only, seeing a loopback client.
+    assert!(eventually(5, || ns.exec_ok(&["ss", "-lun"]).contains("127.0.0.1:53 ")));
+    assert_eq!(udp_ask(None, "127.0.0.1", up), "udp-peer=127.0.0.1");
     assert_eq!(ns.exec_ok(&["curl", "-sS", "--max-time", "5", "http://127.0.0.1:8081/"]), "host side", "-T");
     assert_eq!(udp_ask(Some(&ns), "127.0.0.1", 5354), "udp host side", "-U");
     // Bulk both ways through the pipes.

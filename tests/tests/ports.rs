@@ -141,12 +141,14 @@ fn splice_loopback_joins_loopback_clients_to_the_namespace() {
     let (tp, lp, wp, bp) = (free_port(), free_port(), free_port(), free_port());
     d.ctl_ok(&["network", "create", "--subnet", "10.73.0.0/24", "spliced"]);
     let fds_before = fd_count(d.pid());
-    let maps = [format!("{tp}:80"), format!("{lp}:81"), format!("{wp}:82"), format!("{bp}:5201")];
+    let up = free_port();
+    let maps = [format!("{tp}:80"), format!("{lp}:81"), format!("{wp}:82"), format!("{bp}:5201"), format!("{up}:53/udp")];
     let mut args = vec!["network", "connect", "--name", "web"];
     maps.iter().for_each(|m| args.extend(["-p", m.as_str()]));
     args.extend(["spliced", web.name.as_str()]);
     d.ctl_ok(&args);
     let _peer = web.spawn(&["socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
+    let _udp_peer = web.spawn(&["socat", "UDP-RECVFROM:53,fork", "SYSTEM:echo udp-peer=$SOCAT_PEERADDR"]);
     // Bound to the container's loopback only: not published, as with Docker.
     let _local = web.spawn(&["socat", "TCP-LISTEN:81,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo local"]);
     // Answers after the client's end of file: half-close must get through.
@@ -156,13 +158,21 @@ fn splice_loopback_joins_loopback_clients_to_the_namespace() {
         listening(&web, "-ltn", p);
     }
     assert_eq!(tcp_ask(None, "127.0.0.1", tp), "peer=127.0.0.1");
+    listening(&web, "-lun", ":53 ");
+    assert_eq!(
+        udp_ask(None, "127.0.0.1", up),
+        "udp-peer=127.0.0.1",
+        "{}; {}",
+        d.ctl_json(&["stats"])["Nat"],
+        web.exec_ok(&["grep", "Udp:", "/proc/net/snmp"])
+    );
     assert_eq!(tcp_ask(None, "127.0.0.1", lp), "", "a service on the container's loopback is not published");
     let wc = run("sh", &["-c", &format!("printf 12345 | socat -t5 -T5 - TCP:127.0.0.1:{wp}")]);
     assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "5");
     let bps = tp_iperf(bp);
     assert!(bps > 1e8, "{bps} bit/s through the splice");
     let nat = d.ctl_json(&["stats"])["Nat"].clone();
-    assert!(nat["PublishedSpliced"].as_u64() >= Some(4) && nat["PublishedBytesIn"].as_u64() > Some(1 << 20), "{nat}");
+    assert!(nat["PublishedSpliced"].as_u64() >= Some(5) && nat["PublishedBytesIn"].as_u64() > Some(1 << 20), "{nat}");
     // A spliced connection is a flow of connection tracking: listed, and ended by a flush.
     let _slow = web.spawn(&["socat", "TCP-LISTEN:83,fork,reuseaddr", "SYSTEM:sleep 30"]);
     listening(&web, "-ltn", ":83 ");

@@ -64,12 +64,12 @@ struct Args {
     /// with EPERM.
     #[arg(long)]
     seccomp: bool,
-    /// Splice published TCP ports' clients on the host's loopback into the container's
-    /// namespace (splice(2), no TCP stack in between: 1.5x the throughput and 1.7x the
-    /// connection rate), where the service sees them as a client on its own loopback
-    /// (127.0.0.1, ::1), as pasta's --host-lo-to-ns-lo does. Off by default: a service that
-    /// trusts its loopback (an admin port, Redis's protected mode) would trust every local user
-    /// of the host; without it they come from the network's gateway address, as with Docker.
+    /// Splice published ports' clients on the host's loopback into the container's namespace
+    /// (TCP with splice(2), no TCP stack in between: 1.5x the throughput and 1.7x the connection
+    /// rate; UDP from a socket there), where the service sees them as a client on its own
+    /// loopback (127.0.0.1, ::1), as pasta's --host-lo-to-ns-lo does. Off by default: a service
+    /// that trusts its loopback (an admin port, Redis's protected mode) would trust every local
+    /// user of the host; without it they come from the network's gateway address, as with Docker.
     #[arg(long)]
     splice_loopback: bool,
 }

@@ -76,7 +76,7 @@ pub struct Stack {
     /// The next published port's id: slirp4netns's ids only grow. Held while publishing, so two
     /// API calls cannot take the same one.
     next_id: Mutex<u64>,
-    /// How published TCP ports splice their clients on the host's loopback (pasta's
+    /// How published ports splice their clients on the host's loopback (pasta's
     /// `--host-lo-to-ns-lo`); None: they are framed like any other.
     splice: Option<Splice>,
     _rt: tokio::runtime::Runtime,
@@ -189,7 +189,7 @@ impl Stack {
         Ok(Stack { plan, dp, engine, net, tap, next_id: Mutex::new(1), splice: None, _rt: rt, _dns: dns })
     }
 
-    /// Published TCP ports from now on splice their clients on the host's loopback as `splice` says.
+    /// Published ports from now on splice their clients on the host's loopback as `splice` says.
     pub fn set_splice(&mut self, splice: Option<Splice>) {
         self.splice = splice;
     }
@@ -200,8 +200,15 @@ impl Stack {
         let container_mac = self.tap.hw_addr()?;
         let mut next = self.next_id.lock();
         let id = *next;
-        let splice = self.splice.clone().filter(|_| proto == Proto::Tcp);
-        self.engine.publish(PortForward { id, proto, host, net: self.net, container: guest, container_mac, splice })?;
+        self.engine.publish(PortForward {
+            id,
+            proto,
+            host,
+            net: self.net,
+            container: guest,
+            container_mac,
+            splice: self.splice.clone(),
+        })?;
         *next += 1;
         Ok(Forward { id, proto, host, guest })
     }

@@ -62,8 +62,8 @@ pub struct PortForward {
     pub container: SocketAddr,
     /// The container's MAC in `net`: where frames to it go, and whose frames its answers must be.
     pub container_mac: Mac,
-    /// TCP: clients on the host's loopback are spliced into the container's namespace instead
-    /// of framed (see the `splice` module); None: every client is framed.
+    /// Clients on the host's loopback are spliced into the container's namespace instead of
+    /// framed (see the `splice` module: TCP connections, UDP flows); None: every client is framed.
     pub splice: Option<super::Splice>,
 }
 
@@ -375,6 +375,9 @@ impl Core {
     /// A client's datagram of `n` bytes (at `rxbuf[FRONT..]`) to a published UDP port: framed to
     /// the container, in the client's flow.
     fn datagram_in(&mut self, io: &dyn FrameIo, c: &Counters, l: &mut Listener, n: usize, client: SocketAddr, now: u64) {
+        if l.fwd.splice.is_some() && client.ip().is_loopback() && self.splice_udp_in(c, l, n, client, now) {
+            return;
+        }
         let fwd = &l.fwd;
         let net = fwd.net;
         let known = l.clients.get(&client).map(|&(id, _)| id).filter(|&id| self.tables.get(&net).is_some_and(|t| t.get(id).is_some()));

@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::publish::{accept_each, turn_away};
+use super::publish::{accept_each, turn_away, HostSock};
 use super::splice::{NsSockets, SpliceConn};
 use super::{add, connect_failed, gauge, table_of, Close, Core, Counters, FlowVal, FrameIo, Kind, NetId, DGRAM_BUDGET};
 use crate::{Dir, FlowId, FlowKey, Proto, TcpFlags};
@@ -46,13 +46,35 @@ impl Relay {
     }
 }
 
-/// A UDP relay's client: the host socket connected to the relay's destination.
+/// A UDP client carried between two sockets: a UDP relay's (the socket connected to the relay's
+/// destination), or a spliced published UDP port's (the socket inside the container's namespace
+/// connected to the service).
 #[derive(Debug)]
 pub(super) struct UdpRelayFlow {
-    sock: UdpSocket,
-    /// The relay's epoll token: where answers go back from.
-    relay: u64,
-    client: SocketAddr,
+    pub(super) sock: UdpSocket,
+    /// Where datagrams go when `sock` is not connected there.
+    pub(super) to: Option<SocketAddr>,
+    /// Where answers go back from.
+    pub(super) back: Back,
+    pub(super) client: SocketAddr,
+}
+
+impl UdpRelayFlow {
+    pub(super) fn send(&self, b: &[u8]) -> io::Result<usize> {
+        match self.to {
+            Some(to) => self.sock.send_to(b, to),
+            None => self.sock.send(b),
+        }
+    }
+}
+
+/// The socket a [`UdpRelayFlow`]'s answers leave from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Back {
+    /// The relay with this epoll token.
+    Relay(u64),
+    /// The published port with this id.
+    Published(u64),
 }
 
 impl NsSockets {
@@ -105,7 +127,7 @@ impl Core {
         if let Some(t) = self.tables.get_mut(&r.net) {
             t.retain(
                 |_, f| match &f.value.kind {
-                    Kind::UdpRelay(u) => u.relay != token,
+                    Kind::UdpRelay(u) => u.back != Back::Relay(token),
                     Kind::Splice(s) => s.relay != token,
                     _ => true,
                 },
@@ -186,7 +208,7 @@ impl Core {
             let Some(id) = self.udp_relay_flow(c, r, token, client, now) else { continue };
             let Some(table) = self.tables.get_mut(&r.net) else { continue };
             let Some(Kind::UdpRelay(f)) = table.get(id).map(|f| &f.value.kind) else { continue };
-            match f.sock.send(&buf[..n]) {
+            match f.send(&buf[..n]) {
                 Ok(n) => add(&c.bytes_to_host, n as u64),
                 Err(_) => add(&c.drop_host_send_failed, 1),
             }
@@ -222,7 +244,7 @@ impl Core {
             add(&c.drop_host_socket_failed, 1);
             return None;
         }
-        let flow = UdpRelayFlow { sock, relay: token, client };
+        let flow = UdpRelayFlow { sock, to: None, back: Back::Relay(token), client };
         let table = table_of(&mut self.tables, r.net, &self.limits);
         let Ok((id, _)) = table.get_or_insert_with(key, now, || FlowVal { token: ft, kind: Kind::UdpRelay(flow), inbound: None }) else {
             add(&c.drop_flow_table_full, 1);
@@ -234,7 +256,8 @@ impl Core {
         Some(id)
     }
 
-    /// Answers from a UDP relay flow's destination: back to its client from the relay's socket.
+    /// Answers from a UDP relay flow's destination: back to its client from the relay's (or the
+    /// published port's) socket.
     pub(super) fn udp_relay_answers(&mut self, c: &Counters, net: NetId, id: FlowId, token: u64, now: u64) {
         let mut buf = std::mem::take(&mut self.rxbuf);
         let mut more = true;
@@ -253,9 +276,18 @@ impl Core {
                     continue;
                 }
             };
-            let Some(RelaySock::Udp(back)) = self.relays.get(&f.relay).map(|r| &r.sock) else { break };
+            let (back, counter) = match f.back {
+                Back::Relay(t) => match self.relays.get(&t).map(|r| &r.sock) {
+                    Some(RelaySock::Udp(u)) => (u, &c.bytes_from_host),
+                    _ => break,
+                },
+                Back::Published(fwd) => match self.listeners.get(&fwd).map(|l| &l.sock) {
+                    Some(HostSock::Udp(u)) => (u, &c.pub_bytes_out),
+                    _ => break,
+                },
+            };
             match back.send_to(&buf[..n], f.client) {
-                Ok(n) => add(&c.bytes_from_host, n as u64),
+                Ok(n) => add(counter, n as u64),
                 Err(_) => add(&c.drop_host_send_failed, 1),
             }
             table.on_packet(id, Dir::Reply, n, now);

@@ -7,7 +7,9 @@
 //! inside the container's namespace for such a client and moves the bytes between the two
 //! kernel sockets through a pair of pipes, as pasta does. The bytes never come to user space,
 //! and there is no second TCP stack to run: on the 2-CPU VM a loopback client gets 1.5× the
-//! framed path's throughput and 1.7× its connection rate (BENCHMARKS.md).
+//! framed path's throughput and 1.7× its connection rate (BENCHMARKS.md). A UDP client of such a
+//! port gets a socket inside the namespace, connected to the service, for its flow: its
+//! datagrams are sent from there and the answers go back through the published socket.
 //!
 //! What the container's service sees is a client on its own loopback (127.0.0.1 or ::1): with
 //! [`SpliceTo::Loopback`] (pasta's `--host-lo-to-ns-lo`) the connection goes to the namespace's
@@ -27,7 +29,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -35,7 +37,9 @@ use std::time::Duration;
 
 use socket2::{SockAddr, Socket};
 
-use super::publish::turn_away;
+use super::frame::FRONT;
+use super::publish::{turn_away, Listener};
+use super::relay::{Back, UdpRelayFlow};
 use super::{add, connect_failed, gauge, sys, table_of, Close, Core, Counters, FlowVal, FrameIo, Inbound, Kind, NetId, PortForward};
 use crate::{Dir, FlowId, FlowKey, Proto, TcpFlags};
 
@@ -55,8 +59,9 @@ const BUDGET: usize = 64;
 pub struct NsSockets {
     net: OwnedFd,
     user: Option<OwnedFd>,
-    /// Sockets made ahead, [IPv4, IPv6]: one trip into the namespace makes several.
-    pool: Mutex<[Vec<OwnedFd>; 2]>,
+    /// Sockets made ahead, [TCP IPv4, TCP IPv6, UDP IPv4, UDP IPv6]: one trip into the
+    /// namespace makes several.
+    pool: Mutex<[Vec<OwnedFd>; 4]>,
 }
 
 impl fmt::Debug for NsSockets {
@@ -72,7 +77,7 @@ impl NsSockets {
     pub fn open(net: &Path, user: Option<&Path>) -> io::Result<NsSockets> {
         let open =
             |p: &Path| std::fs::File::open(p).map(OwnedFd::from).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())));
-        let ns = NsSockets { net: open(net)?, user: user.map(open).transpose()?, pool: Mutex::new([Vec::new(), Vec::new()]) };
+        let ns = NsSockets { net: open(net)?, user: user.map(open).transpose()?, pool: Mutex::new(Default::default()) };
         ns.take(false)?;
         // The rest of the first batch goes: a container no loopback client visits keeps one
         // descriptor open here, the namespace's.
@@ -86,11 +91,16 @@ impl NsSockets {
 
     /// A non-blocking TCP socket in the namespace, IPv6 or IPv4.
     pub(crate) fn take(&self, v6: bool) -> io::Result<Socket> {
+        self.take_of(v6, false)
+    }
+
+    /// A non-blocking TCP or (`udp`) UDP socket in the namespace, IPv6 or IPv4.
+    pub(crate) fn take_of(&self, v6: bool, udp: bool) -> io::Result<Socket> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let list = &mut pool[usize::from(v6)];
+        let list = &mut pool[usize::from(v6) + 2 * usize::from(udp)];
         if list.is_empty() {
             let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
-            list.extend(self.make(domain, libc::SOCK_STREAM, sys::NS_BATCH)?);
+            list.extend(self.make(domain, if udp { libc::SOCK_DGRAM } else { libc::SOCK_STREAM }, sys::NS_BATCH)?);
         }
         list.pop().map(Socket::from).ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))
     }
@@ -224,15 +234,7 @@ impl SpliceConn {
 
     /// Starts `ns`'s connect to `to`; true if it completed already.
     fn connect(ns: &Socket, to: SocketAddr) -> io::Result<bool> {
-        if !to.ip().is_loopback() {
-            // From the namespace's loopback, as the client is on the host's: the kernel may reuse
-            // loopback connections' TIME-WAIT ports at once (net.ipv4.tcp_tw_reuse's default),
-            // where a stream of short connections from the container's own address ran out of
-            // ports: 2,000 connections a second instead of 11,700 on the 2-CPU VM.
-            let lo = if to.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
-            sys::bind_address_no_port(ns.as_raw_fd())?;
-            ns.bind(&SockAddr::from(SocketAddr::new(lo, 0)))?;
-        }
+        from_loopback(ns, to)?;
         match ns.connect(&SockAddr::from(to)) {
             Ok(()) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
@@ -334,6 +336,22 @@ impl SpliceConn {
             }
         }
     }
+}
+
+/// Binds `ns` (a socket inside the namespace, about to connect to `to` there) to the
+/// namespace's loopback when `to` is not a loopback address: the service sees a loopback client,
+/// which the client is.
+fn from_loopback(ns: &Socket, to: SocketAddr) -> io::Result<()> {
+    if !to.ip().is_loopback() {
+        // The kernel may reuse loopback connections' TIME-WAIT ports at once
+        // (net.ipv4.tcp_tw_reuse's default), where a stream of short connections from the
+        // container's own address ran out of ports: 2,000 connections a second instead of
+        // 11,700 on the 2-CPU VM.
+        let lo = if to.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+        sys::bind_address_no_port(ns.as_raw_fd())?;
+        ns.bind(&SockAddr::from(SocketAddr::new(lo, 0)))?;
+    }
+    Ok(())
 }
 
 impl Core {
@@ -461,5 +479,74 @@ impl Core {
         if let Some((_, v)) = table.remove(id) {
             self.dispose(io, c, v, how, now);
         }
+    }
+}
+
+impl Core {
+    /// A datagram of `n` bytes (at `rxbuf[FRONT..]`) from a client on the host's loopback to the
+    /// published UDP port `l`, which splices: sent from a socket inside the container's
+    /// namespace (from its loopback), the client's own flow, whose answers leave through the
+    /// published socket. False when no socket could be made there: the framed path takes it.
+    pub(super) fn splice_udp_in(&mut self, c: &Counters, l: &Listener, n: usize, client: SocketAddr, now: u64) -> bool {
+        let fwd = &l.fwd;
+        let Some(sp) = &fwd.splice else { return false };
+        let (net, container) = (fwd.net, fwd.container.ip());
+        let key = FlowKey::new(Proto::Udp, client, fwd.container);
+        let known = self.tables.get(&net).and_then(|t| {
+            let (id, dir) = t.find(&key)?;
+            matches!(t.get(id).map(|f| &f.value.kind), Some(Kind::UdpRelay(_))).then_some(id).filter(|_| dir == Dir::Orig)
+        });
+        let id = match known {
+            Some(id) => id,
+            None => {
+                if !self.nets.contains_key(&net) || !self.admit(net, container, c) {
+                    add(&c.pub_dropped, 1);
+                    return true;
+                }
+                let to = sp.to.target(client.ip(), fwd.container);
+                // From the namespace's loopback, as TCP's, and unconnected: a service bound to a
+                // wildcard address answers a loopback client from the loopback, not from the
+                // address the datagram was sent to, which a connected socket would not take.
+                let open = || -> io::Result<UdpSocket> {
+                    let s = sp.ns.take_of(to.is_ipv6(), true)?;
+                    let lo = if to.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+                    s.bind(&SockAddr::from(SocketAddr::new(lo, 0)))?;
+                    Ok(s.into())
+                };
+                let Ok(sock) = open() else {
+                    add(&c.pub_splice_fallback, 1);
+                    return false;
+                };
+                let token = self.token();
+                if self.poller.add_edge(sock.as_raw_fd(), token).is_err() {
+                    add(&c.drop_host_socket_failed, 1);
+                    return true;
+                }
+                let inbound = Inbound { fwd: fwd.id, net, container, client };
+                let flow = UdpRelayFlow { sock, to: Some(to), back: Back::Published(fwd.id), client };
+                let table = table_of(&mut self.tables, net, &self.limits);
+                let Ok((id, _)) =
+                    table.get_or_insert_with(key, now, || FlowVal { token, kind: Kind::UdpRelay(flow), inbound: Some(inbound) })
+                else {
+                    add(&c.drop_flow_table_full, 1);
+                    add(&c.pub_dropped, 1);
+                    return true;
+                };
+                self.tokens.insert(token, (net, id));
+                *self.inbound_per.entry((net, container)).or_insert(0) += 1;
+                gauge(&c.udp_open, 1);
+                add(&c.pub_udp_flows, 1);
+                add(&c.pub_spliced, 1);
+                id
+            }
+        };
+        let Some(table) = self.tables.get_mut(&net) else { return true };
+        let Some(Kind::UdpRelay(f)) = table.get(id).map(|f| &f.value.kind) else { return true };
+        match f.send(&self.rxbuf[FRONT..FRONT + n]) {
+            Ok(sent) => add(&c.pub_bytes_in, sent as u64),
+            Err(_) => add(&c.pub_dropped, 1),
+        }
+        table.on_packet(id, Dir::Orig, n, now);
+        true
     }
 }

@@ -1634,7 +1634,7 @@ fn the_host_alias_is_mapped_whatever_host_loopback_says_and_only_there() {
 }
 
 #[test]
-fn published_tcp_from_the_loopback_is_spliced_into_the_namespace() {
+fn published_ports_splice_loopback_clients_into_the_namespace() {
     let _g = serial();
     let before = open_fds();
     // This process's own namespace stands for the container's: the splice's socket connects to
@@ -1642,9 +1642,7 @@ fn published_tcp_from_the_loopback_is_spliced_into_the_namespace() {
     let ns = match NsSockets::open(std::path::Path::new("/proc/self/ns/net"), None) {
         Ok(ns) => Arc::new(ns),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            eprintln!(
-                "SKIPPED published_tcp_from_the_loopback_is_spliced_into_the_namespace: entering a network namespace needs root ({e})"
-            );
+            eprintln!("SKIPPED published_ports_splice_loopback_clients_into_the_namespace: entering a network namespace needs root ({e})");
             return;
         }
         Err(e) => panic!("{e}"),
@@ -1674,6 +1672,30 @@ fn published_tcp_from_the_loopback_is_spliced_into_the_namespace() {
     );
     assert!(rig.no_flows_within(3000), "{:?}", rig.engine.flows());
     assert_eq!(rig.engine.counters().splice_open, 0);
+    // A published UDP port's loopback client: its own socket inside, answers from the published one.
+    let (echo, t, stop) = udp_echo_server(false);
+    let ufwd = PortForward {
+        id: 9,
+        proto: Proto::Udp,
+        host: "127.0.0.1:0".parse().unwrap(),
+        container: SocketAddr::new(IpAddr::V4(CLIENT4), echo.port()),
+        ..rig.engine.published()[0].0.clone()
+    };
+    let up = rig.engine.publish(ufwd).unwrap();
+    let cl = UdpSocket::bind("127.0.0.1:0").unwrap();
+    cl.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    for i in 0..2 {
+        cl.send_to(format!("u{i}").as_bytes(), up).unwrap();
+        let mut b = [0u8; 64];
+        let (k, from) = cl.recv_from(&mut b).unwrap();
+        assert_eq!((&b[..k], from), (format!("echo:u{i}").as_bytes(), up));
+    }
+    let c = rig.engine.counters();
+    assert_eq!((c.pub_spliced, c.pub_udp_flows, c.frames_out), (2, 1, 0), "one flow for the client, nothing framed");
+    assert!(rig.engine.unpublish(9));
+    stop.store(true, Ordering::Relaxed);
+    t.join().unwrap();
+    drop(cl);
     // Nothing listens there any more: the client is reset, not left waiting.
     let mut s = TcpStream::connect(published).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
