@@ -492,12 +492,16 @@ impl Core {
         let Some(sp) = &fwd.splice else { return false };
         let (net, container) = (fwd.net, fwd.container.ip());
         let key = FlowKey::new(Proto::Udp, client, fwd.container);
-        let known = self.tables.get(&net).and_then(|t| {
+        let found = self.tables.get(&net).and_then(|t| {
             let (id, dir) = t.find(&key)?;
-            matches!(t.get(id).map(|f| &f.value.kind), Some(Kind::UdpRelay(_))).then_some(id).filter(|_| dir == Dir::Orig)
+            let mine = matches!(t.get(id).map(|f| &f.value.kind), Some(Kind::UdpRelay(u)) if u.back == Back::Published(fwd.id));
+            Some((id, mine && dir == Dir::Orig))
         });
-        let id = match known {
-            Some(id) => id,
+        let id = match found {
+            Some((id, true)) => id,
+            // The same client's flow to this container port through another published port: its
+            // answers leave from that port's socket, so this one takes the framed path.
+            Some((_, false)) => return false,
             None => {
                 if !self.nets.contains_key(&net) || !self.admit(net, container, c) {
                     add(&c.pub_dropped, 1);
