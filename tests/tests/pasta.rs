@@ -301,8 +301,9 @@ fn pesto_adds_shows_deletes_and_replaces_ports_of_a_running_pasta() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(fetch(tp).unwrap_or_default().trim(), "inside");
     assert_eq!(udp_ask(None, "127.0.0.1", up), "dns");
-    let (code, show, _) = pesto(&["-s"]);
+    let (code, show, err) = pesto(&["-s", "-d"]);
     assert_eq!(code, Some(0));
+    assert!(err.contains("pesto: request") && err.contains("pesto: reply"), "-d: {err}");
     assert!(
         show.contains(&format!("TCP 0.0.0.0:{tp} => 10.76.0.2:80")) && show.contains(&format!("UDP 0.0.0.0:{up} => 10.76.0.2:53")),
         "{show}"

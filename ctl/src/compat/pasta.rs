@@ -98,8 +98,8 @@ struct Args {
     /// IPv4 only.
     #[arg(short = '4', long)]
     ipv4_only: bool,
-    /// Connections from the host's loopback to forwarded TCP ports reach the namespace's
-    /// loopback (spliced), instead of its interface from the gateway's address.
+    /// Clients on the host's loopback of forwarded ports reach the namespace's loopback (TCP
+    /// spliced, UDP from a socket there), instead of its interface from the gateway's address.
     #[arg(long)]
     host_lo_to_ns_lo: bool,
     /// Listen for pesto on this Unix socket: published ports shown and changed while running.

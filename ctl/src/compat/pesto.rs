@@ -76,11 +76,18 @@ fn command() -> Command {
         .about("Shows and changes the published ports of a running pasta (vswitch's pesto)")
         .override_usage("pesto [OPTION]... PATH")
         .disable_version_flag(true)
-        .arg(Arg::new("debug").short('d').long("debug").action(ArgAction::SetTrue).help("Be verbose"))
+        .arg(Arg::new("debug").short('d').long("debug").action(ArgAction::SetTrue).help("Print the request and the reply on stderr"))
         .arg(Arg::new("show").short('s').long("show").action(ArgAction::SetTrue).help("Show the table before and after the changes"))
         .arg(mode("add", 'A', "Add the specifiers that follow"))
         .arg(mode("delete", 'D', "Delete the specifiers that follow"))
-        .arg(Arg::new("clear").short('C').long("clear").value_name("PIF").action(ArgAction::Append).help("Delete every rule"))
+        .arg(
+            Arg::new("clear")
+                .short('C')
+                .long("clear")
+                .value_name("PIF")
+                .action(ArgAction::Append)
+                .help("Delete every rule (whatever PIF names: this pasta keeps one table)"),
+        )
         .arg(spec("tcp", 't', "tcp-ports", "TCP ports forwarded from the host to the namespace: none or [ADDR/]P[-P][:P[-P]],..."))
         .arg(spec("udp", 'u', "udp-ports", "UDP ports forwarded from the host to the namespace (as -t)"))
         .arg(spec("tcp_ns", 'T', "tcp-ns", "Not supported: forwarding from the namespace to the host"))
@@ -164,6 +171,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
+    let debug = m.get_flag("debug");
+    if debug {
+        eprintln!("pesto: request {}", serde_json::to_string(&req).unwrap_or_default());
+    }
     let reply = match ask(path, &req) {
         Ok(r) => r,
         Err(e) => {
@@ -171,6 +182,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
+    if debug {
+        eprintln!("pesto: reply {}", serde_json::to_string(&reply).unwrap_or_default());
+    }
     if req.show {
         for (title, rules) in [("before", &reply.before), ("after", &reply.after)] {
             println!("Forwarding rules {title}:");
