@@ -133,10 +133,9 @@ pub enum SpliceTo {
 
 impl SpliceTo {
     pub(super) fn target(self, client: IpAddr, container: SocketAddr) -> SocketAddr {
-        match (self, client) {
-            (SpliceTo::Loopback, IpAddr::V4(_)) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), container.port()),
-            (SpliceTo::Loopback, IpAddr::V6(_)) => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), container.port()),
-            (SpliceTo::Container, _) => container,
+        match self {
+            SpliceTo::Loopback => SocketAddr::new(loopback(client.is_ipv6()), container.port()),
+            SpliceTo::Container => container,
         }
     }
 }
@@ -338,6 +337,15 @@ impl SpliceConn {
     }
 }
 
+/// The loopback address of a family.
+fn loopback(v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+}
+
 /// Binds `ns` (a socket inside the namespace, about to connect to `to` there) to the
 /// namespace's loopback when `to` is not a loopback address: the service sees a loopback client,
 /// which the client is.
@@ -347,7 +355,7 @@ fn from_loopback(ns: &Socket, to: SocketAddr) -> io::Result<()> {
         // (net.ipv4.tcp_tw_reuse's default), where a stream of short connections from the
         // container's own address ran out of ports: 2,000 connections a second instead of
         // 11,700 on the 2-CPU VM.
-        let lo = if to.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+        let lo = loopback(to.is_ipv6());
         sys::bind_address_no_port(ns.as_raw_fd())?;
         ns.bind(&SockAddr::from(SocketAddr::new(lo, 0)))?;
     }
@@ -513,7 +521,7 @@ impl Core {
                 // address the datagram was sent to, which a connected socket would not take.
                 let open = || -> io::Result<UdpSocket> {
                     let s = sp.ns.take_of(to.is_ipv6(), true)?;
-                    let lo = if to.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+                    let lo = loopback(to.is_ipv6());
                     s.bind(&SockAddr::from(SocketAddr::new(lo, 0)))?;
                     Ok(s.into())
                 };
