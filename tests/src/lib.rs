@@ -701,3 +701,17 @@ pub fn udp_ask(ns: Option<&Netns>, addr: &str, port: u16) -> String {
     }
     got
 }
+
+/// A rootlesskit with the pasta network driver (2.0 or later): `$VSWITCH_ROOTLESSKIT2`, the one
+/// scripts/rootlesskit2 unpacks into target/peers, or the one on $PATH if it has the driver.
+/// Debian 12's own rootlesskit (1.1.0) has none.
+pub fn rootlesskit2() -> Option<PathBuf> {
+    let has_pasta =
+        |p: &Path| Command::new(p).arg("--help").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--pasta-binary"));
+    let unpacked = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/rootlesskit2/usr/bin/rootlesskit");
+    std::env::var_os("VSWITCH_ROOTLESSKIT2")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([unpacked, PathBuf::from("rootlesskit")])
+        .find(|p| has_pasta(p))
+}

@@ -341,3 +341,97 @@ fn pesto_adds_shows_deletes_and_replaces_ports_of_a_running_pasta() {
     drop(ns);
     assert!(eventually(5, || !sock.exists()), "pasta removes its control socket when it quits");
 }
+
+const ROOTLESSKIT_PASTA: &str = r#"
+set -eu
+T=$1; HOSTPORT=$2; TPORT=$3; UPORT=$4
+export XDG_RUNTIME_DIR=$T/xdg; mkdir -p "$XDG_RUNTIME_DIR"
+"$T/rootlesskit" --debug --state-dir="$T/rk" --net=pasta --pasta-binary="$T/pasta" --port-driver=implicit --copy-up=/etc sh -c '
+    echo "uid=$(id -u) tap=$(ip -o -4 addr show dev tap0 | tr -s " " | cut -d" " -f4) ns=$(grep nameserver /etc/resolv.conf)" > "$1/inside"
+    socat UDP-RECVFROM:$4,fork SYSTEM:"echo udp inside" &
+    echo "out=$(curl -sS --max-time 5 --retry 3 --retry-connrefused --retry-delay 1 http://10.0.2.2:$2/)" >> "$1/inside"
+    echo "lo=$(curl -sS --max-time 5 --retry 5 --retry-connrefused --retry-delay 1 http://127.0.0.1:$2/)" >> "$1/inside"
+    exec socat TCP-LISTEN:$3,reuseaddr,fork SYSTEM:"echo inside \$SOCAT_PEERADDR"' sh "$T" "$HOSTPORT" "$TPORT" "$UPORT" > "$T/rk.log" 2>&1 &
+RK=$!
+trap 'kill $RK 2>/dev/null; wait $RK 2>/dev/null || true' EXIT
+for i in $(seq 150); do grep -q '^lo=' "$T/inside" 2>/dev/null && break; sleep 0.1; done
+cat "$T/inside"
+# The implicit port driver: pasta's -t and -u auto publish what the namespace binds, within seconds.
+got=
+for i in $(seq 40); do got=$(socat -T2 - TCP:127.0.0.1:$TPORT 2>/dev/null || true); [ -n "$got" ] && break; sleep 0.25; done
+echo "in=$got"
+got=
+for i in $(seq 10); do got=$(printf q | socat -T1 - UDP:127.0.0.1:$UPORT 2>/dev/null || true); [ -n "$got" ] && break; sleep 0.5; done
+echo "udp=$got"
+echo "pasta=$(grep -o 'Executing \[[^]]*pasta [^]]*\]' "$T/rk.log" | head -1)"
+"#;
+
+#[test]
+fn rootlesskit_runs_with_vswitch_as_its_pasta() {
+    if !root_or_skip("rootlesskit_runs_with_vswitch_as_its_pasta") {
+        return;
+    }
+    let Some(rk) = rootlesskit2() else {
+        eprintln!("SKIPPED rootlesskit_runs_with_vswitch_as_its_pasta: no rootlesskit with --net=pasta (2.0 or later; scripts/test fetches Debian 13's with scripts/rootlesskit2)");
+        return;
+    };
+    for tool in ["newuidmap", "socat"] {
+        if run("sh", &["-c", &format!("command -v {tool}")]).status.code() != Some(0) {
+            eprintln!(
+                "SKIPPED rootlesskit_runs_with_vswitch_as_its_pasta: {tool} is not installed (scripts/test installs uidmap and socat)"
+            );
+            return;
+        }
+    }
+    let user = TestUser::create().with_subids();
+    let stage = Stage::new(&user, &[("vswitchd", "pasta")]);
+    std::fs::copy(&rk, stage.0.join("rootlesskit")).unwrap();
+    std::fs::write(stage.0.join("run.sh"), ROOTLESSKIT_PASTA).unwrap();
+    let host_port = http_service("127.0.0.1:0", "host");
+    let (tport, uport) = (free_port(), free_port());
+    let args = [host_port.to_string(), tport.to_string(), uport.to_string()];
+    let (stdout, why) = user.run_script(&stage, &[], &args.each_ref().map(String::as_str), "rk.log");
+    // rootlesskit 2.0's command line: --foreground, --no-dhcp, --no-ra, no --config-net (it configures tap0 itself).
+    assert!(stdout.contains("--foreground") && stdout.contains("--no-dhcp") && stdout.contains("--no-ra"), "{why}");
+    assert!(stdout.contains("uid=0 tap=10.0.2.100/24 ns=nameserver 10.0.2.3"), "rootlesskit configured tap0: {why}");
+    assert!(stdout.contains("out=host"), "the namespace reaches the host's loopback through 10.0.2.2: {why}");
+    // -T auto (rootlesskit passes no -T): the host's loopback port appears on the namespace's,
+    // through a listener this unprivileged pasta made inside the user and network namespaces.
+    assert!(stdout.contains("lo=host"), "-T auto: {why}");
+    assert!(stdout.contains("in=inside "), "the host reaches a TCP port bound inside (implicit port driver): {why}");
+    assert!(stdout.contains("udp=udp inside"), "and a UDP one: {why}");
+    // rootlesskit ended, and pasta with it: the ports are gone.
+    assert!(eventually(5, || !listening(tport)), "port {tport} still published after rootlesskit ended: {why}");
+}
+
+#[test]
+fn dhcp_hands_out_the_namespace_address_unless_no_dhcp() {
+    if !root_or_skip("dhcp_hands_out_the_namespace_address_unless_no_dhcp") {
+        return;
+    }
+    let bin = Personality::new("pasta");
+    let null = std::path::Path::new("/dev/null");
+    for no_dhcp in [false, true] {
+        let ns = Netns::new();
+        let pidfile = bin.0.with_file_name("pasta.pid");
+        let mut args =
+            vec!["--ns-ifname=tap0", "-a", "10.0.2.100", "-n", "24", "-g", "10.0.2.2", "--ipv4-only", "-t", "none", "-u", "none"];
+        args.extend(["-T", "none", "-U", "none", "--pid", pidfile.to_str().unwrap(), "--netns", &ns.name]);
+        if no_dhcp {
+            args.push("--no-dhcp");
+        }
+        let out = pasta(&bin, &args, null);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+        // Without --config-net the interface is left down and unaddressed: DHCP configures it.
+        ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
+        let out = ns.exec(&["udhcpc", "-i", "tap0", "-n", "-q", "-f", "-s", "/bin/true", "-t", "2", "-T", "1"]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if no_dhcp {
+            assert!(!out.status.success() && !text.contains("lease of"), "--no-dhcp: {text}");
+        } else {
+            assert!(out.status.success() && text.contains("lease of 10.0.2.100 obtained from 10.0.2.2"), "{text}");
+        }
+        ok("kill", &[&pid]);
+    }
+}

@@ -19,7 +19,7 @@ use vswitch_nat::Proto;
 use vswitch_switch::Mac;
 
 use super::portspec::{self, PortSpec};
-use super::stack::{NetPlan, Stack, V6Plan};
+use super::stack::{DhcpPlan, NetPlan, Stack, V6Plan};
 use super::{join_and_open_tap, sys, v4, v6, Target};
 use crate::provision::TapSpec;
 
@@ -98,6 +98,15 @@ struct Args {
     /// IPv4 only.
     #[arg(short = '4', long)]
     ipv4_only: bool,
+    /// No DHCP server (by default one answers with the namespace's address).
+    #[arg(long)]
+    no_dhcp: bool,
+    /// No router advertisements.
+    #[arg(long)]
+    no_ra: bool,
+    /// No DHCPv6 server (there is none: the namespace gets its IPv6 address from --config-net or SLAAC).
+    #[arg(long)]
+    no_dhcpv6: bool,
     /// Clients on the host's loopback of forwarded ports reach the namespace's loopback (TCP
     /// spliced, UDP from a socket there), instead of its interface from the gateway's address.
     #[arg(long)]
@@ -208,7 +217,7 @@ fn plan(a: &Args) -> anyhow::Result<(NetPlan, String)> {
         let gw6 = a.gateway.iter().copied().find_map(v6).or(route6.map(|r| r.1));
         match (a.address.iter().copied().find_map(v6).map(|g| (g, 64)).or(host6), gw6) {
             (Some((addr, p)), Some(gw)) if gw != addr => {
-                Some(V6Plan { subnet: Ipv6Net::new(addr, p)?.trunc(), guest: Some(addr), gateway: gw, dns: None })
+                Some(V6Plan { subnet: Ipv6Net::new(addr, p)?.trunc(), guest: Some(addr), gateway: gw, dns: None, ra: !a.no_ra })
             }
             _ => None,
         }
@@ -233,7 +242,7 @@ fn plan(a: &Args) -> anyhow::Result<(NetPlan, String)> {
         gateway4: gw4,
         dns4,
         guest4: addr4,
-        dhcp_first: None,
+        dhcp: (!a.no_dhcp).then_some(DhcpPlan::Guest),
         v6,
         mtu: a.mtu.unwrap_or(65520),
         host_loopback: !a.no_map_gw,

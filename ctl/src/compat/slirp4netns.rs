@@ -14,7 +14,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use vswitch_nat::Proto;
 use vswitch_switch::Mac;
 
-use super::stack::{slirp_mac, Forward, NetPlan, Stack, V6Plan};
+use super::stack::{slirp_mac, DhcpPlan, Forward, NetPlan, Stack, V6Plan};
 use super::{api, confine_personality, join_and_open_tap, outbound_v4, outbound_v6, sys, Target};
 use crate::provision::TapSpec;
 
@@ -154,13 +154,14 @@ fn plan(a: &Args) -> anyhow::Result<NetPlan> {
         guest: None,
         gateway: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2),
         dns: (!a.disable_dns).then_some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3)),
+        ra: true,
     });
     Ok(NetPlan {
         subnet4: subnet,
         gateway4: at(2),
         dns4: (!a.disable_dns).then_some(at(3)),
         guest4: at(100),
-        dhcp_first: Some(at(15)),
+        dhcp: Some(DhcpPlan::Range(at(15))),
         v6,
         mtu: a.mtu,
         host_loopback: !a.disable_host_loopback,

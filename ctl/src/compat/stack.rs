@@ -27,6 +27,17 @@ pub struct V6Plan {
     pub guest: Option<Ipv6Addr>,
     pub gateway: Ipv6Addr,
     pub dns: Option<Ipv6Addr>,
+    /// Router advertisements sent (pasta's --no-ra turns them off).
+    pub ra: bool,
+}
+
+/// What the DHCP server hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpPlan {
+    /// libslirp's: this address and the next 15, never the container's own.
+    Range(Ipv4Addr),
+    /// pasta's: the container's address, to the one client there is.
+    Guest,
 }
 
 /// The network a personality serves.
@@ -39,8 +50,8 @@ pub struct NetPlan {
     pub dns4: Option<Ipv4Addr>,
     /// The container's address (slirp4netns: net+100): published ports' default target.
     pub guest4: Ipv4Addr,
-    /// DHCP hands out this address and the next 15 (libslirp's 16 leases); None: no DHCP.
-    pub dhcp_first: Option<Ipv4Addr>,
+    /// What DHCP hands out; None: no DHCP.
+    pub dhcp: Option<DhcpPlan>,
     pub v6: Option<V6Plan>,
     pub mtu: u32,
     pub host_loopback: bool,
@@ -143,7 +154,7 @@ impl Stack {
                 proxy_all: plan.proxy_all,
             },
         );
-        if let Some(v) = v6 {
+        if let Some(v) = v6.filter(|v| v.ra) {
             let mut ra = RaConfig::new(v.subnet.network(), v.subnet.prefix_len());
             ra.mtu = plan.mtu;
             ra.dns = v.dns;
@@ -151,12 +162,12 @@ impl Stack {
         }
         let leases = Arc::new(LeaseDb::in_memory());
         gateways.set_leases(leases.clone());
-        if let Some(first) = plan.dhcp_first {
+        if let Some(dhcp) = plan.dhcp {
             let mut cfg = DhcpConfig::new(plan.gateway_mac, plan.gateway4, plan.subnet4.netmask());
             cfg.dns = plan.dns4.into_iter().collect();
             cfg.mtu = u16::try_from(plan.mtu).ok();
             cfg.lease_secs = 86_400;
-            leases.set_pool(net, Some(dhcp_pool(&plan, first)?));
+            leases.set_pool(net, Some(dhcp_pool(&plan, dhcp)?));
             gateways.set_dhcp(net, Some(DhcpServer::new(cfg)?), None);
         }
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(2).enable_all().build()?;
@@ -247,13 +258,21 @@ impl Stack {
     }
 }
 
-/// DHCP's pool: `first` and the next 15 addresses, never the gateway's, the DNS server's or the
-/// container's own.
-fn dhcp_pool(plan: &NetPlan, first: Ipv4Addr) -> anyhow::Result<Pool> {
-    let base = u32::from(first);
-    let range = Ipv4Net::new(first, 27)?.trunc();
-    let mut taken: HashSet<IpAddr> = range.hosts().filter(|a| !(base..base + 16).contains(&u32::from(*a))).map(IpAddr::V4).collect();
-    taken.extend([plan.gateway4, plan.guest4].map(IpAddr::V4));
+/// DHCP's pool: libslirp's 16 addresses from `first`, never the gateway's, the DNS server's or
+/// the container's own; or pasta's one, the container's.
+fn dhcp_pool(plan: &NetPlan, dhcp: DhcpPlan) -> anyhow::Result<Pool> {
+    let (range, mut taken): (Ipv4Net, HashSet<IpAddr>) = match dhcp {
+        DhcpPlan::Range(first) => {
+            let base = u32::from(first);
+            let range = Ipv4Net::new(first, 27)?.trunc();
+            let mut taken: HashSet<IpAddr> =
+                range.hosts().filter(|a| !(base..base + 16).contains(&u32::from(*a))).map(IpAddr::V4).collect();
+            taken.insert(IpAddr::V4(plan.guest4));
+            (range, taken)
+        }
+        DhcpPlan::Guest => (Ipv4Net::new(plan.guest4, 32)?, HashSet::new()),
+    };
+    taken.insert(IpAddr::V4(plan.gateway4));
     taken.extend(plan.dns4.map(IpAddr::V4));
     let v4 = IpamConfig {
         subnet: IpNet::V4(plan.subnet4),
