@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::systems::Daemon;
-use crate::{cmd, dns, netns, Result};
+use crate::{cmd, dns, netns, rootlesskit, Result};
 
 /// Removes what runs that were killed left behind: processes, namespaces, host links,
 /// /etc/netns entries and temporary directories. Prints each; false if something stayed.
@@ -46,6 +46,10 @@ pub fn cleanup(program: &str) -> Result<bool> {
         let name = dir.display().to_string();
         remove("directory", &name, std::fs::remove_dir_all(&dir).map_err(|e| crate::err(format!("cannot remove {name}: {e}"))));
     }
+    for user in rootlesskit::leftover_users() {
+        any = true;
+        remove("user", &user, rootlesskit::remove_user(&user));
+    }
     for name in netns::etc_leftovers() {
         any = true;
         if netns::remove_etc_netns(&name) {
@@ -74,6 +78,10 @@ pub fn leftovers_line() -> String {
     let links = dns::leftover_links();
     if !links.is_empty() {
         parts.push(format!("{} link(s) ({})", links.len(), links.join(" ")));
+    }
+    let users = rootlesskit::leftover_users();
+    if !users.is_empty() {
+        parts.push(format!("{} user(s) ({})", users.len(), users.join(" ")));
     }
     let dirs = cmd::leftover_dirs().len() + netns::etc_leftovers().len();
     if dirs > 0 {

@@ -18,6 +18,7 @@ pub mod netns;
 pub mod ovs;
 pub mod report;
 pub mod results;
+pub mod rootlesskit;
 pub mod scenario;
 pub mod systems;
 pub mod tcpload;

@@ -21,6 +21,9 @@
 //!   --mount --propagation slave` (its sandbox must not touch our mounts); the port is
 //!   published with the API socket's `add_hostfwd` (127.0.0.1:HP to 5202). 10.0.2.2 is the
 //!   host's loopback. The exit fd is a pipe this process holds: if it dies, slirp4netns ends.
+//! - Through rootlesskit (`VSWITCH_BENCH_ROOTLESSKIT=PATH`): pasta, slirp4netns and the two
+//!   drop-ins are started by rootlesskit as an unprivileged user, as rootless Docker runs them
+//!   ([`crate::rootlesskit`]); vswitchd itself is not a rootlesskit driver.
 //!
 //! Workloads (the servers and clients are ours or iperf3; traffic only between `c` and `d`'s
 //! loopback): `nat-out` (iperf3 client in `c` to the host address, server on 127.0.0.1 of
@@ -52,7 +55,7 @@ use crate::report::Workload;
 use crate::systems::{self, Daemon, DaemonOptions, Kind, NETWORK, SUBNET};
 use crate::tcpload::{self, ConnConfig};
 use crate::workloads::{self, Iperf, TcpSample};
-use crate::{dns, err, Result};
+use crate::{dns, err, rootlesskit, Result};
 
 /// The port served inside the container and published on the host's 127.0.0.1.
 pub const CONTAINER_PORT: u16 = 5202;
@@ -103,22 +106,28 @@ pub struct NatSystem {
     pub published: std::result::Result<u16, String>,
     /// How long building it took.
     pub setup: Duration,
+    /// The published port appears only once the container binds it (rootlesskit's implicit
+    /// port driver: pasta's -t auto).
+    pub implicit_ports: bool,
     /// The namespace of the host side (`d`), none for the caller's.
-    host: Option<String>,
-    // Field order is drop order: the processes stop before their namespaces go, and the
-    // directory holding their logs goes last.
+    pub(crate) host: Option<String>,
+    /// The forwarder's PID when it is not `forwarder`'s (rootlesskit started it).
+    pub(crate) fwd_pid: Option<u32>,
+    // Field order is drop order: the processes stop before their namespaces go, the user
+    // that ran them goes after them, and the directory holding their logs goes last.
     pub daemon: Option<Daemon>,
-    forwarder: Option<Proc>,
+    pub(crate) forwarder: Option<Proc>,
     /// slirp4netns's --exit-fd, held only to be closed: that ends slirp4netns (and so does this process dying).
-    _exit_fd: Option<OwnedFd>,
-    namespaces: Vec<Netns>,
-    dir: TempDir,
+    pub(crate) _exit_fd: Option<OwnedFd>,
+    pub(crate) namespaces: Vec<Netns>,
+    pub(crate) _user: Option<rootlesskit::BenchUser>,
+    pub(crate) dir: TempDir,
 }
 
 impl NatSystem {
     /// The process doing the NAT: vswitchd, pasta or slirp4netns.
     pub fn forwarder_pid(&self) -> Option<u32> {
-        self.daemon.as_ref().map(Daemon::pid).or(self.forwarder.as_ref().map(Proc::pid))
+        self.fwd_pid.or(self.daemon.as_ref().map(Daemon::pid)).or(self.forwarder.as_ref().map(Proc::pid))
     }
 
     /// The namespaces, for messages.
@@ -140,12 +149,12 @@ impl NatSystem {
 }
 
 /// The file a peer's stdout and stderr go to.
-fn log_name(kind: Kind) -> String {
+pub(crate) fn log_name(kind: Kind) -> String {
     format!("{}.out", kind.as_str())
 }
 
 /// The last `lines` lines of a file.
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -155,6 +164,7 @@ fn tail(path: &Path, lines: usize) -> String {
 pub fn start(kind: Kind, daemon: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     let t = Instant::now();
     let mut s = match kind {
+        _ if rootlesskit::wanted().is_some() => rootlesskit::start(kind, daemon, mtu)?,
         Kind::Vswitch => vswitch(daemon, mtu)?,
         Kind::Pasta | Kind::VswitchPasta => pasta(kind, daemon, mtu)?,
         Kind::Slirp4netns | Kind::VswitchSlirp4netns => slirp4netns(kind, daemon, mtu)?,
@@ -166,12 +176,12 @@ pub fn start(kind: Kind, daemon: &DaemonOptions, mtu: u32) -> Result<NatSystem> 
 
 /// A TCP port nothing listens on at 127.0.0.1 in `ns` (a race with other programs is possible,
 /// and would fail the setup, not mislead it).
-fn free_tcp_port(ns: Option<&str>) -> Result<u16> {
+pub(crate) fn free_tcp_port(ns: Option<&str>) -> Result<u16> {
     netns::run_in(ns, "port", || Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()))
 }
 
 /// `d` when the host side runs in a namespace of its own.
-fn host_namespace(opts: &DaemonOptions) -> Result<Option<Netns>> {
+pub(crate) fn host_namespace(opts: &DaemonOptions) -> Result<Option<Netns>> {
     if opts.own_netns {
         Ok(Some(Netns::create("d")?))
     } else {
@@ -221,18 +231,21 @@ fn vswitch(opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
         host_addr,
         published,
         setup: Duration::ZERO,
+        implicit_ports: false,
         host,
+        fwd_pid: None,
         daemon: Some(daemon),
         forwarder: None,
         _exit_fd: None,
         namespaces,
+        _user: None,
         dir,
     })
 }
 
 /// The program and leading arguments that run `kind`: pasta or slirp4netns themselves, or the
 /// vswitchd binary in that personality.
-fn program(kind: Kind, opts: &DaemonOptions) -> Result<Vec<String>> {
+pub(crate) fn program(kind: Kind, opts: &DaemonOptions) -> Result<Vec<String>> {
     match kind.personality() {
         Some(p) => Ok(vec![systems::path_str(&opts.bin_dir.join("vswitchd"))?, p.to_string()]),
         None => Ok(vec![kind.as_str().to_string()]),
@@ -244,12 +257,7 @@ fn pasta(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     let c = Netns::create("c")?;
     let d = host_namespace(opts)?;
     if let Some(d) = &d {
-        // pasta takes its template from the default-route interface: a veth with both ends in `d`.
-        d.ip(&["link", "add", "ext0", "type", "veth", "peer", "name", "ext1"])?;
-        d.ip(&["addr", "add", PASTA_STUB, "dev", "ext0"])?;
-        d.ip(&["link", "set", "ext1", "up"])?;
-        d.ip(&["link", "set", "ext0", "up"])?;
-        d.ip(&["route", "add", "default", "via", &PASTA_GW.to_string(), "dev", "ext0"])?;
+        pasta_stub(d)?;
     }
     let host = d.as_ref().map(|n| n.name().to_string());
     let hp = free_tcp_port(host.as_deref())?;
@@ -307,15 +315,28 @@ fn pasta(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
         host_addr: PASTA_GW,
         published: Ok(hp),
         setup: Duration::ZERO,
+        implicit_ports: false,
         host,
+        fwd_pid: None,
         daemon: None,
         forwarder: Some(proc),
         _exit_fd: None,
         namespaces,
+        _user: None,
         dir,
     };
     wait_ready(&mut sys, "eth0", Some(hp))?;
     Ok(sys)
+}
+
+/// pasta takes its template from the default-route interface: in `d`, a veth with both ends there.
+pub(crate) fn pasta_stub(d: &Netns) -> Result<()> {
+    d.ip(&["link", "add", "ext0", "type", "veth", "peer", "name", "ext1"])?;
+    d.ip(&["addr", "add", PASTA_STUB, "dev", "ext0"])?;
+    d.ip(&["link", "set", "ext1", "up"])?;
+    d.ip(&["link", "set", "ext0", "up"])?;
+    d.ip(&["route", "add", "default", "via", &PASTA_GW.to_string(), "dev", "ext0"])?;
+    Ok(())
 }
 
 fn slirp4netns(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
@@ -366,11 +387,14 @@ fn slirp4netns(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> 
         host_addr: SLIRP_HOST,
         published: Err("not yet".into()),
         setup: Duration::ZERO,
+        implicit_ports: false,
         host,
+        fwd_pid: None,
         daemon: None,
         forwarder: Some(proc),
         _exit_fd: Some(exit_w),
         namespaces,
+        _user: None,
         dir,
     };
     if let Err(e) = wait_fd(&ready_r, READY) {
@@ -431,7 +455,7 @@ fn wait_fd(fd: &OwnedFd, within: Duration) -> Result<()> {
 }
 
 /// One request on slirp4netns's API socket; its answer, or an error if it holds one.
-fn slirp_api(sock: &Path, req: &Value) -> Result<Value> {
+pub(crate) fn slirp_api(sock: &Path, req: &Value) -> Result<Value> {
     let mut s = UnixStream::connect(sock).map_err(|e| err(format!("slirp4netns API {}: {e}", sock.display())))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -448,7 +472,7 @@ fn slirp_api(sock: &Path, req: &Value) -> Result<Value> {
 
 /// Waits until the container's `dev` has the system's address and MTU and a default route,
 /// and, when given, something listens on 127.0.0.1:`port` on the host side (the published port).
-fn wait_ready(sys: &mut NatSystem, dev: &str, port: Option<u16>) -> Result<()> {
+pub(crate) fn wait_ready(sys: &mut NatSystem, dev: &str, port: Option<u16>) -> Result<()> {
     let deadline = Instant::now() + READY;
     loop {
         if let Some(why) = sys.forwarder_exited() {
@@ -482,13 +506,31 @@ fn configured(sys: &NatSystem, dev: &str, port: Option<u16>) -> Result<()> {
         return Err(err(format!("no default route via {} in {c}", sys.host_addr)));
     }
     if let Some(p) = port {
-        let ss = cmd::checked(netns::command(sys.host.as_deref(), "ss", &["-Hltn"]), Duration::from_secs(5))?;
-        let want = format!("127.0.0.1:{p}");
-        if !ss.lines().filter_map(|l| l.split_whitespace().nth(3)).any(|local| local == want) {
-            return Err(err(format!("nothing listens on {want} yet")));
+        if !host_listens(sys, p)? {
+            return Err(err(format!("nothing listens on 127.0.0.1:{p} yet")));
         }
     }
     Ok(())
+}
+
+/// Waits up to 5 s for [`host_listens`].
+fn wait_host_listens(sys: &NatSystem, port: u16) -> Result<bool> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !host_listens(sys, port)? {
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(true)
+}
+
+/// Whether something listens on 127.0.0.1:`port` on the host side.
+fn host_listens(sys: &NatSystem, port: u16) -> Result<bool> {
+    let ss = cmd::checked(netns::command(sys.host.as_deref(), "ss", &["-Hltn"]), Duration::from_secs(5))?;
+    let want = format!("127.0.0.1:{port}");
+    // `State Recv-Q Send-Q Local Peer`: the local address is the fourth column.
+    Ok(ss.lines().filter_map(|l| l.split_whitespace().nth(3)).any(|local| local == want || local == format!("0.0.0.0:{port}")))
 }
 
 /// One throughput run: iperf3 with a time and the machine's CPU before it.
@@ -532,6 +574,7 @@ pub fn throughput(sys: &NatSystem, w: Workload, secs: u32) -> Result<NatTcpSampl
                 reverse: w == Workload::NatOutRev,
                 mark: Some(dir),
                 streams: 1,
+                await_target: false,
             }
         }
         Workload::PortfwdIn => Iperf {
@@ -544,6 +587,7 @@ pub fn throughput(sys: &NatSystem, w: Workload, secs: u32) -> Result<NatTcpSampl
             reverse: false,
             mark: Some(dir),
             streams: 1,
+            await_target: sys.implicit_ports,
         },
         other => return Err(err(format!("{} is not a NAT throughput workload", other.as_str()))),
     };
@@ -655,6 +699,7 @@ pub fn connection_rate(sys: &NatSystem, o: &NatOptions) -> Result<ConnSample> {
         Ok(tcpload::reply_server(l, threads, s, hard)?)
     })?;
     let res = match ready_rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(()) if sys.implicit_ports && !wait_host_listens(sys, hp)? => Err(err(format!("port {hp} was not published within 5 s"))),
         Ok(()) => {
             let cfg = ConnConfig {
                 dst: SocketAddr::from((Ipv4Addr::LOCALHOST, hp)),

@@ -52,6 +52,15 @@ impl Netns {
         Ok(ns)
     }
 
+    /// Names the network namespace of process `pid` (one a program of ours made, such as
+    /// rootlesskit's child) for `ip -n` and [`enter`]; dropping it removes the name only: the
+    /// namespace lives as long as its processes.
+    pub fn attach(role: &str, pid: u32) -> Result<Self> {
+        let name = unique_name(role);
+        cmd::run("ip", &["netns", "attach", &name, &pid.to_string()])?;
+        Ok(Self { name })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

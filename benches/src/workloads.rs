@@ -57,6 +57,7 @@ pub fn tcp(pair: &Pair, secs: u32, streams: u32, fwd: Option<u32>) -> Result<Tcp
         reverse: false,
         mark: None,
         streams,
+        await_target: false,
     };
     iperf3(&run, secs, fwd)
 }
@@ -80,6 +81,10 @@ pub struct Iperf<'a> {
     pub mark: Option<&'a Path>,
     /// Parallel TCP streams (`-P`); 1 is one connection.
     pub streams: u32,
+    /// Wait, once the server listens, until something listens on `target` in the client's
+    /// namespace too: a port that is published only when the server binds it (pasta's `-t auto`,
+    /// rootlesskit's implicit port driver) appears a moment later.
+    pub await_target: bool,
 }
 
 /// Runs one iperf3 TCP stream for `secs` seconds as `t` says; CPU of `fwd` and of the machine
@@ -96,6 +101,10 @@ pub fn iperf3(t: &Iperf, secs: u32, fwd: Option<u32>) -> Result<TcpSample> {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut server = Proc::spawn(netns::command(t.server_ns, "iperf3", &argv), "iperf3 server", None, Duration::from_secs(2))?;
     wait_listening(t.server_ns, t.bind, t.port, &mut server)?;
+    if t.await_target {
+        // On any address: pasta publishes on 0.0.0.0.
+        wait_listening(t.client_ns, None, t.target.port(), &mut server)?;
+    }
     let (target, target_port) = (t.target.ip().to_string(), t.target.port().to_string());
     let secs_s = secs.to_string();
     let pidfile = t.mark.map(|dir| dir.join(format!("iperf3-client-{}.pid", t.target.port())).display().to_string());

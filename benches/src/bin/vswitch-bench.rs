@@ -52,8 +52,8 @@ enum Command {
     /// The same as --list.
     List,
     /// Remove what killed runs left behind: processes (vswitchd, OVS, pasta, slirp4netns,
-    /// dnsmasq, iperf3), namespaces (vsb<PID>-…), host links,
-    /// /etc/netns entries, temporary directories.
+    /// dnsmasq, iperf3, rootlesskit), namespaces (vsb<PID>-…), host links, users (vsbr<PID>,
+    /// made for runs through rootlesskit), /etc/netns entries, temporary directories.
     Cleanup,
 }
 
