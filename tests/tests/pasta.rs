@@ -185,7 +185,7 @@ fn versions_probes_and_unsupported_options() {
     for (args, expect) in [
         (vec!["--splice-only", "1"], "--splice-only"),
         (vec!["-U", "0", "--netns", "/proc/self/ns/net"], "invalid port"),
-        (vec!["-T", "all", "--netns", "/proc/self/ns/net"], "all"),
+        (vec!["-T", "all,80", "--netns", "/proc/self/ns/net"], "takes no other ports"),
         (vec!["-t", "0", "--netns", "/proc/self/ns/net"], "invalid port"),
         (vec!["--netns", "/nonexistent/ns"], "no such network namespace"),
         (vec!["-c", "/nonexistent/dir/pesto.sock", "--netns", "/proc/self/ns/net"], "-c /nonexistent/dir/pesto.sock"),
@@ -434,4 +434,74 @@ fn dhcp_hands_out_the_namespace_address_unless_no_dhcp() {
         }
         ok("kill", &[&pid]);
     }
+}
+
+#[test]
+fn all_and_exclusion_only_specs_forward_every_port_outside_the_ephemeral_range() {
+    if !root_or_skip("all_and_exclusion_only_specs_forward_every_port_outside_the_ephemeral_range") {
+        return;
+    }
+    // pasta's host side in a namespace of the test's own: `all` takes tens of thousands of ports
+    // there, none of the host's.
+    let (host, ns) = (Netns::new(), Netns::new());
+    host.exec_ok(&["ip", "link", "set", "lo", "up"]);
+    // The ephemeral range is the namespace's own: a wide one there leaves ports 1-4999 to
+    // `all`, few enough for the descriptor limits of a test machine (pasta's host side reads it
+    // where it runs, as pasta does).
+    let (eph_lo, eph_hi) = (5000u16, 65535u16);
+    host.exec_ok(&["sysctl", "-qw", &format!("net.ipv4.ip_local_port_range={eph_lo} {eph_hi}")]);
+    let (tp, excluded, held, up) = (eph_lo - 10, eph_lo - 11, eph_lo - 12, eph_lo - 13);
+    // A port already taken on the host side is skipped without a word; its holder keeps it.
+    let _holder = host.spawn(&["socat", &format!("TCP-LISTEN:{held},bind=127.0.0.1,reuseaddr,fork"), "SYSTEM:echo holder"]);
+    let _tsrv = ns.spawn(&["socat", &format!("TCP-LISTEN:{tp},reuseaddr,fork"), "SYSTEM:echo inside"]);
+    let _xsrv = ns.spawn(&["socat", &format!("TCP-LISTEN:{excluded},reuseaddr,fork"), "SYSTEM:echo excluded"]);
+    let _usrv = ns.spawn(&["socat", &format!("UDP-RECVFROM:{up},fork"), "SYSTEM:echo udp inside"]);
+    assert!(eventually(5, || host.exec(&["sh", "-c", &format!("ss -Hltn | grep -q 127.0.0.1:{held}")]).status.success()));
+    let bin = Personality::new("pasta");
+    let pidfile = bin.0.with_file_name("pasta.pid");
+    let t = std::time::Instant::now();
+    let out = host.exec(&[
+        bin.0.to_str().unwrap(),
+        "--config-net",
+        "-a",
+        "10.0.2.100",
+        "-n",
+        "24",
+        "-g",
+        "10.0.2.2",
+        "--ipv4-only",
+        "-t",
+        &format!("127.0.0.1/all,~{excluded}"),
+        "-u",
+        "127.0.0.1/~1-1000",
+        "-T",
+        "~1-100",
+        "-U",
+        "none",
+        "--pid",
+        pidfile.to_str().unwrap(),
+        "--netns",
+        &ns.name,
+    ]);
+    let started = t.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "taken ports are skipped without a word: {}", String::from_utf8_lossy(&out.stderr));
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    let listening = host.exec_ok(&["sh", "-c", "ss -Hltn | wc -l"]).trim().parse::<usize>().unwrap();
+    let expected = usize::from(eph_lo - 1) + usize::from(u16::MAX - eph_hi);
+    assert!(listening >= expected - 10, "{listening} TCP ports listening, {expected} expected (every non-ephemeral one) after {started:?}");
+    let ask =
+        |port: u16| String::from_utf8_lossy(&host.exec(&["socat", "-T3", "-", &format!("TCP:127.0.0.1:{port}")]).stdout).trim().to_string();
+    assert_eq!(ask(tp), "inside", "-t all forwards a port the container serves");
+    assert_eq!(ask(excluded), "", "~{excluded} is left out");
+    assert_eq!(ask(held), "holder", "a port taken before pasta started stays its holder's");
+    assert_eq!(udp_ask(Some(&host), "127.0.0.1", up), "udp inside", "-u ~1-1000 forwards every other port");
+    // -T ~1-100: the namespace's loopback ports but those (and the ones its programs hold) reach the host's.
+    let inside =
+        |port: u16| String::from_utf8_lossy(&ns.exec(&["socat", "-T3", "-", &format!("TCP:127.0.0.1:{port}")]).stdout).trim().to_string();
+    assert_eq!(inside(held), "holder", "-T ~1-100 relays the namespace's loopback to the host's");
+    assert_eq!(inside(tp), "inside", "a port the namespace's own program holds stays its own");
+    assert!(ns.exec_ok(&["sh", "-c", "ss -Hltn | grep -c 127.0.0.1:"]).trim().parse::<usize>().unwrap() >= 4890);
+    ok("kill", &[&pid]);
+    eprintln!("pasta -t all started in {started:?} with {listening} TCP ports listening");
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use ipnet::{Ipv4Net, Ipv6Net};
-use vswitch_nat::slirp::{NsSockets, RelaySock, Splice, SpliceTo};
+use vswitch_nat::slirp::{NsSockets, PublishError, RelaySock, Splice, SpliceTo};
 use vswitch_nat::Proto;
 use vswitch_switch::Mac;
 
@@ -67,14 +67,15 @@ struct Args {
     /// Stay in the foreground.
     #[arg(short = 'f', long)]
     foreground: bool,
-    /// TCP ports forwarded from the host to the namespace: none, auto, or [ADDR/]P[-P][:P[-P]],...
+    /// TCP ports forwarded from the host to the namespace: none, auto, all, or
+    /// [ADDR/]P[-P][:P[-P]],... with ~P[-P] exclusions (exclusions alone: all but those).
     #[arg(short = 't', long = "tcp-ports", value_name = "SPEC")]
     tcp_ports: Vec<String>,
     /// UDP ports forwarded from the host to the namespace (as -t).
     #[arg(short = 'u', long = "udp-ports", value_name = "SPEC")]
     udp_ports: Vec<String>,
     /// TCP ports of the namespace's loopback forwarded to the host's: none, auto (the ports
-    /// bound on the host, re-read every second; the default), or [ADDR/]P[-P][:P[-P]],...
+    /// bound on the host, re-read every second; the default), all, or a list (as -t).
     #[arg(short = 'T', long = "tcp-ns", value_name = "SPEC")]
     tcp_ns: Vec<String>,
     /// UDP ports of the namespace's loopback forwarded to the host's (as -T).
@@ -336,28 +337,46 @@ fn run(a: Args) -> anyhow::Result<()> {
         std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("--pid {}", p.display()))?;
     }
     sys::block_signals();
+    sys::raise_nofile();
     let mut stack = Stack::start(plan, tap).context("starting the network stack")?;
     stack.set_splice(splice);
     let stack = Arc::new(stack);
     for (proto, list) in [(Proto::Tcp, &tcp), (Proto::Udp, &udp)] {
         for spec in list {
-            if let PortSpec::Ports { addr, maps, .. } = spec {
-                for &(host, ns) in maps {
-                    publish(&stack, proto, *addr, host, ns, a.quiet);
+            match spec {
+                PortSpec::Ports { addr, maps, every: true, .. } => publish_every(&stack, proto, *addr, maps, a.quiet),
+                PortSpec::Ports { addr, maps, .. } => {
+                    for &(host, ns) in maps {
+                        publish(&stack, proto, *addr, host, ns, a.quiet);
+                    }
                 }
+                _ => {}
             }
         }
     }
     let mut relays = Relays { ns: ns.clone(), v6: !a.ipv4_only && stack.plan.v6.is_some(), relayed: BTreeMap::new(), quiet: a.quiet };
     for (proto, list) in [(Proto::Tcp, &tcp_ns), (Proto::Udp, &udp_ns)] {
         for spec in list {
-            if let PortSpec::Ports { addr, maps, .. } = spec {
+            if let PortSpec::Ports { addr, maps, every, .. } = spec {
+                let (mut failed, mut first) = (0usize, None);
                 for &(nsport, hostport) in maps {
-                    let ids = relays.relay(&stack, proto, *addr, nsport, hostport);
+                    // `all`: the ports the namespace's programs hold stay theirs, without a word;
+                    // other failures (out of descriptors) are summed up below.
+                    let (ids, err) = relays.relay(&stack, proto, *addr, nsport, hostport, !every);
                     if ids.is_empty() {
+                        if *every {
+                            if let Some(e) = err {
+                                failed += 1;
+                                first.get_or_insert_with(|| format!("{nsport}: {e}"));
+                            }
+                            continue;
+                        }
                         bail!("-{} {nsport}: cannot take that port inside the namespace", if proto == Proto::Tcp { 'T' } else { 'U' });
                     }
                     relays.relayed.insert((proto, nsport), (false, ids));
+                }
+                if let (Some(first), false) = (first, a.quiet) {
+                    eprintln!("pasta: {failed} {} ports not taken inside the namespace; the first: {first}", proto.name());
                 }
             }
         }
@@ -437,6 +456,28 @@ fn publish(stack: &Stack, proto: Proto, addr: Option<IpAddr>, host: u16, ns: u16
     ids
 }
 
+/// `all`, or only exclusions: publishes every port of `maps` that can be bound. Ports held by
+/// other programs or privileged are skipped without a word, as pasta does; anything else (out
+/// of descriptors) is summed up in one line.
+fn publish_every(stack: &Stack, proto: Proto, addr: Option<IpAddr>, maps: &[(u16, u16)], quiet: bool) {
+    let (mut failed, mut first) = (0usize, None);
+    for &(host, ns) in maps {
+        for (host, guest) in binds(stack, addr, host, ns) {
+            match stack.add_forward(proto, host, guest) {
+                Ok(_) | Err(PublishError::InUse { .. }) => {}
+                Err(PublishError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+                Err(e) => {
+                    failed += 1;
+                    first.get_or_insert_with(|| format!("{host}/{}: {e}", proto.name()));
+                }
+            }
+        }
+    }
+    if let (Some(first), false) = (first, quiet) {
+        eprintln!("pasta: {failed} {} ports not forwarded; the first: {first}", proto.name());
+    }
+}
+
 /// `-t auto` / `-u auto`: forward the ports bound in the namespace, re-read every second.
 struct AutoPorts {
     tcp: Option<[File; 2]>,
@@ -502,15 +543,25 @@ struct HostPorts {
 
 impl Relays {
     /// Takes `nsport` (`proto`) of the namespace's `addr` (its loopback, both families, when
-    /// None) and relays it to the host's loopback `hostport`; returns the relays that took.
-    fn relay(&self, stack: &Stack, proto: Proto, addr: Option<IpAddr>, nsport: u16, hostport: u16) -> Vec<u64> {
-        let Some(ns) = &self.ns else { return Vec::new() };
+    /// None) and relays it to the host's loopback `hostport`; returns the relays that took,
+    /// and the first failure other than the port being held there (reported unless `report`
+    /// is false or the process is quiet).
+    fn relay(
+        &self,
+        stack: &Stack,
+        proto: Proto,
+        addr: Option<IpAddr>,
+        nsport: u16,
+        hostport: u16,
+        report: bool,
+    ) -> (Vec<u64>, Option<std::io::Error>) {
+        let Some(ns) = &self.ns else { return (Vec::new(), None) };
         let binds = match addr {
             Some(a) => vec![a],
             None if self.v6 => vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
             None => vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         };
-        let mut ids = Vec::new();
+        let (mut ids, mut failed) = (Vec::new(), None);
         for ip in binds {
             let lo = if ip.is_ipv6() { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
             let at = SocketAddr::new(ip, nsport);
@@ -521,13 +572,16 @@ impl Relays {
             match sock.and_then(|s| stack.add_relay(s, SocketAddr::new(lo, hostport))) {
                 Ok(id) => ids.push(id),
                 // A port the namespace's own programs hold is theirs: auto tries again later.
-                Err(e) if !self.quiet && e.kind() != std::io::ErrorKind::AddrInUse => {
-                    eprintln!("pasta: cannot forward {at}/{} to the host: {e}", proto.name())
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+                Err(e) => {
+                    if report && !self.quiet {
+                        eprintln!("pasta: cannot forward {at}/{} to the host: {e}", proto.name());
+                    }
+                    failed.get_or_insert(e);
                 }
-                Err(_) => {}
             }
         }
-        ids
+        (ids, failed)
     }
 
     /// `-T auto`, `-U auto`: relays the ports bound on the host (but this process's own), and
@@ -549,7 +603,7 @@ impl Relays {
         });
         for (proto, port) in want {
             if !self.relayed.contains_key(&(proto, port)) {
-                let ids = self.relay(stack, proto, None, port, port);
+                let (ids, _) = self.relay(stack, proto, None, port, port, true);
                 if !ids.is_empty() {
                     self.relayed.insert((proto, port), (true, ids));
                 }

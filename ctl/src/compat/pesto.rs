@@ -313,6 +313,7 @@ fn run_op(stack: &Stack, op: &Op, done: &mut Done) -> Result<(), String> {
     let (addr, maps) = match parsed {
         PortSpec::None => return Ok(()),
         PortSpec::Auto => return Err(format!("{spec}: auto is not supported through pesto")),
+        PortSpec::Ports { every: true, .. } => return Err(format!("{spec}: all (or only exclusions) is not supported through pesto")),
         PortSpec::Ports { addr, maps, .. } => (addr, maps),
     };
     for (host, ns) in maps {

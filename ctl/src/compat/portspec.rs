@@ -1,4 +1,4 @@
-//! pasta's port specifications (`-t`/`-u`/`-T`/`-U`): `none`, `auto`, and
+//! pasta's port specifications (`-t`/`-u`/`-T`/`-U`): `none`, `auto`, `all`, and
 //! `[ADDR[%IFACE]/]FIRST[-LAST][:TOFIRST[-TOLAST]],...` with `~FIRST[-LAST]` exclusions.
 
 use std::net::IpAddr;
@@ -8,12 +8,25 @@ use std::net::IpAddr;
 pub enum PortSpec {
     None,
     Auto,
-    /// Explicit forwards: (host port, namespace port), exclusions already applied.
+    /// Forwards: (host port, namespace port), exclusions already applied.
     Ports {
         addr: Option<IpAddr>,
         iface: Option<String>,
         maps: Vec<(u16, u16)>,
+        /// `all`, or only exclusions: every port outside the ephemeral range, those that cannot
+        /// be bound (taken, or privileged) skipped without a word, as pasta does.
+        every: bool,
     },
+}
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), which `all` leaves out.
+pub fn ephemeral() -> (u16, u16) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = text.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) if a <= b => (a, b),
+        _ => (32768, 60999),
+    }
 }
 
 fn range(s: &str, what: &str) -> Result<(u16, u16), String> {
@@ -33,10 +46,14 @@ fn range(s: &str, what: &str) -> Result<(u16, u16), String> {
 
 /// Parses one specification as pasta does; an error names what is wrong.
 pub fn parse(spec: &str) -> Result<PortSpec, String> {
+    parse_with(spec, ephemeral())
+}
+
+/// [`parse`] with the ephemeral port range given.
+pub fn parse_with(spec: &str, ephemeral: (u16, u16)) -> Result<PortSpec, String> {
     match spec {
         "none" => return Ok(PortSpec::None),
         "auto" => return Ok(PortSpec::Auto),
-        "all" => return Err("port specification \"all\" is not supported by this pasta (name the ports to forward)".into()),
         _ => {}
     }
     let (addr, list) = match spec.rsplit_once('/') {
@@ -57,7 +74,12 @@ pub fn parse(spec: &str) -> Result<PortSpec, String> {
     };
     let mut maps = Vec::new();
     let mut excluded = Vec::new();
+    let mut every = false;
     for item in list.split(',') {
+        if item == "all" {
+            every = true;
+            continue;
+        }
         if let Some(ex) = item.strip_prefix('~') {
             excluded.push(range(ex, spec)?);
             continue;
@@ -72,13 +94,18 @@ pub fn parse(spec: &str) -> Result<PortSpec, String> {
         }
         maps.extend((from.0..=from.1).zip(to.0..=to.1));
     }
+    if every && !maps.is_empty() {
+        return Err(format!("{spec:?}: \"all\" takes no other ports, only exclusions (~P)"));
+    }
     if maps.is_empty() {
-        return Err(format!("{spec:?} names only exclusions (forwarding every other port is not supported by this pasta)"));
+        // `all`, or only exclusions: every port outside the ephemeral range.
+        every = true;
+        maps.extend((1..=u16::MAX).filter(|p| !(ephemeral.0..=ephemeral.1).contains(p)).map(|p| (p, p)));
     }
     maps.retain(|(h, _)| !excluded.iter().any(|(a, b)| (a..=b).contains(&h)));
     maps.sort_unstable();
     maps.dedup_by_key(|m| m.0);
-    Ok(PortSpec::Ports { addr, iface, maps })
+    Ok(PortSpec::Ports { addr, iface, maps, every })
 }
 
 #[cfg(test)]
@@ -101,7 +128,7 @@ mod tests {
         assert_eq!(ports("8000-8002:80-82,9000"), vec![(8000, 80), (8001, 81), (8002, 82), (9000, 9000)]);
         assert_eq!(ports("1000-1005,~1002-1003"), vec![(1000, 1000), (1001, 1001), (1004, 1004), (1005, 1005)]);
         match parse("127.0.0.1/8080-8080:80-80").unwrap() {
-            PortSpec::Ports { addr, iface, maps } => {
+            PortSpec::Ports { addr, iface, maps, .. } => {
                 assert_eq!((addr, iface, maps), (Some("127.0.0.1".parse().unwrap()), None, vec![(8080, 80)]));
             }
             other => panic!("{other:?}"),
@@ -117,6 +144,30 @@ mod tests {
     }
 
     #[test]
+    fn all_and_exclusions_alone_are_every_port_outside_the_ephemeral_range() {
+        let every = |spec: &str| match parse_with(spec, (32768, 60999)).unwrap() {
+            PortSpec::Ports { maps, every, addr, .. } => (maps, every, addr),
+            other => panic!("{other:?}"),
+        };
+        let (maps, all, addr) = every("all");
+        assert!(all && addr.is_none());
+        assert_eq!(maps.len(), 32767 + (65535 - 60999));
+        assert_eq!((maps[0], maps[32766], maps[32767], maps[maps.len() - 1]), ((1, 1), (32767, 32767), (61000, 61000), (65535, 65535)));
+        let (maps, all, _) = every("~22,~8000-8999");
+        assert!(all && !maps.iter().any(|m| m.0 == 22 || (8000..=8999).contains(&m.0)));
+        assert_eq!(maps.len(), 32767 + (65535 - 60999) - 1 - 1000);
+        let (maps, all, addr) = every("127.0.0.1/all,~80");
+        assert!(all && addr == Some("127.0.0.1".parse().unwrap()) && maps.len() == 32767 + 4536 - 1);
+        // Listed ports are not "every": a port that cannot be bound is an error for them.
+        assert!(!every("80").1);
+        // An ephemeral range up to 65535 leaves nothing above it.
+        match parse_with("all", (1024, 65535)).unwrap() {
+            PortSpec::Ports { maps, .. } => assert_eq!(maps.last(), Some(&(1023, 1023))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn errors_say_what_is_wrong() {
         for (spec, expect) in [
             ("0", "invalid port"),
@@ -124,8 +175,7 @@ mod tests {
             ("90-80", "below the start"),
             ("80-81:90", "differ in length"),
             ("x/80", "invalid address"),
-            ("~80", "only exclusions"),
-            ("all", "not supported"),
+            ("all,80", "takes no other ports"),
             ("", "invalid port"),
         ] {
             let e = parse(spec).unwrap_err();

@@ -298,3 +298,23 @@ pub fn interface_addrs(name: &str) -> io::Result<Vec<(std::net::IpAddr, u8)>> {
     }
     Ok(out)
 }
+
+/// Raises this process's descriptor limit as far as it may go (`-t all` holds a socket per
+/// port and family): to the kernel's ceiling (fs.nr_open) where privileged, else to the hard
+/// limit. Returns the soft limit in force afterwards.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into `lim`, a valid struct on the stack.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|t| t.trim().parse::<u64>().ok());
+    for max in ceiling.into_iter().filter(|&c| c > lim.rlim_max).chain([lim.rlim_max]) {
+        let want = libc::rlimit { rlim_cur: max, rlim_max: max };
+        // SAFETY: setrlimit reads one valid rlimit; failing (EPERM for the ceiling) changes nothing.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            return max;
+        }
+    }
+    lim.rlim_cur
+}
