@@ -125,6 +125,39 @@ pub struct NatSystem {
 }
 
 impl NatSystem {
+    /// A system whose forwarder is `proc` (pasta, slirp4netns, rootlesskit): the container's
+    /// namespace and the host side's (none: the caller's), the container's address and the one
+    /// it reaches the host's loopback at. Nothing published yet.
+    pub(crate) fn forwarded(
+        kind: Kind,
+        mtu: u32,
+        (c, d): (Netns, Option<Netns>),
+        (addr, host_addr): (Ipv4Addr, Ipv4Addr),
+        proc: Proc,
+        dir: TempDir,
+    ) -> Self {
+        let host = d.as_ref().map(|n| n.name().to_string());
+        let container = c.name().to_string();
+        NatSystem {
+            kind,
+            mtu,
+            container,
+            addr,
+            host_addr,
+            published: Err("not yet".into()),
+            setup: Duration::ZERO,
+            implicit_ports: false,
+            host,
+            fwd_pid: None,
+            daemon: None,
+            forwarder: Some(proc),
+            _exit_fd: None,
+            namespaces: std::iter::once(c).chain(d).collect(),
+            _user: None,
+            dir,
+        }
+    }
+
     /// The process doing the NAT: vswitchd, pasta or slirp4netns.
     pub fn forwarder_pid(&self) -> Option<u32> {
         self.fwd_pid.or(self.daemon.as_ref().map(Daemon::pid)).or(self.forwarder.as_ref().map(Proc::pid))
@@ -305,26 +338,8 @@ fn pasta(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let out = dir.path().join(log_name(kind));
     let proc = Proc::spawn(netns::command(host.as_deref(), argv[0], &argv[1..]), kind.as_str(), Some(&out), Duration::from_secs(3))?;
-    let mut namespaces = vec![c];
-    namespaces.extend(d);
-    let mut sys = NatSystem {
-        kind,
-        mtu,
-        container: namespaces[0].name().to_string(),
-        addr: PASTA_ADDR,
-        host_addr: PASTA_GW,
-        published: Ok(hp),
-        setup: Duration::ZERO,
-        implicit_ports: false,
-        host,
-        fwd_pid: None,
-        daemon: None,
-        forwarder: Some(proc),
-        _exit_fd: None,
-        namespaces,
-        _user: None,
-        dir,
-    };
+    let mut sys = NatSystem::forwarded(kind, mtu, (c, d), (PASTA_ADDR, PASTA_GW), proc, dir);
+    sys.published = Ok(hp);
     wait_ready(&mut sys, "eth0", Some(hp))?;
     Ok(sys)
 }
@@ -377,26 +392,8 @@ fn slirp4netns(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> 
     drop(ready_w);
     drop(exit_r);
     let proc = spawned?;
-    let mut namespaces = vec![c];
-    namespaces.extend(d);
-    let mut sys = NatSystem {
-        kind,
-        mtu,
-        container: namespaces[0].name().to_string(),
-        addr: SLIRP_ADDR,
-        host_addr: SLIRP_HOST,
-        published: Err("not yet".into()),
-        setup: Duration::ZERO,
-        implicit_ports: false,
-        host,
-        fwd_pid: None,
-        daemon: None,
-        forwarder: Some(proc),
-        _exit_fd: Some(exit_w),
-        namespaces,
-        _user: None,
-        dir,
-    };
+    let mut sys = NatSystem::forwarded(kind, mtu, (c, d), (SLIRP_ADDR, SLIRP_HOST), proc, dir);
+    sys._exit_fd = Some(exit_w);
     if let Err(e) = wait_fd(&ready_r, READY) {
         let why = sys.forwarder_exited().unwrap_or_default();
         return Err(err(format!("slirp4netns not ready: {e} {why}")));

@@ -233,26 +233,10 @@ pub fn start(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
         std::thread::sleep(Duration::from_millis(20));
     };
     let c = Netns::attach("c", child)?;
-    let mut namespaces = vec![c];
-    namespaces.extend(d);
-    let mut sys = NatSystem {
-        kind,
-        mtu,
-        container: namespaces[0].name().to_string(),
-        addr: ADDR,
-        host_addr: HOST,
-        published: Err("not yet".into()),
-        setup: Duration::ZERO,
-        implicit_ports: port_driver == "implicit",
-        host,
-        fwd_pid: Some(fwd),
-        daemon: None,
-        forwarder: Some(proc),
-        _exit_fd: None,
-        namespaces,
-        _user: Some(user),
-        dir,
-    };
+    let mut sys = NatSystem::forwarded(kind, mtu, (c, d), (ADDR, HOST), proc, dir);
+    sys.implicit_ports = port_driver == "implicit";
+    sys.fwd_pid = Some(fwd);
+    sys._user = Some(user);
     nat::wait_ready(&mut sys, "tap0", None)?;
     sys.published = if sys.implicit_ports {
         // pasta publishes the port the container binds, under the same number.
