@@ -816,6 +816,11 @@ impl Core {
             if !same_origin(conn.dest(), &dest) || conn.inbound() != (dir == Dir::Reply) {
                 return add(&c.drop_spoofed, 1);
             }
+            if conn.lingering() && (dir == Dir::Reply || !syn) {
+                // The rest of TIME-WAIT, no socket to answer with: a RST, as to a connection that is gone.
+                add(&c.tcp_stray, 1);
+                return self.refuse(io, c, pkt.ip, dest, now);
+            }
             if dir == Dir::Reply || !(syn && conn.reusable()) {
                 let mut ctx = Ctx { io, counters: c, buf: &mut self.txbuf, sent: &mut self.sent, now };
                 let done = conn.on_segment(pkt.ip, pkt.ip.len() - l4.len(), &mut ctx);

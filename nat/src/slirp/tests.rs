@@ -655,6 +655,55 @@ fn half_closes_work_both_ways() {
 }
 
 #[test]
+fn time_wait_keeps_the_ports_without_the_socket_and_answers_a_late_fin_with_a_rst() {
+    let _g = serial();
+    let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
+    // The host closes first: the engine's side ends in TIME-WAIT once the container's FIN is in.
+    let (l, port) = listen(false);
+    let host = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let h = rig.connect(false, port, 40020);
+    assert!(rig.run_until(10_000, |r| r.state(h) == tcp::State::CloseWait));
+    rig.sock(h).send_slice(b"bye").unwrap();
+    rig.sock(h).close();
+    // At once: the engine's last ACK does not wait for a delayed-ACK timer.
+    assert!(rig.run_until(200, |r| r.state(h) == tcp::State::Closed), "{}", rig.state(h));
+    assert_eq!(host.join().unwrap(), b"bye");
+    // The flow stays for the rest of TIME-WAIT (its socket already back in the pool).
+    assert_eq!(rig.engine.flows().len(), 1, "{:?}", rig.engine.flows());
+    // The container's FIN again, as if our last ACK had been lost: a RST ends its side.
+    let fin = rig
+        .sent
+        .iter()
+        .rev()
+        .find(|w| w.len() >= FRAME_HDRS + 40 && w[FRAME_HDRS + 9] == 6 && w[FRAME_HDRS + 20 + 13] & 0x01 != 0)
+        .cloned()
+        .expect("the container's FIN");
+    let stray = rig.engine.counters().tcp_stray;
+    rig.mem.push(NET, fin);
+    assert!(rig.run_until(2000, |r| r.engine.counters().tcp_stray == stray + 1));
+    // TIME-WAIT ends on its own (250 ms), counted as a clean close.
+    assert!(rig.no_flows_within(5000), "{:?}", rig.engine.flows());
+    let c = rig.engine.counters();
+    assert_eq!((c.tcp_opened, c.tcp_closed, c.tcp_open), (1, 1, 0), "{c:?}");
+    // A new connection after it works (its socket from the pool).
+    let (l, port) = listen(false);
+    let host = std::thread::spawn(move || l.accept().unwrap().0.write_all(b"again").unwrap());
+    let h = rig.connect(false, port, 40021);
+    let mut got = Vec::new();
+    assert!(rig.run_until(5000, |r| {
+        r.read(h, &mut got);
+        got == b"again"
+    }));
+    host.join().unwrap();
+}
+
+#[test]
 fn a_refused_port_gets_a_rst() {
     let _g = serial();
     let mut rig = Rig::new(EngineLimits::default(), 1500, 1500);
