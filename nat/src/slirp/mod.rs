@@ -162,8 +162,9 @@ pub struct EngineLimits {
     /// When idle flows are closed (connection tracking's; UDP: 30 s unreplied, 120 s replied).
     pub timeouts: Timeouts,
     /// Bytes each TCP connection buffers per direction (default 256 KiB): the window announced
-    /// to the container (scaled) and the most bytes in flight toward it. Pages are touched only
-    /// as far as a connection fills them.
+    /// to the container (scaled) and the most bytes in flight toward it. A connection's buffers
+    /// are given back when it is over (in TIME-WAIT too), and the engine keeps 16 closed
+    /// connections' for the next ones.
     pub tcp_buffer: usize,
     /// A connection whose container acknowledges nothing for this long is reset (default 120 s).
     pub tcp_timeout_ms: u64,
@@ -171,7 +172,7 @@ pub struct EngineLimits {
 
 impl Default for EngineLimits {
     fn default() -> Self {
-        Self { max_flows: 65_536, per_source: 4096, timeouts: Timeouts::default(), tcp_buffer: 256 * 1024, tcp_timeout_ms: 120_000 }
+        Self { max_flows: 65_536, per_source: 16_384, timeouts: Timeouts::default(), tcp_buffer: 256 * 1024, tcp_timeout_ms: 120_000 }
     }
 }
 
