@@ -585,6 +585,8 @@ impl TcpConn {
                 // own TIME-WAIT, seconds away.
                 let now = instant(ctx.now);
                 if iface.poll_at(now, sockets).is_none_or(|t| t >= now + smoltcp::time::Duration::from_secs(1)) {
+                    // Its end is timed from here on (drive() has set it already).
+                    self.time_wait_since.get_or_insert(ctx.now);
                     self.release_socket();
                 }
                 false
