@@ -52,6 +52,11 @@ struct Args {
     /// Seconds an unanswered UDP flow lives without traffic (four times as long once answered).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     nat_udp_timeout: u32,
+    /// KiB each TCP connection of the slirp engine buffers per direction: the most in flight
+    /// toward the container, and the window it is offered. Memory is taken as data reaches into
+    /// the buffers, not up front; below 1024, bulk transfers wait for the container's ACKs.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(4..=65_536))]
+    nat_tcp_buffer_kib: u32,
     /// Confine the daemon at start, as slirp4netns's --enable-sandbox does: its own mount
     /// namespace whose root holds only the state directory, the socket's directory, the
     /// --resolv-conf directory, /etc (read-only, /etc/netns writable), /run, /var/run/netns,
@@ -119,8 +124,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let dns = Dns::new(&args.resolv_conf, rt.handle().clone(), dp.slow_waker());
     gateways.set_dns(Arc::new(DnsHandle(dns.clone())));
     let uplink = dp.uplink().ok_or_else(|| anyhow::anyhow!("the data plane has no uplink"))?;
-    let mut limits =
-        EngineLimits { max_flows: args.nat_max_flows as usize, per_source: args.nat_max_flows_per_endpoint as usize, ..Default::default() };
+    let mut limits = EngineLimits {
+        max_flows: args.nat_max_flows as usize,
+        per_source: args.nat_max_flows_per_endpoint as usize,
+        tcp_buffer: args.nat_tcp_buffer_kib as usize * 1024,
+        ..Default::default()
+    };
     limits.timeouts.udp_ms = u64::from(args.nat_udp_timeout) * 1000;
     limits.timeouts.udp_stream_ms = limits.timeouts.udp_ms * 4;
     let engine = Arc::new(Engine::start(uplink, limits)?);

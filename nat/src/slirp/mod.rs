@@ -161,10 +161,10 @@ pub struct EngineLimits {
     pub per_source: usize,
     /// When idle flows are closed (connection tracking's; UDP: 30 s unreplied, 120 s replied).
     pub timeouts: Timeouts,
-    /// Bytes each TCP connection buffers per direction (default 256 KiB): the window announced
-    /// to the container (scaled) and the most bytes in flight toward it. A connection's buffers
-    /// are given back when it is over (in TIME-WAIT too), and the engine keeps 16 closed
-    /// connections' for the next ones.
+    /// Bytes each TCP connection buffers per direction (default 4 MiB): the window announced
+    /// to the container (scaled) and the most bytes in flight toward it. Memory is taken as data
+    /// reaches into them, not up front (see the `tcp` module), and given back when the connection
+    /// is over (in TIME-WAIT too); the engine keeps 16 closed short connections' for the next ones.
     pub tcp_buffer: usize,
     /// A connection whose container acknowledges nothing for this long is reset (default 120 s).
     pub tcp_timeout_ms: u64,
@@ -172,7 +172,7 @@ pub struct EngineLimits {
 
 impl Default for EngineLimits {
     fn default() -> Self {
-        Self { max_flows: 65_536, per_source: 16_384, timeouts: Timeouts::default(), tcp_buffer: 256 * 1024, tcp_timeout_ms: 120_000 }
+        Self { max_flows: 65_536, per_source: 16_384, timeouts: Timeouts::default(), tcp_buffer: 4 << 20, tcp_timeout_ms: 120_000 }
     }
 }
 
@@ -369,6 +369,7 @@ const PING_WARN_MS: u64 = 60_000;
 impl Engine {
     /// Starts the engine's thread on `io`, serving no network until [`set_networks`](Self::set_networks).
     pub fn start(io: impl FrameIo, limits: EngineLimits) -> io::Result<Engine> {
+        sys::map_large_allocations();
         let poller = Poller::new(256)?;
         let ctl = EventFd::new()?;
         poller.add_level(io.wake_fd(), WAKE_TOKEN)?;

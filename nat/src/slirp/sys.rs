@@ -5,7 +5,8 @@
 //! level-triggered writability would wake the engine for every idle socket. Edge-triggered
 //! readiness is remembered per socket by the caller instead (readable/writable until a call
 //! answers EAGAIN). Sockets leave the epoll set when they are closed (the kernel forgets a closed
-//! file), so there is no removal. The only `unsafe` of the engine lives here, one kernel call per block.
+//! file), so there is no removal. The only `unsafe` of the engine lives here, one kernel call per block
+//! (and one allocator tunable, [`map_large_allocations`]).
 //! [`ns_sockets`], [`pipe`] and [`splice`] serve spliced published ports (see `splice`).
 #![allow(unsafe_code)]
 
@@ -216,4 +217,18 @@ pub(crate) fn bind_address_no_port(fd: RawFd) -> io::Result<()> {
     // SAFETY: `one` is a valid c_int that outlives the call, and `len` is its size.
     cvt(unsafe { libc::setsockopt(fd, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, (&one as *const libc::c_int).cast(), len) })?;
     Ok(())
+}
+
+/// Holds glibc's mmap threshold at its initial 128 KiB. glibc raises it, up to 32 MiB, each time
+/// a mapped block is freed; after that the engine's TCP buffers (`EngineLimits::tcp_buffer`,
+/// megabytes) would come from the heap: zeroed by `calloc` with a `memset` of every byte, and
+/// kept by the process after they are freed. Mapped, they are fresh zero pages, resident only
+/// where data reached, and unmapped when freed. Process-wide; other threads' large allocations
+/// are mapped too, as they are before glibc's first adjustment.
+pub(crate) fn map_large_allocations() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's tunables; it takes no pointers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }

@@ -35,13 +35,19 @@
 //! SO_LINGER 0, which sends a RST; a host error (ECONNRESET, EPIPE) aborts the smoltcp socket,
 //! which sends the container a RST.
 //!
-//! Buffers: `EngineLimits::tcp_buffer` bytes each way (256 KiB by default; the window smoltcp
-//! announces is scaled to it, shift 2). Toward the container that is the most in flight, which
-//! at the microseconds a container's ACK takes is gigabytes per second; the host's side has the
-//! kernel's own (autotuned) socket buffers for the WAN's bandwidth-delay product.
+//! Buffers: `EngineLimits::tcp_buffer` bytes each way (4 MiB by default: the most the kernel's
+//! autotuning gives a socket's send buffer, `tcp_wmem`; the window smoltcp announces is scaled
+//! to it). Toward the container that is the most in flight, and in flight it waits for the
+//! container's ACKs, each a TAP read, a worker and a wake-up of the engine away: at 256 KiB the
+//! engine stalled on them and carried 8 Gbit/s where 4 MiB carries 13-14 (BENCHMARKS.md, "The
+//! engine's TCP buffers"). The host's side has the kernel's own (autotuned) socket buffers.
+//! Memory is what is touched, not what is allocated: the buffers are above glibc's mmap
+//! threshold (held at its default by [`super::sys::map_large_allocations`]), so they arrive as
+//! untouched zero pages, cost no `memset`, and go back to the kernel when freed; a connection
+//! that moved little holds little, and only such connections' sockets are pooled ([`recycle`]).
 //!
 //! Timers: smoltcp's (retransmission, delayed ACK at 10 ms, zero-window probes, its user
-//! timeout) as [`TcpConn::next_poll`] reports them, and a 1 s TIME-WAIT; idle connections are
+//! timeout) as [`TcpConn::next_poll`] reports them, and a short TIME-WAIT ([`TIME_WAIT_MS`]); idle connections are
 //! closed by connection tracking's timeouts (2 h 4 min established), not here.
 //!
 //! Published ports turn this around ([`TcpConn::accept`]): the host connection is already there
@@ -156,6 +162,8 @@ struct Host {
     eof: bool,
     /// We sent the host our FIN (the container's).
     wr_shut: bool,
+    /// Bytes carried, both ways together: how far into its buffers the smoltcp socket wrote.
+    moved: u64,
 }
 
 /// One TCP connection from a container, or to it through a published port.
@@ -236,7 +244,7 @@ impl TcpConn {
             local,
             inbound: false,
             answered: false,
-            host: Host { sock: Some(sock), readable: false, writable: false, eof: false, wr_shut: false },
+            host: Host { sock: Some(sock), readable: false, writable: false, eof: false, wr_shut: false, moved: 0 },
             stage: Stage::Connecting { syn },
             container_fin: false,
             last_pure_ack: None,
@@ -283,7 +291,7 @@ impl TcpConn {
             local,
             inbound: true,
             answered: false,
-            host: Host { sock: Some(sock), readable: false, writable: false, eof: false, wr_shut: false },
+            host: Host { sock: Some(sock), readable: false, writable: false, eof: false, wr_shut: false, moved: 0 },
             stage: Stage::Open { iface: Box::new(iface), sockets, handle },
             container_fin: false,
             last_pure_ack: None,
@@ -338,7 +346,7 @@ impl TcpConn {
         if let Stage::Open { mut sockets, handle, .. } = std::mem::replace(&mut self.stage, Stage::TimeWait) {
             // The only socket kind smoltcp is built with here.
             let smoltcp::socket::Socket::Tcp(s) = sockets.remove(handle);
-            recycle(s);
+            recycle(s, self.host.moved);
         }
     }
 
@@ -609,21 +617,30 @@ fn reset_host(h: &mut Host) {
     }
 }
 
-/// A connection's smoltcp socket, `params.buffer` bytes each way.
 /// How many closed connections' smoltcp sockets an engine thread keeps for the next ones.
 const SOCKET_POOL_MAX: usize = 16;
+/// A socket whose connection carried more than this is freed, not pooled: its buffers' pages
+/// are resident as far as its data reached (a reused socket starts writing at their beginning
+/// again), and the pool is to hold at most `SOCKET_POOL_MAX` x 2 x this of memory, not of
+/// `tcp_buffer`s. Short connections, which are what arrive thousands a second, stay under it.
+const POOL_MOVED_MAX: u64 = 256 * 1024;
 
 thread_local! {
-    /// Closed connections' sockets. Each holds two buffers of `TcpParams::buffer` bytes (256 KiB
-    /// by default) that a fresh socket allocates and zeroes: that was a quarter of the engine
-    /// thread's time at 5,000 new connections a second. smoltcp's `connect` and `listen` reset
+    /// Closed connections' sockets. Each holds two buffers of `TcpParams::buffer` bytes that a
+    /// fresh socket allocates: when glibc took them from its heap and zeroed them (256 KiB
+    /// each then), that was a quarter of the engine thread's time at 5,000 new connections a
+    /// second; mapped fresh, it is two mmaps, two munmaps and a page fault per page touched. smoltcp's `connect` and `listen` reset
     /// a closed socket whole (state, sequence numbers, timers, both buffers emptied), so a reused
     /// one carries nothing of its last connection: its buffers' old bytes are never read.
     static SOCKET_POOL: RefCell<Vec<tcp::Socket<'static>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Keeps a finished connection's socket for [`new_socket`] (the pool is full: dropped).
-fn recycle(mut s: tcp::Socket<'static>) {
+/// Keeps a finished connection's socket, which carried `moved` bytes, for [`new_socket`]
+/// (dropped when the pool is full or the socket's buffers hold too much memory).
+fn recycle(mut s: tcp::Socket<'static>, moved: u64) {
+    if moved > POOL_MOVED_MAX {
+        return;
+    }
     s.abort();
     // try_with: a connection dropped while the thread ends finds no pool, and frees its socket.
     let _ = SOCKET_POOL.try_with(|p| {
@@ -666,7 +683,10 @@ fn pump(h: &mut Host, s: &mut tcp::Socket<'_>, bytes: (&AtomicU64, &AtomicU64), 
             Err(e) => (0, Err(e)),
         });
         match r {
-            Ok(Ok(n)) => add(bytes.0, n as u64),
+            Ok(Ok(n)) => {
+                add(bytes.0, n as u64);
+                h.moved += n as u64;
+            }
             Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => h.writable = false,
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Ok(Err(e)) => return Err(e),
@@ -697,7 +717,10 @@ fn pump(h: &mut Host, s: &mut tcp::Socket<'_>, bytes: (&AtomicU64, &AtomicU64), 
                 // A FIN after whatever is still buffered.
                 s.close();
             }
-            Ok(Ok(Some(n))) => add(bytes.1, n as u64),
+            Ok(Ok(Some(n))) => {
+                add(bytes.1, n as u64);
+                h.moved += n as u64;
+            }
             Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => h.readable = false,
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Ok(Err(e)) => return Err(e),
@@ -887,5 +910,37 @@ impl<'c, 'a> Device for Link<'_, 'c, 'a> {
         sums.tcp = Checksum::None;
         caps.checksum = sums;
         caps
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    fn pooled() -> usize {
+        SOCKET_POOL.with(|p| p.borrow().len())
+    }
+
+    #[test]
+    fn only_short_connections_sockets_are_pooled_and_reused() {
+        let params = TcpParams { buffer: 64 * 1024, timeout_ms: 1000 };
+        assert_eq!(pooled(), 0, "each test thread starts with an empty pool");
+        recycle(new_socket(params), POOL_MOVED_MAX);
+        assert_eq!(pooled(), 1, "a connection that moved little gives its socket back");
+        recycle(new_socket(params), POOL_MOVED_MAX + 1);
+        assert_eq!(pooled(), 0, "the pooled socket was taken; a busy connection's is freed, not pooled");
+        recycle(new_socket(params), 0);
+        let other = TcpParams { buffer: 128 * 1024, ..params };
+        let s = new_socket(other);
+        assert_eq!((s.send_capacity(), pooled()), (128 * 1024, 1), "a socket of another size is not taken");
+        for _ in 0..SOCKET_POOL_MAX + 4 {
+            recycle(new_socket(other), 1);
+        }
+        assert_eq!(pooled(), 2, "one socket in, one out: the pool never passes its size");
+        let many: Vec<_> = (0..SOCKET_POOL_MAX + 4).map(|_| new_socket(params)).collect();
+        for s in many {
+            recycle(s, 1);
+        }
+        assert_eq!(pooled(), SOCKET_POOL_MAX);
     }
 }
