@@ -81,17 +81,32 @@ pub fn missing_peer(kind: Kind) -> Option<&'static str> {
 }
 
 /// A peer's version: the first line of `--version`, with the package's version when the
-/// program does not know its own (Debian's pasta says "pasta unknown version").
+/// program does not know its own (Debian 12's pasta says "pasta unknown version") and is the
+/// package's own file (not, say, a newer pasta first in PATH: `scripts/pasta-current`).
 fn peer_version(kind: Kind) -> Option<String> {
     let (prog, package) = peer_program(kind)?;
-    cmd::which(prog)?;
-    let own = cmd::run_within(prog, &["--version"], Duration::from_secs(5)).ok().and_then(|s| s.lines().next().map(str::to_string));
-    let pkg = cmd::run_within("dpkg-query", &["-W", "-f", "${Version}", package], Duration::from_secs(5)).ok().filter(|v| !v.is_empty());
+    let path = std::fs::canonicalize(cmd::which(prog)?).ok()?;
+    let path_s = path.to_str()?;
+    let first_line = |s: String| s.lines().next().map(str::to_string);
+    let own = cmd::run_within(path_s, &["--version"], Duration::from_secs(5)).ok().and_then(first_line).or_else(|| {
+        // pasta 2025 leaves `--version` unwritten into a pipe (it _exits with stdout buffered):
+        // a terminal's line buffering gets it out.
+        let line = format!("{path_s} --version");
+        cmd::run_within("script", &["-qec", &line, "/dev/null"], Duration::from_secs(5)).ok().and_then(first_line)
+    });
+    let own = own.map(|o| o.trim().to_string()).filter(|o| !o.is_empty());
+    let packaged =
+        cmd::run_within("dpkg-query", &["-S", path_s], Duration::from_secs(5)).is_ok_and(|o| o.starts_with(&format!("{package}:")));
+    let pkg = packaged
+        .then(|| cmd::run_within("dpkg-query", &["-W", "-f", "${Version}", package], Duration::from_secs(5)).ok())
+        .flatten()
+        .filter(|v| !v.is_empty());
     match (own, pkg) {
         (Some(o), Some(p)) if o.contains("unknown") => Some(format!("{prog} {p} (Debian package {package})")),
-        (Some(o), _) => Some(o),
+        (Some(o), _) if packaged => Some(o),
+        (Some(o), _) => Some(format!("{o} ({path_s})")),
         (None, Some(p)) => Some(format!("{prog} {p} (Debian package {package})")),
-        (None, None) => Some(format!("{prog} (version unknown)")),
+        (None, None) => Some(format!("{prog} (version unknown, {path_s})")),
     }
 }
 
@@ -102,11 +117,15 @@ const DNS_TOOLS: [(&str, &str); 3] = [("ip", "iproute2"), ("kill", "procps"), ("
 /// Tools the NAT comparison runs (its peers, pasta and slirp4netns, are optional: see [`missing_peer`]).
 const NAT_TOOLS: [(&str, &str); 5] =
     [("ip", "iproute2"), ("ss", "iproute2"), ("iperf3", "iperf3"), ("kill", "procps"), ("unshare", "util-linux")];
+/// What rootlesskit needs to map the run's user's subordinate ids (NAT through rootlesskit only).
+const ROOTLESSKIT_TOOLS: [(&str, &str); 2] = [("newuidmap", "uidmap"), ("newgidmap", "uidmap")];
 
 /// Fails, naming what to install, unless every tool the asked comparisons need is there
 /// (switching and routing: `network`; DNS: `dns`; NAT: `nat`) and we run as root.
 pub fn check_prerequisites(network: bool, dns: bool, nat: bool) -> Result<()> {
+    let rootless = nat && std::env::var_os(crate::rootlesskit::ENV).is_some();
     let tools = TOOLS.iter().filter(|_| network).chain(DNS_TOOLS.iter().filter(|_| dns)).chain(NAT_TOOLS.iter().filter(|_| nat));
+    let tools = tools.chain(ROOTLESSKIT_TOOLS.iter().filter(|_| rootless));
     let mut missing: Vec<&str> = tools.filter(|(t, _)| cmd::which(t).is_none()).map(|(_, p)| *p).collect();
     missing.sort_unstable();
     missing.dedup();

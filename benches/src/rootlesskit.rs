@@ -49,6 +49,7 @@ pub fn wanted() -> Option<PathBuf> {
 pub struct BenchUser {
     name: String,
     uid: u32,
+    gid: u32,
     /// /dev/net/tun's mode before, when this changed it.
     tun_mode: Option<u32>,
 }
@@ -56,13 +57,20 @@ pub struct BenchUser {
 const SUBID_FILES: [&str; 2] = ["/etc/subuid", "/etc/subgid"];
 const TUN: &str = "/dev/net/tun";
 
+/// `id FLAG name`: the user's uid (`-u`) or primary group's id (`-g`).
+fn id(name: &str, flag: &str) -> Result<u32> {
+    cmd::run("id", &[flag, name])?.trim().parse().map_err(|e| err(format!("id {flag} {name}: {e}")))
+}
+
 impl BenchUser {
     fn create() -> Result<Self> {
         let name = format!("{}r{}", netns::PREFIX, std::process::id());
         cmd::run("useradd", &["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", &name])?;
         // From here on, drop removes the user, whatever fails next.
-        let mut user = BenchUser { name, uid: 0, tun_mode: None };
-        user.uid = cmd::run("id", &["-u", &user.name])?.trim().parse().map_err(|e| err(format!("id -u {}: {e}", user.name)))?;
+        let mut user = BenchUser { name, uid: 0, gid: 0, tun_mode: None };
+        user.uid = id(&user.name, "-u")?;
+        // useradd --system gives the user a group of its own, whose id need not be the uid's.
+        user.gid = id(&user.name, "-g")?;
         let base = 2_000_000 + (std::process::id() % 1000) * 65_536;
         for f in SUBID_FILES {
             let mut text = std::fs::read_to_string(f).unwrap_or_default();
@@ -126,8 +134,8 @@ pub fn leftover_users() -> Vec<String> {
 
 /// Removes a user [`leftover_users`] found: its processes, the user, its subordinate ids.
 pub fn remove_user(name: &str) -> Result<()> {
-    let uid = cmd::run("id", &["-u", name])?.trim().parse().map_err(|e| err(format!("id -u {name}: {e}")))?;
-    drop(BenchUser { name: name.to_string(), uid, tun_mode: None });
+    let uid = id(name, "-u")?;
+    drop(BenchUser { name: name.to_string(), uid, gid: 0, tun_mode: None });
     if leftover_users().iter().any(|u| u == name) {
         return Err(err(format!("cannot remove user {name}")));
     }
@@ -197,8 +205,8 @@ pub fn start(kind: Kind, opts: &DaemonOptions, mtu: u32) -> Result<NatSystem> {
     }
     let host = d.as_ref().map(|n| n.name().to_string());
     let state = home.join("rk");
-    let uid = user.uid.to_string();
-    let mut args: Vec<String> = ["--reuid", &uid, "--regid", &uid, "--clear-groups", "--"].map(String::from).to_vec();
+    let (uid, gid) = (user.uid.to_string(), user.gid.to_string());
+    let mut args: Vec<String> = ["--reuid", &uid, "--regid", &gid, "--clear-groups", "--"].map(String::from).to_vec();
     args.extend([
         systems::path_str(&rootlesskit)?,
         format!("--state-dir={}", systems::path_str(&state)?),
