@@ -198,6 +198,47 @@ fn versions_probes_and_unsupported_options() {
 }
 
 #[test]
+fn loopback_clients_are_spliced_from_the_namespace_address_without_host_lo_to_ns_lo() {
+    if !root_or_skip("loopback_clients_are_spliced_from_the_namespace_address_without_host_lo_to_ns_lo") {
+        return;
+    }
+    let ns = Netns::new();
+    let bin = Personality::new("pasta");
+    let (tp, lp, up) = (free_port(), free_port(), free_port());
+    let (t, l, u) = (format!("127.0.0.1/{tp}:80"), format!("127.0.0.1/{lp}:81"), format!("127.0.0.1/{up}:53"));
+    let netns = format!("/run/netns/{}", ns.name);
+    #[rustfmt::skip]
+    let args = [
+        "--config-net", "-4", "-I", "eth0", "-a", "10.76.0.2", "-n", "24", "-g", "10.76.0.254",
+        "-t", &t, "-t", &l, "-u", &u, "-T", "none", "-U", "none", "--netns", &netns,
+    ];
+    let out = pasta(&bin, &args, std::path::Path::new("/dev/null"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // As pasta since 2024_10_30: the service sees the namespace's own address (spliced), not the
+    // gateway's (the framed path) nor a loopback client (--host-lo-to-ns-lo).
+    let _peer = ns.spawn(&["socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
+    let _lo_only = ns.spawn(&["socat", "TCP-LISTEN:81,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo loopback"]);
+    let _udp_peer = ns.spawn(&["socat", "UDP-RECVFROM:53,fork", "SYSTEM:echo udp-peer=$SOCAT_PEERADDR"]);
+    let mut got = None;
+    assert!(
+        eventually(5, || {
+            got = fetch(tp);
+            got.as_deref().is_some_and(|g| g.trim() == "peer=10.76.0.2")
+        }),
+        "{got:?}"
+    );
+    // Short connections one after another, each from a port of our own choosing: all spliced.
+    for i in 0..300 {
+        let got = fetch(tp);
+        assert_eq!(got.as_deref().map(str::trim), Some("peer=10.76.0.2"), "connection {i}");
+    }
+    assert!(eventually(5, || ns.exec_ok(&["ss", "-ltn"]).contains("127.0.0.1:81 ")));
+    assert_eq!(fetch(lp).unwrap_or_default(), "", "a service on the namespace's loopback only is not reached");
+    assert!(eventually(5, || ns.exec_ok(&["ss", "-lun"]).contains(":53 ")));
+    assert_eq!(udp_ask(None, "127.0.0.1", up), "udp-peer=10.76.0.2");
+}
+
+#[test]
 fn host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback() {
     if !root_or_skip("host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback") {
         return;

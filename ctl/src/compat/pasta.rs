@@ -108,8 +108,9 @@ struct Args {
     /// No DHCPv6 server (there is none: the namespace gets its IPv6 address from --config-net or SLAAC).
     #[arg(long)]
     no_dhcpv6: bool,
-    /// Clients on the host's loopback of forwarded ports reach the namespace's loopback (TCP
-    /// spliced, UDP from a socket there), instead of its interface from the gateway's address.
+    /// Clients on the host's loopback of forwarded ports reach the namespace's loopback, services
+    /// bound there included, and appear there as loopback clients; without it they reach the
+    /// namespace's address from that address (either way TCP spliced, UDP from a socket inside).
     #[arg(long)]
     host_lo_to_ns_lo: bool,
     /// Listen for pesto on this Unix socket: published ports shown and changed while running.
@@ -329,7 +330,10 @@ fn run(a: Args) -> anyhow::Result<()> {
             None
         }
     };
-    let splice = ns.clone().filter(|_| a.host_lo_to_ns_lo).map(|ns| Splice { ns, to: SpliceTo::Loopback });
+    // As pasta since 2024_10_30: loopback clients are spliced either way; the flag decides
+    // whether they are loopback clients inside too.
+    let to = if a.host_lo_to_ns_lo { SpliceTo::Loopback } else { SpliceTo::Public };
+    let splice = ns.clone().map(|ns| Splice { ns, to });
     // Podman and rootlesskit wait for this process to exit, then use the namespace: the
     // foreground half exits only once the background one serves.
     let detached = if a.foreground { None } else { Some(sys::daemonize()?) };

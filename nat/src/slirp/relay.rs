@@ -167,7 +167,7 @@ impl Core {
             }
         };
         let (token, other) = (self.token(), self.token());
-        let conn = match SpliceConn::start(sock, host, r.to, other, relay) {
+        let conn = match SpliceConn::start(sock, host, r.to, false, other, relay) {
             Ok(conn) => conn,
             Err((e, sock)) => {
                 connect_failed(c, &e);
