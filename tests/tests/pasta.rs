@@ -14,6 +14,17 @@ fn pasta(bin: &Personality, args: &[&str], resolv: &std::path::Path) -> std::pro
     Command::new(&bin.0).args(args).env("VSWITCH_RESOLV_CONF", resolv).output().unwrap()
 }
 
+/// Runs pasta on `ns` with an address of its own (10.76.0.2/24, gateway 10.76.0.254: no host
+/// default route needed) and `opts`, and checks that it started.
+fn pasta_on(bin: &Personality, ns: &Netns, opts: &[&str]) {
+    let netns = format!("/run/netns/{}", ns.name);
+    let mut args = vec!["--config-net", "-4", "-I", "eth0", "-a", "10.76.0.2", "-n", "24", "-g", "10.76.0.254"];
+    args.extend_from_slice(opts);
+    args.extend(["--netns", netns.as_str()]);
+    let out = pasta(bin, &args, std::path::Path::new("/dev/null"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn fetch(port: u16) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
@@ -206,14 +217,7 @@ fn loopback_clients_are_spliced_from_the_namespace_address_without_host_lo_to_ns
     let bin = Personality::new("pasta");
     let (tp, lp, up) = (free_port(), free_port(), free_port());
     let (t, l, u) = (format!("127.0.0.1/{tp}:80"), format!("127.0.0.1/{lp}:81"), format!("127.0.0.1/{up}:53"));
-    let netns = format!("/run/netns/{}", ns.name);
-    #[rustfmt::skip]
-    let args = [
-        "--config-net", "-4", "-I", "eth0", "-a", "10.76.0.2", "-n", "24", "-g", "10.76.0.254",
-        "-t", &t, "-t", &l, "-u", &u, "-T", "none", "-U", "none", "--netns", &netns,
-    ];
-    let out = pasta(&bin, &args, std::path::Path::new("/dev/null"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    pasta_on(&bin, &ns, &["-t", &t, "-t", &l, "-u", &u, "-T", "none", "-U", "none"]);
     // As pasta since 2024_10_30: the service sees the namespace's own address (spliced), not the
     // gateway's (the framed path) nor a loopback client (--host-lo-to-ns-lo).
     let _peer = ns.spawn(&["socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
@@ -254,14 +258,7 @@ fn host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback() {
     let hp = http_service("127.0.0.1:0", "host side");
     let tn = format!("8081:{hp}");
     let un = format!("5354:{}", udp_service("127.0.0.1:0", "udp host side"));
-    let netns = format!("/run/netns/{}", ns.name);
-    #[rustfmt::skip]
-    let args = [
-        "--config-net", "-4", "-I", "eth0", "-a", "10.76.0.2", "-n", "24", "-g", "10.76.0.254", "--host-lo-to-ns-lo",
-        "-t", &t, "-t", &b, "-t", &w, "-u", &u, "-T", &tn, "-U", &un, "--netns", &netns,
-    ];
-    let out = pasta(&bin, &args, std::path::Path::new("/dev/null"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    pasta_on(&bin, &ns, &["--host-lo-to-ns-lo", "-t", &t, "-t", &b, "-t", &w, "-u", &u, "-T", &tn, "-U", &un]);
     // A service bound to the namespace's loopback only is reached, and sees a loopback client.
     let _peer = ns.spawn(&["socat", "TCP-LISTEN:80,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
     let _udp_peer = ns.spawn(&["socat", "UDP-RECVFROM:53,bind=127.0.0.1,fork", "SYSTEM:echo udp-peer=$SOCAT_PEERADDR"]);
@@ -317,15 +314,8 @@ fn pesto_adds_shows_deletes_and_replaces_ports_of_a_running_pasta() {
     let pesto_bin = Personality::new("pesto");
     let sock = bin.0.with_file_name("pasta.sock");
     let sock_s = sock.to_str().unwrap().to_string();
-    let netns = format!("/run/netns/{}", ns.name);
     // Podman 6's rootless-netns command line with -c.
-    #[rustfmt::skip]
-    let args = [
-        "--config-net", "-4", "-I", "eth0", "-a", "10.76.0.2", "-n", "24", "-g", "10.76.0.254", "-t", "none", "-u", "none",
-        "-T", "none", "-U", "none", "--no-map-gw", "--quiet", "-c", &sock_s, "--netns", &netns,
-    ];
-    let out = pasta(&bin, &args, std::path::Path::new("/dev/null"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    pasta_on(&bin, &ns, &["-t", "none", "-u", "none", "-T", "none", "-U", "none", "--no-map-gw", "--quiet", "-c", &sock_s]);
     assert!(sock.exists(), "the control socket is there once pasta has exited");
     let pesto = |a: &[&str]| {
         let out = Command::new(&pesto_bin.0).args(a).arg(&sock).output().unwrap();
