@@ -33,6 +33,19 @@ fn fetch(port: u16) -> Option<String> {
     Some(out)
 }
 
+/// Fetches from the host's loopback `port` until the answer is `want` (the service inside may
+/// still be starting), for up to 5 s.
+fn await_answer(port: u16, want: &str) {
+    let mut got = None;
+    assert!(
+        eventually(5, || {
+            got = fetch(port);
+            got.as_deref().is_some_and(|g| g.trim() == want)
+        }),
+        "{got:?}"
+    );
+}
+
 fn listening(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
 }
@@ -170,14 +183,7 @@ fn podman_command_line_with_ports_dns_forward_and_guest_addr() {
     // -t/-u: published ports to the namespace's address.
     let _tcp = ns.spawn(&["socat", "TCP-LISTEN:80,reuseaddr,fork", "SYSTEM:echo web"]);
     let _udp = ns.spawn(&["socat", "UDP-RECVFROM:53,fork", "SYSTEM:echo dns"]);
-    let mut got = None;
-    assert!(
-        eventually(5, || {
-            got = fetch(tp);
-            got.as_deref().is_some_and(|g| g.trim() == "web")
-        }),
-        "{got:?}"
-    );
+    await_answer(tp, "web");
     assert!(eventually(5, || ns.exec_ok(&["ss", "-lun"]).contains(":53 ")), "the UDP server listens");
     assert_eq!(udp_ask(None, "127.0.0.1", up), "dns");
     // The namespace goes away: pasta quits.
@@ -223,14 +229,7 @@ fn loopback_clients_are_spliced_from_the_namespace_address_without_host_lo_to_ns
     let _peer = ns.spawn(&["socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
     let _lo_only = ns.spawn(&["socat", "TCP-LISTEN:81,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo loopback"]);
     let _udp_peer = ns.spawn(&["socat", "UDP-RECVFROM:53,fork", "SYSTEM:echo udp-peer=$SOCAT_PEERADDR"]);
-    let mut got = None;
-    assert!(
-        eventually(5, || {
-            got = fetch(tp);
-            got.as_deref().is_some_and(|g| g.trim() == "peer=10.76.0.2")
-        }),
-        "{got:?}"
-    );
+    await_answer(tp, "peer=10.76.0.2");
     // Short connections one after another, each from a port of our own choosing: all spliced.
     for i in 0..300 {
         let got = fetch(tp);
@@ -264,14 +263,7 @@ fn host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback() {
     let _udp_peer = ns.spawn(&["socat", "UDP-RECVFROM:53,bind=127.0.0.1,fork", "SYSTEM:echo udp-peer=$SOCAT_PEERADDR"]);
     // Half-close: the answer comes after the client's end of file, which must get through.
     let _wc = ns.spawn(&["socat", "TCP-LISTEN:81,fork,reuseaddr", "SYSTEM:wc -c"]);
-    let mut got = None;
-    assert!(
-        eventually(5, || {
-            got = fetch(tp);
-            got.as_deref().is_some_and(|g| g.trim() == "peer=127.0.0.1")
-        }),
-        "{got:?}"
-    );
+    await_answer(tp, "peer=127.0.0.1");
     let wc = run("sh", &["-c", &format!("printf 12345 | socat -t5 -T5 - TCP:127.0.0.1:{wp}")]);
     assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "5", "{}", String::from_utf8_lossy(&wc.stderr));
     // UDP too: a service on the namespace's loopback only, seeing a loopback client.
