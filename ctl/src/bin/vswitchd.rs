@@ -52,9 +52,9 @@ struct Args {
     /// Seconds an unanswered UDP flow lives without traffic (four times as long once answered).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     nat_udp_timeout: u32,
-    /// KiB each TCP connection of the slirp engine buffers per direction: the most in flight
-    /// toward the container, and the window it is offered. Memory is taken as data reaches into
-    /// the buffers, not up front; below 1024, bulk transfers wait for the container's ACKs.
+    /// KiB each TCP connection of the slirp engine buffers toward the container: the most in
+    /// flight to it (the window it is offered is 256 KiB). Memory is taken as data reaches into
+    /// the buffer, not up front; below 1024, bulk transfers wait for the container's ACKs.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(4..=65_536))]
     nat_tcp_buffer_kib: u32,
     /// Confine the daemon at start, as slirp4netns's --enable-sandbox does: its own mount

@@ -161,18 +161,30 @@ pub struct EngineLimits {
     pub per_source: usize,
     /// When idle flows are closed (connection tracking's; UDP: 30 s unreplied, 120 s replied).
     pub timeouts: Timeouts,
-    /// Bytes each TCP connection buffers per direction (default 4 MiB): the window announced
-    /// to the container (scaled) and the most bytes in flight toward it. Memory is taken as data
-    /// reaches into them, not up front (see the `tcp` module), and given back when the connection
-    /// is over (in TIME-WAIT too); the engine keeps 16 closed short connections' for the next ones.
+    /// Bytes each TCP connection buffers toward the container (default 4 MiB): the most in
+    /// flight to it, what bulk transfers to containers need. Memory is taken as data reaches into
+    /// it, not up front (see the `tcp` module), and given back when the connection is over (in
+    /// TIME-WAIT too); the engine keeps 16 closed short connections' sockets for the next ones.
     pub tcp_buffer: usize,
+    /// Bytes each TCP connection buffers from the container (default 256 KiB): the window
+    /// announced to it (scaled). Small, because the container decides how far into it it
+    /// writes (out of order, ahead of what the host took), and 256 KiB carries what the host's
+    /// loopback takes.
+    pub tcp_window: usize,
     /// A connection whose container acknowledges nothing for this long is reset (default 120 s).
     pub tcp_timeout_ms: u64,
 }
 
 impl Default for EngineLimits {
     fn default() -> Self {
-        Self { max_flows: 65_536, per_source: 16_384, timeouts: Timeouts::default(), tcp_buffer: 4 << 20, tcp_timeout_ms: 120_000 }
+        Self {
+            max_flows: 65_536,
+            per_source: 16_384,
+            timeouts: Timeouts::default(),
+            tcp_buffer: 4 << 20,
+            tcp_window: 256 << 10,
+            tcp_timeout_ms: 120_000,
+        }
     }
 }
 
@@ -606,7 +618,11 @@ impl Core {
             requests,
             poller,
             limits,
-            params: TcpParams { buffer: limits.tcp_buffer.clamp(4096, 64 << 20), timeout_ms: limits.tcp_timeout_ms },
+            params: TcpParams {
+                buffer: limits.tcp_buffer.clamp(4096, 64 << 20),
+                window: limits.tcp_window.clamp(4096, 64 << 20),
+                timeout_ms: limits.tcp_timeout_ms,
+            },
             tables: HashMap::new(),
             tokens: HashMap::new(),
             next_token: FIRST_FLOW_TOKEN,

@@ -19,7 +19,9 @@
 //! connections ran out of ports with the kernel's choice of port); with [`SpliceTo::Public`]
 //! (pasta's default) a client at the container's own address, from ports we pick, which
 //! TIME-WAIT does not hold up (see [`from_own_port`]). The first two make a service that trusts
-//! its loopback trust the host's local users, which is why they are asked for, not defaults. Each
+//! its loopback trust the host's local users, which is why they are asked for, not defaults;
+//! the third does the same for a service that trusts its own address (PostgreSQL's `samehost`),
+//! as pasta's default does. Each
 //! spliced connection is a flow of connection
 //! tracking like any other (keyed client → container, counted against the limits, closed by
 //! `flush`, by the endpoint's disconnect and by unpublishing); its TCP states are the ones the
@@ -536,7 +538,7 @@ impl Core {
 impl Core {
     /// A datagram of `n` bytes (at `rxbuf[FRONT..]`) from a client on the host's loopback to the
     /// published UDP port `l`, which splices: sent from a socket inside the container's
-    /// namespace (from its loopback), the client's own flow, whose answers leave through the
+    /// namespace (from its loopback, or its own address for [`SpliceTo::Public`]), the client's own flow, whose answers leave through the
     /// published socket. False when no socket could be made there: the framed path takes it.
     pub(super) fn splice_udp_in(&mut self, c: &Counters, l: &Listener, n: usize, client: SocketAddr, now: u64) -> bool {
         let fwd = &l.fwd;
@@ -559,9 +561,9 @@ impl Core {
                     return true;
                 }
                 let to = sp.to.target(client.ip(), fwd.container);
-                // From the namespace's loopback, as TCP's, and unconnected: a service bound to a
-                // wildcard address answers a loopback client from the loopback, not from the
-                // address the datagram was sent to, which a connected socket would not take.
+                // From where TCP's come from, and unconnected: a service bound to a wildcard
+                // address answers a loopback client from the loopback, not from the address the
+                // datagram was sent to, which a connected socket would not take.
                 let open = || -> io::Result<UdpSocket> {
                     let s = sp.ns.take_of(to.is_ipv6(), true)?;
                     let from = if sp.to == SpliceTo::Public { to.ip() } else { loopback(to.is_ipv6()) };

@@ -224,7 +224,9 @@ pub(crate) fn bind_address_no_port(fd: RawFd) -> io::Result<()> {
 /// megabytes) would come from the heap: zeroed by `calloc` with a `memset` of every byte, and
 /// kept by the process after they are freed. Mapped, they are fresh zero pages, resident only
 /// where data reached, and unmapped when freed. Process-wide; other threads' large allocations
-/// are mapped too, as they are before glibc's first adjustment.
+/// are mapped too, as they are before glibc's first adjustment. It also fixes the trim
+/// threshold and overrides a `MALLOC_MMAP_THRESHOLD_` the user set; past glibc's limit of
+/// mapped blocks (`M_MMAP_MAX`, 65,536: some 60,000 connections) buffers come from the heap again.
 pub(crate) fn map_large_allocations() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes the allocator's tunables; it takes no pointers.

@@ -35,16 +35,21 @@
 //! SO_LINGER 0, which sends a RST; a host error (ECONNRESET, EPIPE) aborts the smoltcp socket,
 //! which sends the container a RST.
 //!
-//! Buffers: `EngineLimits::tcp_buffer` bytes each way (4 MiB by default: the most the kernel's
-//! autotuning gives a socket's send buffer, `tcp_wmem`; the window smoltcp announces is scaled
-//! to it). Toward the container that is the most in flight, and in flight it waits for the
-//! container's ACKs, each a TAP read, a worker and a wake-up of the engine away: at 256 KiB the
-//! engine stalled on them and carried 8 Gbit/s where 4 MiB carries 13-14 (BENCHMARKS.md, "The
-//! engine's TCP buffers"). The host's side has the kernel's own (autotuned) socket buffers.
+//! Buffers: `EngineLimits::tcp_buffer` bytes toward the container (4 MiB by default: the most
+//! the kernel's autotuning gives a socket's send buffer, `tcp_wmem`) and `tcp_window` from it
+//! (256 KiB, the window smoltcp announces, scaled). Toward the container that is the most in
+//! flight, and in flight it waits for the container's ACKs, each a TAP read, a worker and a
+//! wake-up of the engine away: at 256 KiB the engine stalled on them and carried 8 Gbit/s
+//! where 4 MiB carries 13-14 (BENCHMARKS.md, "The engine's TCP buffers"). Only the host fills
+//! it, at the engine's pace, and smoltcp starts it over at its beginning whenever it empties;
+//! the window, which the container fills where it likes (out of order, ahead of what the host
+//! took), stays small. The host's side has the kernel's own (autotuned) socket buffers.
 //! Memory is what is touched, not what is allocated: the buffers are above glibc's mmap
 //! threshold (held at its default by [`super::sys::map_large_allocations`]), so they arrive as
 //! untouched zero pages, cost no `memset`, and go back to the kernel when freed; a connection
 //! that moved little holds little, and only such connections' sockets are pooled ([`recycle`]).
+//! A connection keeps what its busiest moment touched until it ends (up to 4.25 MiB), as a
+//! kernel socket keeps its grown buffers.
 //!
 //! Timers: smoltcp's (retransmission, delayed ACK at 10 ms, zero-window probes, its user
 //! timeout) as [`TcpConn::next_poll`] reports them, and a short TIME-WAIT ([`TIME_WAIT_MS`]); idle connections are
@@ -79,7 +84,7 @@ use super::{add, Counters, FrameIo};
 /// How long a connection stays in TIME-WAIT once both sides closed (the engine closed first):
 /// long enough to acknowledge the container's FIN and its first retransmission (Linux's RTO is
 /// at least 200 ms); a later one gets a RST, which a container in LAST-ACK takes as the end it
-/// waits for. Short, because the connection's buffers (2 x `tcp_buffer`) live until it ends: at
+/// waits for. Short, because the connection's buffers (`tcp_buffer`, `tcp_window`) lived until it ended: at
 /// thousands of connections a second, a 1 s TIME-WAIT held gigabytes.
 const TIME_WAIT_MS: u64 = 250;
 /// The most segments smoltcp may send for a connection in one go, before other work gets a turn.
@@ -118,7 +123,10 @@ pub(crate) struct Ctx<'a> {
 /// Sizes and timeouts of every connection's smoltcp socket.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TcpParams {
+    /// Toward the container (smoltcp's send buffer).
     pub(crate) buffer: usize,
+    /// From the container (smoltcp's receive buffer: the window it is offered).
+    pub(crate) window: usize,
     pub(crate) timeout_ms: u64,
 }
 
@@ -619,10 +627,10 @@ fn reset_host(h: &mut Host) {
 
 /// How many closed connections' smoltcp sockets an engine thread keeps for the next ones.
 const SOCKET_POOL_MAX: usize = 16;
-/// A socket whose connection carried more than this is freed, not pooled: its buffers' pages
-/// are resident as far as its data reached (a reused socket starts writing at their beginning
-/// again), and the pool is to hold at most `SOCKET_POOL_MAX` x 2 x this of memory, not of
-/// `tcp_buffer`s. Short connections, which are what arrive thousands a second, stay under it.
+/// A socket whose connection carried more than this (both ways together) is freed, not pooled:
+/// its send buffer's pages are resident as far as its data reached (a reused socket starts
+/// writing at the beginning again), and the pool is to hold about `SOCKET_POOL_MAX` x (this +
+/// `tcp_window`) of memory, not `SOCKET_POOL_MAX` x `tcp_buffer`. Short connections, which are what arrive thousands a second, stay under it.
 const POOL_MOVED_MAX: u64 = 256 * 1024;
 
 thread_local! {
@@ -653,7 +661,7 @@ fn recycle(mut s: tcp::Socket<'static>, moved: u64) {
 }
 
 fn new_socket(params: TcpParams) -> tcp::Socket<'static> {
-    let fits = |s: &tcp::Socket<'static>| s.recv_capacity() == params.buffer && s.send_capacity() == params.buffer;
+    let fits = |s: &tcp::Socket<'static>| s.recv_capacity() == params.window && s.send_capacity() == params.buffer;
     let pooled = SOCKET_POOL
         .try_with(|p| {
             let mut p = p.try_borrow_mut().ok()?;
@@ -663,7 +671,7 @@ fn new_socket(params: TcpParams) -> tcp::Socket<'static> {
         .ok()
         .flatten();
     let mut s = pooled.unwrap_or_else(|| {
-        tcp::Socket::new(tcp::SocketBuffer::new(vec![0; params.buffer]), tcp::SocketBuffer::new(vec![0; params.buffer]))
+        tcp::Socket::new(tcp::SocketBuffer::new(vec![0; params.window]), tcp::SocketBuffer::new(vec![0; params.buffer]))
     });
     // Data read from the host is written whole already; holding a tail back for an ACK only adds latency.
     s.set_nagle_enabled(false);
@@ -923,7 +931,7 @@ mod pool_tests {
 
     #[test]
     fn only_short_connections_sockets_are_pooled_and_reused() {
-        let params = TcpParams { buffer: 64 * 1024, timeout_ms: 1000 };
+        let params = TcpParams { buffer: 64 * 1024, window: 32 * 1024, timeout_ms: 1000 };
         assert_eq!(pooled(), 0, "each test thread starts with an empty pool");
         recycle(new_socket(params), POOL_MOVED_MAX);
         assert_eq!(pooled(), 1, "a connection that moved little gives its socket back");
