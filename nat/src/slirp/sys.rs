@@ -234,3 +234,23 @@ pub(crate) fn map_large_allocations() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
+
+/// A zeroed buffer of `len` bytes whose pages transparent huge pages leave alone: with THP set to
+/// `always`, the first byte a connection writes would otherwise fault in (and zero) 2 MiB, and
+/// a buffer would be resident in 2 MiB steps rather than as far as data reached. Advice only:
+/// where the kernel refuses it, the buffer is as good.
+pub(crate) fn small_page_buffer(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    const HUGE: usize = 2 << 20;
+    if len >= HUGE {
+        let page = 4096;
+        let start = (v.as_mut_ptr() as usize + page - 1) & !(page - 1);
+        let end = (v.as_mut_ptr() as usize + len) & !(page - 1);
+        if end > start {
+            // SAFETY: [start, end) lies within `v`'s allocation, page-aligned; MADV_NOHUGEPAGE
+            // changes how the kernel backs those pages, not their contents.
+            let _ = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_NOHUGEPAGE) };
+        }
+    }
+    v
+}

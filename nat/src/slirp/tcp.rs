@@ -46,7 +46,7 @@
 //! took), stays small. The host's side has the kernel's own (autotuned) socket buffers.
 //! Memory is what is touched, not what is allocated: the buffers are above glibc's mmap
 //! threshold (held at its default by [`super::sys::map_large_allocations`]), so they arrive as
-//! untouched zero pages, cost no `memset`, and go back to the kernel when freed; a connection
+//! untouched zero pages (never huge ones: [`sys::small_page_buffer`]), cost no `memset`, and go back to the kernel when freed; a connection
 //! that moved little holds little, and only such connections' sockets are pooled ([`recycle`]).
 //! A connection keeps what its busiest moment touched until it ends (up to 4.25 MiB), as a
 //! kernel socket keeps its grown buffers.
@@ -78,7 +78,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndp
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::frame::{self, Dest, Via, ETH_HDR_LEN, FRAME_HDRS, GSO_TCPV4, GSO_TCPV6, IPV6_HDR_LEN, MAX_IP, VNET_F_NEEDS_CSUM};
-use super::sys::{Event, Poller};
+use super::sys::{self, Event, Poller};
 use super::{add, Counters, FrameIo};
 
 /// How long a connection stays in TIME-WAIT once both sides closed (the engine closed first):
@@ -671,7 +671,10 @@ fn new_socket(params: TcpParams) -> tcp::Socket<'static> {
         .ok()
         .flatten();
     let mut s = pooled.unwrap_or_else(|| {
-        tcp::Socket::new(tcp::SocketBuffer::new(vec![0; params.window]), tcp::SocketBuffer::new(vec![0; params.buffer]))
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(sys::small_page_buffer(params.window)),
+            tcp::SocketBuffer::new(sys::small_page_buffer(params.buffer)),
+        )
     });
     // Data read from the host is written whole already; holding a tail back for an ACK only adds latency.
     s.set_nagle_enabled(false);
@@ -950,5 +953,25 @@ mod pool_tests {
             recycle(s, 1);
         }
         assert_eq!(pooled(), SOCKET_POOL_MAX);
+    }
+
+    #[test]
+    fn large_buffers_are_advised_off_huge_pages() {
+        let v = sys::small_page_buffer(4 << 20);
+        let at = v.as_ptr() as usize + (2 << 20);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines();
+        let mut flags = None;
+        while let Some(l) = lines.next() {
+            let Some((range, _)) = l.split_once(' ') else { continue };
+            let Some((a, b)) = range.split_once('-') else { continue };
+            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else { continue };
+            if (a..b).contains(&at) {
+                flags = lines.by_ref().find_map(|l| l.strip_prefix("VmFlags:").map(str::to_string));
+                break;
+            }
+        }
+        let flags = flags.expect("the buffer's mapping is in /proc/self/smaps");
+        assert!(flags.split_whitespace().any(|f| f == "nh"), "no MADV_NOHUGEPAGE on the buffer: {flags}");
     }
 }
