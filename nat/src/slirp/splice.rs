@@ -148,6 +148,24 @@ impl SpliceTo {
             SpliceTo::Container | SpliceTo::Public => container,
         }
     }
+
+    /// Binds `ns`, a TCP socket inside the namespace about to connect to `to` there, where its
+    /// connections come from: the container's own address at a port of ours ([`from_own_port`])
+    /// for `Public`, the namespace's loopback otherwise ([`from_loopback`]).
+    fn bind_tcp(self, ns: &Socket, to: SocketAddr) -> io::Result<()> {
+        match self {
+            SpliceTo::Public => from_own_port(ns, to.ip()),
+            SpliceTo::Loopback | SpliceTo::Container => from_loopback(ns, to),
+        }
+    }
+
+    /// The address a UDP flow to `to` is sent from inside the namespace: where TCP's come from.
+    fn udp_source(self, to: SocketAddr) -> IpAddr {
+        match self {
+            SpliceTo::Public => to.ip(),
+            SpliceTo::Loopback | SpliceTo::Container => loopback(to.is_ipv6()),
+        }
+    }
 }
 
 /// A pipe carrying one direction of a spliced connection.
@@ -224,14 +242,14 @@ pub(super) enum State {
 }
 
 impl SpliceConn {
-    /// Starts connecting `ns` to `to` for the client `host`, from `to`'s own address when
-    /// `from_to` ([`SpliceTo::Public`]); `relay` is the relay's epoll token (0 for a published
-    /// port's). Err gives the client's socket back with what failed.
+    /// Starts connecting `ns` to `to` for the client `host`, bound as `from` says; `relay` is
+    /// the relay's epoll token (0 for a published port's). Err gives the client's socket back
+    /// with what failed.
     pub(super) fn start(
         host: Socket,
         ns: Socket,
         to: SocketAddr,
-        from_to: bool,
+        from: SpliceTo,
         ns_token: u64,
         relay: u64,
     ) -> Result<SpliceConn, (io::Error, Socket)> {
@@ -239,8 +257,7 @@ impl SpliceConn {
         if let Err(e) = host.set_nonblocking(true) {
             return Err((e, host));
         }
-        let bound = if from_to { from_own_port(&ns, to.ip()) } else { from_loopback(&ns, to) };
-        let connected = match bound.and_then(|()| Self::connect(&ns, to)) {
+        let connected = match from.bind_tcp(&ns, to).and_then(|()| Self::connect(&ns, to)) {
             Ok(c) => c,
             Err(e) => return Err((e, host)),
         };
@@ -442,7 +459,7 @@ impl Core {
             }
         };
         let (token, ns_token) = (self.token(), self.token());
-        let conn = match SpliceConn::start(sock, ns, to, sp.to == SpliceTo::Public, ns_token, 0) {
+        let conn = match SpliceConn::start(sock, ns, to, sp.to, ns_token, 0) {
             Ok(conn) => conn,
             // Refused at once: so is the client.
             Err((e, sock)) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
@@ -538,7 +555,7 @@ impl Core {
 impl Core {
     /// A datagram of `n` bytes (at `rxbuf[FRONT..]`) from a client on the host's loopback to the
     /// published UDP port `l`, which splices: sent from a socket inside the container's
-    /// namespace (from its loopback, or its own address for [`SpliceTo::Public`]), the client's own flow, whose answers leave through the
+    /// namespace (from [`SpliceTo::udp_source`]), the client's own flow, whose answers leave through the
     /// published socket. False when no socket could be made there: the framed path takes it.
     pub(super) fn splice_udp_in(&mut self, c: &Counters, l: &Listener, n: usize, client: SocketAddr, now: u64) -> bool {
         let fwd = &l.fwd;
@@ -566,8 +583,7 @@ impl Core {
                 // datagram was sent to, which a connected socket would not take.
                 let open = || -> io::Result<UdpSocket> {
                     let s = sp.ns.take_of(to.is_ipv6(), true)?;
-                    let from = if sp.to == SpliceTo::Public { to.ip() } else { loopback(to.is_ipv6()) };
-                    s.bind(&SockAddr::from(SocketAddr::new(from, 0)))?;
+                    s.bind(&SockAddr::from(SocketAddr::new(sp.to.udp_source(to), 0)))?;
                     Ok(s.into())
                 };
                 let Ok(sock) = open() else {
