@@ -1484,6 +1484,7 @@ fn engine_stats(c: &vswitch_nat::slirp::EngineCounters) -> Value {
     // Apart: json! recurses once per token, and one literal this size reaches its limit.
     v["PublishedSpliced"] = json!(c.pub_spliced);
     v["PublishedSpliceFallback"] = json!(c.pub_splice_fallback);
+    v["PublishedSplicePortBusy"] = json!(c.pub_splice_port_busy);
     v["SpliceOpen"] = json!(c.splice_open);
     v
 }

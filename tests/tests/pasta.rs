@@ -242,6 +242,44 @@ fn loopback_clients_are_spliced_from_the_namespace_address_without_host_lo_to_ns
 }
 
 #[test]
+fn spliced_clients_ports_follow_the_namespace_range_and_step_over_held_ones() {
+    if !root_or_skip("spliced_clients_ports_follow_the_namespace_range_and_step_over_held_ones") {
+        return;
+    }
+    let ns = Netns::new();
+    // The kernel's own choice of port inside would keep to these; so must ours.
+    ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=45000 45039"]);
+    ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=45020-45029"]);
+    let bin = Personality::new("pasta");
+    let tp = free_port();
+    let t = format!("127.0.0.1/{tp}:80");
+    pasta_on(&bin, &ns, &["-t", &t, "-u", "none", "-T", "none", "-U", "none"]);
+    let _peer = ns.spawn(&["socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR port=$SOCAT_PEERPORT"]);
+    assert!(eventually(5, || ns.exec_ok(&["ss", "-ltn"]).contains(":80 ")));
+    // Connections to the service from the first ports pasta will try, held open (in CLOSE-WAIT
+    // once the service has answered): a connect from those ports to it fails with EADDRNOTAVAIL.
+    let held: Vec<_> = (45000..45003)
+        .map(|p| {
+            let from = format!("TCP:10.76.0.2:80,bind=10.76.0.2:{p},reuseaddr");
+            ns.spawn(&["socat", "-T", "60", "-u", "OPEN:/dev/null,ignoreeof", &from])
+        })
+        .collect();
+    assert!(eventually(5, || (45000..45003).all(|p| ns.exec_ok(&["ss", "-tn"]).contains(&format!("10.76.0.2:{p} ")))));
+    // The first client steps over the three held ports, on new sockets, still spliced.
+    assert_eq!(fetch(tp).as_deref().map(str::trim), Some("peer=10.76.0.2 port=45003"));
+    for i in 0..100 {
+        let got = fetch(tp).unwrap_or_default();
+        let port: u16 = got
+            .trim()
+            .strip_prefix("peer=10.76.0.2 port=")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("connection {i}: {got:?}"));
+        assert!((45003..=45039).contains(&port) && !(45020..=45029).contains(&port), "connection {i} from port {port}");
+    }
+    drop(held);
+}
+
+#[test]
 fn host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback() {
     if !root_or_skip("host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback") {
         return;

@@ -300,6 +300,9 @@ counters! {
     /// Loopback clients of a spliced published port that took the framed path: no socket could
     /// be made in the namespace (or, rarely, their flow's key was taken).
     pub_splice_fallback,
+    /// Spliced connections' sockets given up for another because the port picked for them was
+    /// held for the service they connect to (pasta's personality's own ports: EADDRNOTAVAIL).
+    pub_splice_port_busy,
     /// Open spliced connections (gauge; not in `tcp_open`).
     splice_open,
 }

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::publish::{accept_each, turn_away, HostSock};
-use super::splice::{NsSockets, SpliceConn, SpliceTo};
+use super::splice::{from_loopback, NsSockets, SpliceConn};
 use super::{add, connect_failed, gauge, table_of, Close, Core, Counters, FlowVal, FrameIo, Kind, NetId, DGRAM_BUDGET};
 use crate::{Dir, FlowId, FlowKey, Proto, TcpFlags};
 
@@ -168,7 +168,11 @@ impl Core {
         };
         let (token, other) = (self.token(), self.token());
         // From the loopback when the host address is not one, as a relay's clients are.
-        let conn = match SpliceConn::start(sock, host, r.to, SpliceTo::Loopback, other, relay) {
+        if let Err(e) = from_loopback(&host, r.to) {
+            connect_failed(c, &e);
+            return turn_away(sock);
+        }
+        let conn = match SpliceConn::start(sock, host, r.to, other, relay) {
             Ok(conn) => conn,
             Err((e, sock)) => {
                 connect_failed(c, &e);

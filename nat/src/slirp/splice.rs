@@ -17,8 +17,9 @@
 //! `--splice-loopback`) a loopback client of the container's address (the kernel reuses loopback
 //! connections' TIME-WAIT ports at once; from the container's own address a stream of short
 //! connections ran out of ports with the kernel's choice of port); with [`SpliceTo::Public`]
-//! (pasta's default) a client at the container's own address, from ports we pick, which
-//! TIME-WAIT does not hold up (see [`from_own_port`]). The first two make a service that trusts
+//! (pasta's default) a client at the container's own address, from ports we pick out of the
+//! namespace's ephemeral range less its reserved ports ([`OwnPorts`]), which TIME-WAIT does not
+//! hold up, stepping over a port held for the same service (see [`from_own_port`]). The first two make a service that trusts
 //! its loopback trust the host's local users, which is why they are asked for, not defaults;
 //! the third does the same for a service that trusts its own address (PostgreSQL's `samehost`),
 //! as pasta's default does. Each
@@ -38,7 +39,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
 
@@ -67,6 +68,11 @@ pub struct NsSockets {
     /// Sockets made ahead, [TCP IPv4, TCP IPv6, UDP IPv4, UDP IPv6]: one trip into the
     /// namespace makes several.
     pool: Mutex<[Vec<OwnedFd>; 4]>,
+    /// The namespace's net.ipv4.ip_local_port_range and ip_local_reserved_ports, opened inside
+    /// it ([`OwnPorts`]); None where they could not be (no /proc): Linux's defaults then.
+    sysctls: Option<[std::fs::File; 2]>,
+    /// What they said when last read, and when.
+    ports: Mutex<(Option<Instant>, Arc<OwnPorts>)>,
 }
 
 impl fmt::Debug for NsSockets {
@@ -82,7 +88,13 @@ impl NsSockets {
     pub fn open(net: &Path, user: Option<&Path>) -> io::Result<NsSockets> {
         let open =
             |p: &Path| std::fs::File::open(p).map(OwnedFd::from).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())));
-        let ns = NsSockets { net: open(net)?, user: user.map(open).transpose()?, pool: Mutex::new(Default::default()) };
+        let (net, user) = (open(net)?, user.map(open).transpose()?);
+        let sysctls = sys::ns_open(user.as_ref().map(AsRawFd::as_raw_fd), net.as_raw_fd(), OwnPorts::SYSCTLS)
+            .ok()
+            .and_then(|fds| <[OwnedFd; 2]>::try_from(fds).ok())
+            .map(|fds| fds.map(std::fs::File::from));
+        let ports = Mutex::new((None, Arc::new(OwnPorts::default())));
+        let ns = NsSockets { net, user, pool: Mutex::new(Default::default()), sysctls, ports };
         ns.take(false)?;
         // The rest of the first batch goes: a container no loopback client visits keeps one
         // descriptor open here, the namespace's.
@@ -108,6 +120,87 @@ impl NsSockets {
             list.extend(self.make(domain, if udp { libc::SOCK_DGRAM } else { libc::SOCK_STREAM }, sys::NS_BATCH)?);
         }
         list.pop().map(Socket::from).ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))
+    }
+
+    /// A TCP socket in the namespace about to connect to `to` there, bound where `from` says its
+    /// connections come from: the container's own address at a port of ours from the namespace's
+    /// ephemeral range ([`from_own_port`]) for `Public`, the namespace's loopback otherwise
+    /// ([`from_loopback`]).
+    pub(super) fn take_bound(&self, to: SocketAddr, from: SpliceTo) -> io::Result<Socket> {
+        let s = self.take(to.is_ipv6())?;
+        match from {
+            SpliceTo::Public => from_own_port(&s, to.ip(), &self.own_ports())?,
+            SpliceTo::Loopback | SpliceTo::Container => from_loopback(&s, to)?,
+        }
+        Ok(s)
+    }
+
+    /// The namespace's ephemeral ports, read again when a second has passed: a runtime may set
+    /// them (`--sysctl`) after the network is attached, before the container starts.
+    fn own_ports(&self) -> Arc<OwnPorts> {
+        let mut cached = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if cached.0.is_none_or(|t| now.duration_since(t) >= OwnPorts::REREAD) {
+            if let Some([range, reserved]) = &self.sysctls {
+                let read = |f: &std::fs::File| -> String {
+                    let mut buf = [0u8; 4096];
+                    let n = std::os::unix::fs::FileExt::read_at(f, &mut buf, 0).unwrap_or(0);
+                    String::from_utf8_lossy(&buf[..n]).into_owned()
+                };
+                *cached = (Some(now), Arc::new(OwnPorts::parse(&read(range), &read(reserved))));
+            } else {
+                cached.0 = Some(now);
+            }
+        }
+        Arc::clone(&cached.1)
+    }
+}
+
+/// The ports [`from_own_port`] picks from: the namespace's ephemeral range less its reserved
+/// ports, as the kernel's own choice of port would be (a service may count on a reserved port
+/// being free when it starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OwnPorts {
+    /// First and last port, inclusive.
+    pub(super) range: (u16, u16),
+    /// Ranges, inclusive, never picked.
+    pub(super) reserved: Vec<(u16, u16)>,
+}
+
+impl Default for OwnPorts {
+    /// Linux's defaults.
+    fn default() -> Self {
+        OwnPorts { range: (32_768, 60_999), reserved: Vec::new() }
+    }
+}
+
+impl OwnPorts {
+    const SYSCTLS: [&std::ffi::CStr; 2] = [c"/proc/sys/net/ipv4/ip_local_port_range", c"/proc/sys/net/ipv4/ip_local_reserved_ports"];
+    const REREAD: Duration = Duration::from_secs(1);
+
+    /// From the two sysctls' text ("32768\t60999", "8080,9000-9010"); what cannot be read
+    /// keeps Linux's default.
+    pub(super) fn parse(range: &str, reserved: &str) -> OwnPorts {
+        let mut own = OwnPorts::default();
+        let mut ends = range.split_whitespace().map(str::parse::<u16>);
+        if let (Some(Ok(lo)), Some(Ok(hi))) = (ends.next(), ends.next()) {
+            if 0 < lo && lo <= hi {
+                own.range = (lo, hi);
+            }
+        }
+        own.reserved = reserved
+            .trim()
+            .split(',')
+            .filter_map(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+            })
+            .collect();
+        own
+    }
+
+    fn reserved(&self, port: u16) -> bool {
+        self.reserved.iter().any(|&(a, b)| (a..=b).contains(&port))
     }
 }
 
@@ -146,16 +239,6 @@ impl SpliceTo {
         match self {
             SpliceTo::Loopback => SocketAddr::new(loopback(client.is_ipv6()), container.port()),
             SpliceTo::Container | SpliceTo::Public => container,
-        }
-    }
-
-    /// Binds `ns`, a TCP socket inside the namespace about to connect to `to` there, where its
-    /// connections come from: the container's own address at a port of ours ([`from_own_port`])
-    /// for `Public`, the namespace's loopback otherwise ([`from_loopback`]).
-    fn bind_tcp(self, ns: &Socket, to: SocketAddr) -> io::Result<()> {
-        match self {
-            SpliceTo::Public => from_own_port(ns, to.ip()),
-            SpliceTo::Loopback | SpliceTo::Container => from_loopback(ns, to),
         }
     }
 
@@ -242,22 +325,15 @@ pub(super) enum State {
 }
 
 impl SpliceConn {
-    /// Starts connecting `ns` to `to` for the client `host`, bound as `from` says; `relay` is
-    /// the relay's epoll token (0 for a published port's). Err gives the client's socket back
-    /// with what failed.
-    pub(super) fn start(
-        host: Socket,
-        ns: Socket,
-        to: SocketAddr,
-        from: SpliceTo,
-        ns_token: u64,
-        relay: u64,
-    ) -> Result<SpliceConn, (io::Error, Socket)> {
+    /// Starts connecting `ns` (bound already, where its connections are to come from) to `to`
+    /// for the client `host`; `relay` is the relay's epoll token (0 for a published port's). Err
+    /// gives the client's socket back with what failed.
+    pub(super) fn start(host: Socket, ns: Socket, to: SocketAddr, ns_token: u64, relay: u64) -> Result<SpliceConn, (io::Error, Socket)> {
         // accept(2) gives a blocking socket, and a splice out of one waits for data whatever its flags say.
         if let Err(e) = host.set_nonblocking(true) {
             return Err((e, host));
         }
-        let connected = match from.bind_tcp(&ns, to).and_then(|()| Self::connect(&ns, to)) {
+        let connected = match Self::connect(&ns, to) {
             Ok(c) => c,
             Err(e) => return Err((e, host)),
         };
@@ -384,7 +460,7 @@ fn loopback(v6: bool) -> IpAddr {
 /// Binds `ns` (a socket inside the namespace, about to connect to `to` there) to the
 /// namespace's loopback when `to` is not a loopback address: the service sees a loopback client,
 /// which the client is.
-fn from_loopback(ns: &Socket, to: SocketAddr) -> io::Result<()> {
+pub(super) fn from_loopback(ns: &Socket, to: SocketAddr) -> io::Result<()> {
     if !to.ip().is_loopback() {
         // The kernel may reuse loopback connections' TIME-WAIT ports at once
         // (net.ipv4.tcp_tw_reuse's default), where a stream of short connections from the
@@ -397,28 +473,41 @@ fn from_loopback(ns: &Socket, to: SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
-/// Where [`from_own_port`] tries next: ports of Linux's default ephemeral range, in turn.
+/// Where [`from_own_port`] tries next: a count taken modulo the namespace's range.
 static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
-const OWN_PORTS: (u32, u32) = (32_768, 60_999);
 /// Ports tried before giving up (to the framed path): others' connections and listeners hold some.
 const OWN_PORT_TRIES: usize = 32;
+/// Sockets a spliced connection from [`from_own_port`] may go through when the port it got is
+/// held for the service it connects to (EADDRNOTAVAIL from connect: a connection from that port
+/// to it is open, or in TIME-WAIT without timestamps); the framed path takes it after that.
+const CONNECT_TRIES: usize = 8;
 
-/// Binds `ns` to `addr` (the container's, about to be connected to) at a port of our choosing,
-/// with SO_REUSEADDR. Bound by us, not by connect(2), a port whose last connection to the same
-/// service is in TIME-WAIT is taken over at once (the kernel allows it for explicitly bound
-/// sockets when the old connection had timestamps, as Linux's have by default), where the
+/// Binds `ns` to `addr` (the container's, about to be connected to) at a port of our choosing
+/// from `ports`, with SO_REUSEADDR. Bound by us, not by connect(2), a port whose last connection
+/// to the same service is in TIME-WAIT is taken over at once (the kernel allows it for explicitly
+/// bound sockets when the old connection had timestamps, as Linux's have by default), where the
 /// kernel's own choice would skip it: `tcp_tw_reuse` covers loopback addresses only, and a
 /// stream of short connections ran out of ports. Tested with 2,000 connections over 100 ports.
-fn from_own_port(ns: &Socket, addr: IpAddr) -> io::Result<()> {
+fn from_own_port(ns: &Socket, addr: IpAddr, ports: &OwnPorts) -> io::Result<()> {
     ns.set_reuse_address(true)?;
-    let span = OWN_PORTS.1 - OWN_PORTS.0 + 1;
+    let (lo, hi) = (u32::from(ports.range.0), u32::from(ports.range.1));
+    let span = hi - lo + 1;
     let mut last = io::Error::from(io::ErrorKind::AddrInUse);
-    for _ in 0..OWN_PORT_TRIES {
-        let port = OWN_PORTS.0 + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % span;
-        match ns.bind(&SockAddr::from(SocketAddr::new(addr, port as u16))) {
+    let mut tries = 0;
+    // Reserved ports are stepped over without a bind, but at most once round the range.
+    for _ in 0..span {
+        let port = (lo + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if ports.reserved(port) {
+            continue;
+        }
+        match ns.bind(&SockAddr::from(SocketAddr::new(addr, port))) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
             Err(e) => return Err(e),
+        }
+        tries += 1;
+        if tries == OWN_PORT_TRIES {
+            break;
         }
     }
     Err(last)
@@ -451,15 +540,28 @@ impl Core {
             return Err(sock);
         }
         let to = sp.to.target(client.ip(), fwd.container);
-        let ns = match sp.ns.take(to.is_ipv6()) {
-            Ok(s) => s,
-            Err(_) => {
-                add(&c.pub_splice_fallback, 1);
-                return Err(sock);
+        let (token, ns_token) = (self.token(), self.token());
+        let mut sock = sock;
+        let mut tries = 0;
+        let conn = loop {
+            let ns = match sp.ns.take_bound(to, sp.to) {
+                Ok(s) => s,
+                Err(_) => {
+                    add(&c.pub_splice_fallback, 1);
+                    return Err(sock);
+                }
+            };
+            match SpliceConn::start(sock, ns, to, ns_token, 0) {
+                // The port we picked is held for this service: another one, on a new socket.
+                Err((e, s)) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && sp.to == SpliceTo::Public && tries + 1 < CONNECT_TRIES => {
+                    tries += 1;
+                    add(&c.pub_splice_port_busy, 1);
+                    sock = s;
+                }
+                r => break r,
             }
         };
-        let (token, ns_token) = (self.token(), self.token());
-        let conn = match SpliceConn::start(sock, ns, to, sp.to, ns_token, 0) {
+        let conn = match conn {
             Ok(conn) => conn,
             // Refused at once: so is the client.
             Err((e, sock)) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
@@ -621,5 +723,54 @@ impl Core {
         }
         table.on_packet(id, Dir::Orig, n, now);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_ports_read_from_the_two_sysctls_text() {
+        let p = OwnPorts::parse("45000\t45039\n", "45020-45029,45033\n");
+        assert_eq!(p, OwnPorts { range: (45_000, 45_039), reserved: vec![(45_020, 45_029), (45_033, 45_033)] });
+        assert!(p.reserved(45_020) && p.reserved(45_029) && p.reserved(45_033));
+        assert!(!p.reserved(45_019) && !p.reserved(45_030));
+        assert_eq!(OwnPorts::parse("32768\t60999\n", "\n"), OwnPorts::default());
+        // Unreadable or nonsensical: Linux's default range.
+        assert_eq!(OwnPorts::parse("", "").range, (32_768, 60_999));
+        assert_eq!(OwnPorts::parse("60999 32768", "").range, (32_768, 60_999));
+        assert_eq!(OwnPorts::parse("x 5", "8080,y,9000-9001").reserved, vec![(8080, 8080), (9000, 9001)]);
+    }
+
+    #[test]
+    fn own_ports_come_from_the_range_and_step_over_reserved_ones() {
+        let base = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port().min(65_000)
+        };
+        let ports = OwnPorts { range: (base, base + 3), reserved: vec![(base + 1, base + 2)] };
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..8 {
+            let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+            from_own_port(&s, IpAddr::V4(Ipv4Addr::LOCALHOST), &ports).expect("a port");
+            seen.insert(s.local_addr().expect("addr").as_socket().expect("inet").port());
+        }
+        // Both where neither is taken; another test's listener may hold base + 3 meanwhile.
+        assert!(seen.contains(&base) && seen.is_subset(&[base, base + 3].into()), "only the range's unreserved ports: {seen:?}");
+        // All of it reserved: an error (the framed path), not a loop.
+        let none = OwnPorts { range: (base, base + 1), reserved: vec![(base, base + 1)] };
+        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        assert!(from_own_port(&s, IpAddr::V4(Ipv4Addr::LOCALHOST), &none).is_err());
+    }
+
+    #[test]
+    fn a_namespace_s_ports_are_read_inside_it() {
+        // This process's own namespace, entered as another one would be: what its sysctls say.
+        let ns = NsSockets::open(Path::new("/proc/self/ns/net"), None).expect("own namespace");
+        let read = |p: &str| std::fs::read_to_string(p).expect(p);
+        let want = OwnPorts::parse(&read("/proc/sys/net/ipv4/ip_local_port_range"), &read("/proc/sys/net/ipv4/ip_local_reserved_ports"));
+        assert!(ns.sysctls.is_some(), "both sysctls opened inside");
+        assert_eq!(*ns.own_ports(), want);
     }
 }

@@ -91,6 +91,9 @@ impl Poller {
 /// How many sockets one trip into a namespace makes.
 pub(crate) const NS_BATCH: usize = 16;
 
+/// How many files one trip into a namespace opens ([`ns_open`]).
+pub(crate) const NS_PATHS: usize = 2;
+
 /// What the child of [`ns_sockets`] works on: it shares this process's memory and descriptor
 /// table, and writes its results here.
 #[repr(C)]
@@ -101,6 +104,9 @@ struct NsCall {
     /// SOCK_STREAM or SOCK_DGRAM.
     ty: libc::c_int,
     want: usize,
+    /// Files to open inside instead of making sockets (when `npaths` > 0).
+    paths: [*const libc::c_char; NS_PATHS],
+    npaths: usize,
     fds: [RawFd; NS_BATCH],
     made: usize,
     err: libc::c_int,
@@ -129,7 +135,18 @@ extern "C" fn ns_child(arg: *mut libc::c_void) -> libc::c_int {
         call.err = errno();
         return 1;
     }
-    while call.made < call.want.min(NS_BATCH) {
+    for &path in &call.paths[..call.npaths.min(NS_PATHS)] {
+        // SAFETY: `path` points to a NUL-terminated string that outlives the call (ns_open's
+        // arguments, borrowed until this child exits).
+        let fd = unsafe { libc::open(path, libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            call.err = errno();
+            return 1;
+        }
+        call.fds[call.made] = fd;
+        call.made += 1;
+    }
+    while call.npaths == 0 && call.made < call.want.min(NS_BATCH) {
         let ty = call.ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
         // SAFETY: socket takes no pointers.
         let fd = unsafe { libc::socket(call.domain, ty, 0) };
@@ -150,7 +167,43 @@ extern "C" fn ns_child(arg: *mut libc::c_void) -> libc::c_int {
 /// memory and descriptor table does it, as pasta does, so the sockets land in this process and
 /// no thread of it ever changes namespaces. Returns them; an error only if none could be made.
 pub(crate) fn ns_sockets(user: Option<RawFd>, net: RawFd, domain: libc::c_int, ty: libc::c_int, want: usize) -> io::Result<Vec<OwnedFd>> {
-    let mut call = NsCall { user: user.unwrap_or(-1), net, domain, ty, want, fds: [-1; NS_BATCH], made: 0, err: 0 };
+    let call = NsCall {
+        user: user.unwrap_or(-1),
+        net,
+        domain,
+        ty,
+        want,
+        paths: [std::ptr::null(); NS_PATHS],
+        npaths: 0,
+        fds: [-1; NS_BATCH],
+        made: 0,
+        err: 0,
+    };
+    in_namespace(call)
+}
+
+/// Opens `paths` read-only inside the network namespace `net` (joining `user` first, as
+/// [`ns_sockets`] does): files whose contents depend on the namespace of the process opening
+/// them, /proc/sys/net's, which keep reading that namespace's values wherever they are read from.
+/// An error if any of them could not be opened.
+pub(crate) fn ns_open(user: Option<RawFd>, net: RawFd, paths: [&std::ffi::CStr; NS_PATHS]) -> io::Result<Vec<OwnedFd>> {
+    let call = NsCall {
+        user: user.unwrap_or(-1),
+        net,
+        domain: 0,
+        ty: 0,
+        want: 0,
+        paths: paths.map(std::ffi::CStr::as_ptr),
+        npaths: NS_PATHS,
+        fds: [-1; NS_BATCH],
+        made: 0,
+        err: 0,
+    };
+    in_namespace(call)
+}
+
+/// Runs [`ns_child`] on `call` in a short-lived child and takes the descriptors it made.
+fn in_namespace(mut call: NsCall) -> io::Result<Vec<OwnedFd>> {
     let mut stack = vec![0u8; 64 << 10];
     // The stack grows down from its end, 16-byte aligned.
     let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
@@ -171,7 +224,8 @@ pub(crate) fn ns_sockets(user: Option<RawFd>, net: RawFd, domain: libc::c_int, t
         // SAFETY: the child made these descriptors in our (shared) table, and nothing else owns them.
         .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
         .collect();
-    if made.is_empty() {
+    // Sockets: those made are enough. Files: all or nothing.
+    if made.is_empty() || (call.npaths > 0 && made.len() < call.npaths) {
         return Err(io::Error::from_raw_os_error(if call.err != 0 { call.err } else { libc::EIO }));
     }
     Ok(made)
