@@ -321,7 +321,7 @@ fn run(a: Args) -> anyhow::Result<()> {
     // -T's and -U's defaults wanted it).
     let explicit_ns = a.host_lo_to_ns_lo || tcp_ns.iter().chain(&udp_ns).any(|s| matches!(s, PortSpec::Ports { .. }));
     let ns = match NsSockets::open(&target.net, target.user.as_deref()) {
-        Ok(ns) => Some(Arc::new(ns)),
+        Ok(ns) => Some(Arc::new(if a.host_lo_to_ns_lo { ns } else { ns.with_own_ports() })),
         Err(e) if explicit_ns => return Err(anyhow!("making sockets inside the namespace (--host-lo-to-ns-lo, -T): {e}")),
         Err(e) => {
             if !a.quiet {

@@ -48,7 +48,8 @@ impl log::Log for Dbg {
     fn flush(&self) {}
 }
 
-fn serial() -> MutexGuard<'static, ()> {
+/// Held by every test that opens descriptors: several count /proc/self/fd before and after.
+pub(super) fn serial() -> MutexGuard<'static, ()> {
     if std::env::var_os("SLIRP_DEBUG").is_some() {
         let _ = log::set_logger(&Dbg);
         log::set_max_level(log::LevelFilter::Trace);
