@@ -280,6 +280,27 @@ fn spliced_clients_ports_follow_the_namespace_range_and_step_over_held_ones() {
 }
 
 #[test]
+fn spliced_connections_use_reno_whatever_the_default() {
+    if !root_or_skip("spliced_connections_use_reno_whatever_the_default") {
+        return;
+    }
+    let ns = Netns::new();
+    let bin = Personality::new("pasta");
+    let hp = free_port();
+    let h = format!("127.0.0.1/{hp}:82");
+    pasta_on(&bin, &ns, &["-t", &h, "-u", "none", "-T", "none", "-U", "none"]);
+    // Both sockets of a spliced connection stay on this host: Reno, whatever the system's
+    // default (a pacing one such as BBR holds a loopback connection to a third of the throughput).
+    let _hold = ns.spawn(&["socat", "-T", "30", "TCP-LISTEN:82,reuseaddr", "OPEN:/dev/null,ignoreeof"]);
+    assert!(eventually(5, || ns.exec_ok(&["ss", "-ltn"]).contains(":82 ")));
+    let _client = TcpStream::connect(("127.0.0.1", hp)).expect("connect");
+    let inside = || ns.exec_ok(&["ss", "-tinH", "state", "established", "( dport = :82 )"]);
+    assert!(eventually(5, || inside().contains("reno")), "inside: {}", inside());
+    let host = run("ss", &["-tinH", "state", "established", &format!("( sport = :{hp} )")]);
+    assert!(String::from_utf8_lossy(&host.stdout).contains("reno"), "{}", String::from_utf8_lossy(&host.stdout));
+}
+
+#[test]
 fn host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback() {
     if !root_or_skip("host_lo_to_ns_lo_and_ns_ports_go_loopback_to_loopback") {
         return;
