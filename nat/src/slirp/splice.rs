@@ -46,7 +46,9 @@ use socket2::{SockAddr, Socket};
 use super::frame::FRONT;
 use super::publish::{turn_away, Listener};
 use super::relay::{Back, UdpRelayFlow};
-use super::{add, connect_failed, gauge, sys, table_of, Close, Core, Counters, FlowVal, FrameIo, Inbound, Kind, NetId, PortForward};
+use super::{
+    add, connect_failed, gauge, local_congestion, sys, table_of, Close, Core, Counters, FlowVal, FrameIo, Inbound, Kind, NetId, PortForward,
+};
 use crate::{Dir, FlowId, FlowKey, Proto, TcpFlags};
 
 /// Pipe capacity asked for per direction: 64 KiB pipes (the default) cost 35% of the throughput
@@ -57,8 +59,6 @@ const PIPE_SIZE: usize = 1 << 20;
 /// system calls a short connection need not pay. Few: an unprivileged user's pipes share
 /// fs.pipe-user-pages-soft (64 MiB by default), past which new pipes get two pages.
 const PIPE_POOL: usize = 8;
-/// The congestion control of spliced connections' sockets (see [`SpliceConn::start`]).
-const LOCAL_CONGESTION: &[u8] = b"reno";
 /// splice calls one readiness event may make before other sockets get a turn.
 const BUDGET: usize = 64;
 
@@ -364,13 +364,9 @@ impl SpliceConn {
         // The two sockets' own buffers are what the pipes drain into: leave them to autotuning.
         let _ = host.set_tcp_nodelay(true);
         let _ = ns.set_tcp_nodelay(true);
-        // Both connections stay on this host, with no queue to pace for, and a pacing congestion
-        // control (BBR, the default of some systems, this VM's among them) holds a loopback
-        // connection to a third of what a loss-based one moves: 19 against 60 Gbit/s with iperf3
-        // on the VM's loopback, 12 against 16-18 through a splicing forwarder. Reno: the one any
-        // user may set (net.ipv4.tcp_allowed_congestion_control), and as fast here as CUBIC.
-        let _ = host.set_tcp_congestion(LOCAL_CONGESTION);
-        let _ = ns.set_tcp_congestion(LOCAL_CONGESTION);
+        // Both connections stay on this host.
+        local_congestion(&host);
+        local_congestion(&ns);
         Ok(SpliceConn { host, ns, ns_token, relay, connected, halves: Default::default() })
     }
 

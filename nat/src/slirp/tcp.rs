@@ -239,6 +239,9 @@ impl TcpConn {
         let sock = Socket::new(Domain::for_address(host_addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
         // The container's stack already coalesces (Nagle); ours would only add a delay.
         let _ = sock.set_tcp_nodelay(true);
+        if host_addr.ip().is_loopback() {
+            super::local_congestion(&sock);
+        }
         super::bind_source(&sock, from, host_addr.ip())?;
         let connected = match sock.connect(&SockAddr::from(host_addr)) {
             Ok(()) => true,
