@@ -194,13 +194,19 @@ fn splice_loopback_joins_loopback_clients_to_the_namespace() {
     // Without --splice-loopback: the framed path, where a loopback client appears as the gateway.
     let d2 = Daemon::start();
     let other = Netns::new();
-    let np = free_port();
+    let (np, hp) = (free_port(), free_port());
     d2.ctl_ok(&["network", "create", "--subnet", "10.72.0.0/24", "framed"]);
-    d2.ctl_ok(&["network", "connect", "-p", &format!("{np}:80"), "framed", &other.name]);
+    d2.ctl_ok(&["network", "connect", "-p", &format!("{np}:80"), "-p", &format!("{hp}:82"), "framed", &other.name]);
     let _peer2 = other.spawn(&["socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
     listening(&other, "-ltn", ":80 ");
     assert_eq!(tcp_ask(None, "127.0.0.1", np), "peer=10.72.0.1");
     assert_eq!(d2.ctl_json(&["stats"])["Nat"]["PublishedSpliced"], 0);
+    // The engine's socket facing a loopback client uses Reno (what it sends stays on this host).
+    let _hold = other.spawn(&["socat", "-T", "30", "TCP-LISTEN:82,reuseaddr", "OPEN:/dev/null,ignoreeof"]);
+    listening(&other, "-ltn", ":82 ");
+    let _client = std::net::TcpStream::connect(("127.0.0.1", hp)).expect("connect");
+    let ss = || String::from_utf8_lossy(&run("ss", &["-tinH", "state", "established", &format!("( sport = :{hp} )")]).stdout).into_owned();
+    assert!(eventually(5, || ss().contains("reno")), "{}", ss());
 }
 
 /// iperf3 from the host's loopback to `port`, 64 MB (not a timed run: other tests share the CPUs): the receiver's bit rate.

@@ -327,6 +327,10 @@ impl Core {
             },
             _ => sock,
         };
+        if client.ip().is_loopback() {
+            // What the engine sends this client stays on this host (see LOCAL_CONGESTION).
+            super::local_congestion(&sock);
+        }
         let net = fwd.net;
         let Some(new) = self.new_inbound(c, fwd, Proto::Tcp, client) else { return turn_away(sock) };
         let token = self.token();
