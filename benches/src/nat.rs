@@ -29,8 +29,9 @@
 //! loopback): `nat-out` (iperf3 client in `c` to the host address, server on 127.0.0.1 of
 //! `d`), `nat-out-rev` (the same with `-R`: data from the host), `nat-rr` ([`tcpload`]'s 1-byte
 //! ping-pong, same path), `portfwd-in` (iperf3 server in `c` on 5202, client in `d` to
-//! 127.0.0.1:HP), `conn-rate` ([`tcpload`]'s connection loop, same path). A system that cannot
-//! publish a port (a vswitchctl without `-p`) skips the last two.
+//! 127.0.0.1:HP), `portfwd-in-rev` (the same with `-R`: data from the namespace), `conn-rate`
+//! ([`tcpload`]'s connection loop, same path). A system that cannot publish a port (a
+//! vswitchctl without `-p`) skips the last three.
 //!
 //! pasta, slirp4netns and iperf3 are given paths in this run's temporary directory (pid file,
 //! API socket, log file): that is how `vswitch-compare cleanup` finds them after a killed run.
@@ -556,7 +557,7 @@ fn background() -> f64 {
     p.finish().machine
 }
 
-/// Runs a throughput workload (`nat-out`, `nat-out-rev`, `portfwd-in`) for `secs` seconds.
+/// Runs a throughput workload (`nat-out`, `nat-out-rev`, `portfwd-in`, `portfwd-in-rev`) for `secs` seconds.
 pub fn throughput(sys: &NatSystem, w: Workload, secs: u32) -> Result<NatTcpSample> {
     let dir = sys.dir.path();
     let run = match w {
@@ -574,14 +575,14 @@ pub fn throughput(sys: &NatSystem, w: Workload, secs: u32) -> Result<NatTcpSampl
                 await_target: false,
             }
         }
-        Workload::PortfwdIn => Iperf {
+        Workload::PortfwdIn | Workload::PortfwdInRev => Iperf {
             server_ns: Some(&sys.container),
             // Every address: pasta delivers forwarded connections to the namespace's loopback.
             bind: None,
             port: CONTAINER_PORT,
             client_ns: sys.host_ns(),
             target: SocketAddr::from((Ipv4Addr::LOCALHOST, published(sys)?)),
-            reverse: false,
+            reverse: w == Workload::PortfwdInRev,
             mark: Some(dir),
             streams: 1,
             await_target: sys.implicit_ports,

@@ -31,6 +31,8 @@ pub enum Workload {
     NatRr,
     /// iperf3, one TCP stream from the host's loopback to a port published into the namespace.
     PortfwdIn,
+    /// The same connection with the data the other way (`iperf3 -R`): namespace to the client.
+    PortfwdInRev,
     /// New TCP connections per second to a published port (connect, a byte each way, close).
     ConnRate,
 }
@@ -58,18 +60,23 @@ impl Workload {
         match self {
             Workload::Tcp | Workload::Udp | Workload::Rtt => Family::Net,
             Workload::DnsLocal | Workload::DnsCached => Family::Dns,
-            Workload::NatOut | Workload::NatOutRev | Workload::NatRr | Workload::PortfwdIn | Workload::ConnRate => Family::Nat,
+            Workload::NatOut
+            | Workload::NatOutRev
+            | Workload::NatRr
+            | Workload::PortfwdIn
+            | Workload::PortfwdInRev
+            | Workload::ConnRate => Family::Nat,
         }
     }
 
     /// Whether it runs at every MTU asked for (throughput), not only at the first.
     pub fn every_mtu(self) -> bool {
-        matches!(self, Workload::Tcp | Workload::NatOut | Workload::NatOutRev | Workload::PortfwdIn)
+        matches!(self, Workload::Tcp | Workload::NatOut | Workload::NatOutRev | Workload::PortfwdIn | Workload::PortfwdInRev)
     }
 
     /// Whether it needs a port published into the namespace.
     pub fn needs_published_port(self) -> bool {
-        matches!(self, Workload::PortfwdIn | Workload::ConnRate)
+        matches!(self, Workload::PortfwdIn | Workload::PortfwdInRev | Workload::ConnRate)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +90,7 @@ impl Workload {
             Workload::NatOutRev => "nat-out-rev",
             Workload::NatRr => "nat-rr",
             Workload::PortfwdIn => "portfwd-in",
+            Workload::PortfwdInRev => "portfwd-in-rev",
             Workload::ConnRate => "conn-rate",
         }
     }
@@ -91,9 +99,10 @@ impl Workload {
 /// The DNS workloads, in the order the tables show them.
 pub const DNS_WORKLOADS: [Workload; 2] = [Workload::DnsLocal, Workload::DnsCached];
 /// The NAT workloads, in the order they run and the tables show them.
-pub const NAT_WORKLOADS: [Workload; 5] = [Workload::NatOut, Workload::NatOutRev, Workload::PortfwdIn, Workload::NatRr, Workload::ConnRate];
+pub const NAT_WORKLOADS: [Workload; 6] =
+    [Workload::NatOut, Workload::NatOutRev, Workload::PortfwdIn, Workload::PortfwdInRev, Workload::NatRr, Workload::ConnRate];
 /// The NAT workloads measuring throughput (every MTU), in table order.
-const NAT_THROUGHPUT: [Workload; 3] = [Workload::NatOut, Workload::NatOutRev, Workload::PortfwdIn];
+const NAT_THROUGHPUT: [Workload; 4] = [Workload::NatOut, Workload::NatOutRev, Workload::PortfwdIn, Workload::PortfwdInRev];
 
 /// One measurement of one workload on one system.
 #[derive(Debug, Clone, Serialize)]

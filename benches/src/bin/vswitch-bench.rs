@@ -571,7 +571,7 @@ fn measure(u: &Unit, a: &RunArgs, opts: &DaemonOptions, tag: &str, out: &Out) ->
             let o = NatOptions { secs: a.time, rr_count: a.rtt_count, rr_secs: 10, conn_parallel: 8, conn_secs: a.time };
             let mut sys = nat::start(u.system, opts, u.variant.mtu)?;
             let (metrics, line) = match w {
-                Workload::NatOut | Workload::NatOutRev | Workload::PortfwdIn => {
+                Workload::NatOut | Workload::NatOutRev | Workload::PortfwdIn | Workload::PortfwdInRev => {
                     let s = nat::throughput(&sys, w, a.time)?;
                     let line = format!(
                         "{:.2} Gbit/s ({} s stalled), {} retransmits, fwd CPU {}, machine CPU {:.0}%",

@@ -531,21 +531,23 @@ fn measure_nat(report: &mut Report, mut sys: NatSystem, round: usize, workloads:
             }
         }
         let res = match w {
-            Workload::NatOut | Workload::NatOutRev | Workload::PortfwdIn => nat::throughput(&sys, w, o.secs).map(|s| {
-                eprintln!(
-                    "{tag}: {} {:.2} Gbit/s (best second {:.2}, {} stalled), {} retransmits, fwd cpu {}, machine cpu {:.0}% (before: \
+            Workload::NatOut | Workload::NatOutRev | Workload::PortfwdIn | Workload::PortfwdInRev => {
+                nat::throughput(&sys, w, o.secs).map(|s| {
+                    eprintln!(
+                        "{tag}: {} {:.2} Gbit/s (best second {:.2}, {} stalled), {} retransmits, fwd cpu {}, machine cpu {:.0}% (before: \
                      {:.0}%)",
-                    w.as_str(),
-                    s.tcp.gbps,
-                    s.peak_gbps,
-                    s.stalled_s,
-                    s.tcp.retransmits,
-                    pct(s.tcp.fwd_cpu_pct),
-                    s.tcp.vm_cpu_pct,
-                    s.bg_cpu_pct
-                );
-                to_metrics(&s)
-            }),
+                        w.as_str(),
+                        s.tcp.gbps,
+                        s.peak_gbps,
+                        s.stalled_s,
+                        s.tcp.retransmits,
+                        pct(s.tcp.fwd_cpu_pct),
+                        s.tcp.vm_cpu_pct,
+                        s.bg_cpu_pct
+                    );
+                    to_metrics(&s)
+                })
+            }
             Workload::NatRr => nat::request_response(&sys, o).map(|s| {
                 eprintln!(
                     "{tag}: nat-rr p50 {:.1} µs, p99 {:.1} µs, avg {:.1} µs ({} round trips; connect {:.0} µs), fwd cpu {}, machine cpu \
