@@ -55,6 +55,24 @@ const NAT_DROP_INS: &[Kind] = &[Kind::VswitchPasta, Kind::VswitchSlirp4netns];
 const BOTH_MTUS: &[u32] = &[1500, 65520];
 const MTU_1500: &[u32] = &[1500];
 
+/// A NAT scenario measuring TCP throughput at both MTUs, vswitch against pasta and slirp4netns
+/// and their drop-ins: they differ only in the path and the direction.
+const fn nat_throughput(name: &'static str, about: &'static str, workload: Workload) -> Scenario {
+    Scenario {
+        name,
+        about,
+        family: Family::Nat,
+        workload,
+        subject: Kind::Vswitch,
+        peers: NAT_PEERS,
+        drop_ins: NAT_DROP_INS,
+        mtus: BOTH_MTUS,
+        ipv6: false,
+        metric: GBPS,
+        work: Some(GBIT),
+    }
+}
+
 /// Every scenario, in the order `--list` and `run all` use.
 pub const ALL: &[Scenario] = &[
     Scenario {
@@ -109,58 +127,14 @@ pub const ALL: &[Scenario] = &[
         metric: GBPS,
         work: Some(GBIT),
     },
-    Scenario {
-        name: "nat-out",
-        about: "TCP throughput from a namespace to a server on the host's loopback, through the slirp engine",
-        family: Family::Nat,
-        workload: Workload::NatOut,
-        subject: Kind::Vswitch,
-        peers: NAT_PEERS,
-        drop_ins: NAT_DROP_INS,
-        mtus: BOTH_MTUS,
-        ipv6: false,
-        metric: GBPS,
-        work: Some(GBIT),
-    },
-    Scenario {
-        name: "nat-out-rev",
-        about: "nat-out with the data flowing host → namespace (iperf3 -R)",
-        family: Family::Nat,
-        workload: Workload::NatOutRev,
-        subject: Kind::Vswitch,
-        peers: NAT_PEERS,
-        drop_ins: NAT_DROP_INS,
-        mtus: BOTH_MTUS,
-        ipv6: false,
-        metric: GBPS,
-        work: Some(GBIT),
-    },
-    Scenario {
-        name: "portfwd-in",
-        about: "TCP throughput from the host's 127.0.0.1 into a namespace through a published port",
-        family: Family::Nat,
-        workload: Workload::PortfwdIn,
-        subject: Kind::Vswitch,
-        peers: NAT_PEERS,
-        drop_ins: NAT_DROP_INS,
-        mtus: BOTH_MTUS,
-        ipv6: false,
-        metric: GBPS,
-        work: Some(GBIT),
-    },
-    Scenario {
-        name: "portfwd-in-rev",
-        about: "portfwd-in with the data flowing namespace → the host's client (iperf3 -R)",
-        family: Family::Nat,
-        workload: Workload::PortfwdInRev,
-        subject: Kind::Vswitch,
-        peers: NAT_PEERS,
-        drop_ins: NAT_DROP_INS,
-        mtus: BOTH_MTUS,
-        ipv6: false,
-        metric: GBPS,
-        work: Some(GBIT),
-    },
+    nat_throughput(
+        "nat-out",
+        "TCP throughput from a namespace to a server on the host's loopback, through the slirp engine",
+        Workload::NatOut,
+    ),
+    nat_throughput("nat-out-rev", "nat-out with the data flowing host → namespace (iperf3 -R)", Workload::NatOutRev),
+    nat_throughput("portfwd-in", "TCP throughput from the host's 127.0.0.1 into a namespace through a published port", Workload::PortfwdIn),
+    nat_throughput("portfwd-in-rev", "portfwd-in with the data flowing namespace → the host's client (iperf3 -R)", Workload::PortfwdInRev),
     Scenario {
         name: "nat-rr",
         about: "TCP request/response, 1 byte each way, namespace → host loopback (p50)",

@@ -112,6 +112,24 @@ struct NsCall {
     err: libc::c_int,
 }
 
+impl NsCall {
+    /// A call into `net` (through `user`) with nothing to do yet.
+    fn new(user: Option<RawFd>, net: RawFd) -> NsCall {
+        NsCall {
+            user: user.unwrap_or(-1),
+            net,
+            domain: 0,
+            ty: 0,
+            want: 0,
+            paths: [std::ptr::null(); NS_PATHS],
+            npaths: 0,
+            fds: [-1; NS_BATCH],
+            made: 0,
+            err: 0,
+        }
+    }
+}
+
 fn errno() -> libc::c_int {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
@@ -167,18 +185,7 @@ extern "C" fn ns_child(arg: *mut libc::c_void) -> libc::c_int {
 /// memory and descriptor table does it, as pasta does, so the sockets land in this process and
 /// no thread of it ever changes namespaces. Returns them; an error only if none could be made.
 pub(crate) fn ns_sockets(user: Option<RawFd>, net: RawFd, domain: libc::c_int, ty: libc::c_int, want: usize) -> io::Result<Vec<OwnedFd>> {
-    let call = NsCall {
-        user: user.unwrap_or(-1),
-        net,
-        domain,
-        ty,
-        want,
-        paths: [std::ptr::null(); NS_PATHS],
-        npaths: 0,
-        fds: [-1; NS_BATCH],
-        made: 0,
-        err: 0,
-    };
+    let call = NsCall { domain, ty, want, ..NsCall::new(user, net) };
     in_namespace(call)
 }
 
@@ -187,18 +194,7 @@ pub(crate) fn ns_sockets(user: Option<RawFd>, net: RawFd, domain: libc::c_int, t
 /// them, /proc/sys/net's, which keep reading that namespace's values wherever they are read from.
 /// An error if any of them could not be opened.
 pub(crate) fn ns_open(user: Option<RawFd>, net: RawFd, paths: [&std::ffi::CStr; NS_PATHS]) -> io::Result<Vec<OwnedFd>> {
-    let call = NsCall {
-        user: user.unwrap_or(-1),
-        net,
-        domain: 0,
-        ty: 0,
-        want: 0,
-        paths: paths.map(std::ffi::CStr::as_ptr),
-        npaths: NS_PATHS,
-        fds: [-1; NS_BATCH],
-        made: 0,
-        err: 0,
-    };
+    let call = NsCall { paths: paths.map(std::ffi::CStr::as_ptr), npaths: NS_PATHS, ..NsCall::new(user, net) };
     in_namespace(call)
 }
 
